@@ -1,0 +1,19 @@
+PYTHON ?= python3
+
+.PHONY: install train test bench clean
+
+install:  ## install the package (editable) with its test dependencies
+	$(PYTHON) -m pip install -e ".[dev]"
+
+train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendly default
+	$(PYTHON) -m demt_exp
+
+test:  ## the whole test suite
+	$(PYTHON) -m pytest -q
+
+bench:  ## speed of the deformable operator backends and of a training step
+	$(PYTHON) -m demt_exp.bench
+
+clean:  ## remove run folders and caches
+	rm -rf outputs multirun .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Backbones, the deformable operator, encoder (deformable mixer), decoder (task-aware transformer), heads."""

@@ -1,0 +1,127 @@
+"""ChlSpl: the deformable 1x1 convolution with one learned displacement per input channel.
+
+SPEC 1.5.3. Offsets are a grouped 3x3 convolution of *absolute* 1-based tap coordinates
+(plus a 3x3 convolution of the features), as the official code computes them. The sampled
+value of input channel c at pixel (y, x) is X_c(y + dy_c, x + dx_c), bilinear, zero outside
+the map; the output is a 1x1 convolution of the sampled channels.
+
+Two numerically equivalent backends: torchvision's compiled `deform_conv2d` and a pure
+PyTorch one (per-channel `grid_sample`) that runs wherever PyTorch runs. `auto` takes
+torchvision when its compiled op loads.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Backend = Literal["auto", "torchvision", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "torchvision", "torch")
+
+
+@lru_cache(maxsize=1)
+def torchvision_deform_available() -> bool:
+    """True when torchvision's compiled deform_conv2d runs here (it fails with mismatched wheels)."""
+    try:
+        from torchvision.ops import deform_conv2d
+
+        x = torch.ones(1, 1, 2, 2)
+        deform_conv2d(x, torch.zeros(1, 2, 2, 2), torch.ones(1, 1, 1, 1))
+    except Exception:  # any import or dispatcher failure means "not usable"
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    """Turn `auto` into a backend that works on this installation."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown deformable backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        return "torchvision" if torchvision_deform_available() else "torch"
+    return backend
+
+
+def sample_per_channel(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of every channel at its own displaced grid, zeros outside (pure PyTorch).
+
+    x: (B, C, h, w); offsets: (B, 2C, h, w) with (dy, dx) of channel c at 2c and 2c + 1.
+    """
+    b, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+    pos_y = rows + offsets[:, 0::2]
+    pos_x = cols + offsets[:, 1::2]
+    # align_corners=False maps pixel index p to (2p + 1) / size - 1 exactly, also when size is 1.
+    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
+    sampled = F.grid_sample(
+        x.reshape(b * c, 1, h, w),
+        grid.reshape(b * c, h, w, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    return sampled.view(b, c, h, w)
+
+
+def deform_conv1x1(
+    x: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str
+) -> torch.Tensor:
+    """1x1 deformable convolution with one offset group per input channel."""
+    if resolve_backend(backend) == "torchvision":
+        from torchvision.ops import deform_conv2d
+
+        return deform_conv2d(x, offsets, weight, bias)
+    return F.conv2d(sample_per_channel(x, offsets), weight, bias)
+
+
+def tap_coordinates(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 18, h, w) absolute 1-based positions of the 9 taps of a 3x3 kernel: rows then columns."""
+    taps = torch.arange(9, device=device)
+    tap_rows = (taps // 3 - 1).to(dtype).view(9, 1, 1)
+    tap_cols = (taps % 3 - 1).to(dtype).view(9, 1, 1)
+    rows = torch.arange(1, height + 1, device=device, dtype=dtype).view(1, height, 1)
+    cols = torch.arange(1, width + 1, device=device, dtype=dtype).view(1, 1, width)
+    row_coords = (rows + tap_rows).expand(9, height, width)
+    col_coords = (cols + tap_cols).expand(9, height, width)
+    return torch.cat((row_coords, col_coords)).unsqueeze(0)
+
+
+class ChannelOffsets(nn.Module):
+    """Per-channel displacements: grouped 3x3 conv of (tap coordinates + 3x3 conv of the features).
+
+    The feature conv starts at zero weight (official `p_conv`); the official code's hook meant
+    to scale its gradient by 0.1 has no effect, so none is applied (SPEC 8 item 7).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.feature_conv = nn.Conv2d(channels, 18, kernel_size=3, padding=1)
+        self.coord_conv = nn.Conv2d(18, 2 * channels, kernel_size=3, padding=1, groups=2)
+        nn.init.zeros_(self.feature_conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coords = tap_coordinates(x.shape[-2], x.shape[-1], x.device, x.dtype) + self.feature_conv(x)
+        return self.coord_conv(coords)
+
+
+class ChannelDeformConv(nn.Module):
+    """ChlSpl: deformable 1x1 conv, one (dy, dx) pair per input channel (SPEC 1.5.3)."""
+
+    def __init__(self, in_channels: int, out_channels: int, backend: str = "auto") -> None:
+        super().__init__()
+        resolve_backend(backend)  # fail at build time on a typo
+        self.backend = backend
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.offsets = ChannelOffsets(in_channels)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(in_channels)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return deform_conv1x1(x, self.offsets(x), self.weight, self.bias, self.backend)

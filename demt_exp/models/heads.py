@@ -1,0 +1,38 @@
+"""Per-task prediction heads: bottleneck, logits and upsampling to the input size (SPEC 1.5.1 steps 5-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bottleneck(nn.Sequential):
+    """3x3 conv (no bias) + BatchNorm + ReLU (official `bottleneck[t]`)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+
+class TaskHeads(nn.Module):
+    """{task: (B, dim, h, w)} -> {task: (B, C_t, H, W)}; logits initialised N(0, 0.01^2), bias 0."""
+
+    def __init__(self, task_channels: Mapping[str, int], in_channels: int, bottleneck_channels: int) -> None:
+        super().__init__()
+        self.tasks = tuple(task_channels)
+        self.bottleneck = nn.ModuleDict({t: Bottleneck(in_channels, bottleneck_channels) for t in self.tasks})
+        self.logits = nn.ModuleDict({t: nn.Conv2d(bottleneck_channels, c, 1) for t, c in task_channels.items()})
+        for conv in self.logits.values():
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {
+            t: F.interpolate(self.logits[t](self.bottleneck[t](features[t])), size=size, mode="bilinear", align_corners=False)
+            for t in self.tasks
+        }

@@ -1,0 +1,32 @@
+"""The deformable mixer block of DeMT's encoder (SPEC 1.5.2, order of the latest release)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from demt_exp.models.deform import ChannelDeformConv
+
+
+class DeformableMixerBlock(nn.Module):
+    """Channel mixing (1x1 conv, GELU, BN), then a residual deformable spatial branch (ChlSpl, GELU, BN)."""
+
+    def __init__(self, dim: int, deform_backend: str = "auto") -> None:
+        super().__init__()
+        self.channel_mix = nn.Conv2d(dim, dim, kernel_size=1)
+        self.channel_act = nn.GELU()
+        self.channel_norm = nn.BatchNorm2d(dim)
+        self.spatial_mix = ChannelDeformConv(dim, dim, backend=deform_backend)
+        self.spatial_act = nn.GELU()
+        self.spatial_norm = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel_norm(self.channel_act(self.channel_mix(x)))
+        return x + self.spatial_norm(self.spatial_act(self.spatial_mix(x)))
+
+
+class DeformableMixer(nn.Sequential):
+    """`depth` mixer blocks in sequence: one per task in DeMT (depth 1), DeGMix uses depth 2."""
+
+    def __init__(self, dim: int, depth: int = 1, deform_backend: str = "auto") -> None:
+        super().__init__(*(DeformableMixerBlock(dim, deform_backend) for _ in range(depth)))

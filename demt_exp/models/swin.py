@@ -1,0 +1,127 @@
+"""Swin Transformer backbone: timm's parameters, the official (mmseg) forward semantics.
+
+The official DeMT/DeGMix backbone is mmsegmentation's Swin (SPEC 1.2). timm holds the same
+parameters, but for sizes that are not multiples of the window it shifts *before* padding
+and may shrink windows on small maps. We therefore drive timm's modules with the mmseg
+order: pad to a multiple of the window, then cyclic shift, mask computed on the padded
+grid with -100, crop back. Each of the four stage outputs gets its own LayerNorm
+(`norm0`..`norm3` in the official checkpoints) and is returned as NCHW.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from demt_exp.models.weights import load_backbone_weights
+
+SWIN_VARIANTS: dict[str, str] = {
+    "swin_t": "swin_tiny_patch4_window7_224",
+    "swin_s": "swin_small_patch4_window7_224",
+    "swin_b": "swin_base_patch4_window7_224",
+}
+
+
+@lru_cache(maxsize=64)
+def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Attention mask of the shifted windows on a padded (height, width) grid, as mmseg builds it."""
+    img_mask = torch.zeros(height, width)
+    cuts = ((0, -window), (-window, -shift), (-shift, None))
+    region = 0
+    for rows in cuts:
+        for cols in cuts:
+            img_mask[rows[0] : rows[1], cols[0] : cols[1]] = region
+            region += 1
+    windows = _partition(img_mask[None, :, :, None], window).reshape(-1, window * window)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+def _partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * num_windows, window, window, C); H and W are multiples of window."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+
+
+def _merge(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def shifted_window_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """mmseg ShiftWindowMSA on (B, H, W, C) tokens with a timm block's attention weights."""
+    _, height, width, channels = x.shape
+    window = block.window_size[0]
+    shift = block.shift_size[0]
+    pad_h = (window - height % window) % window
+    pad_w = (window - width % window) % window
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    padded_h, padded_w = height + pad_h, width + pad_w
+    mask = None
+    if shift > 0:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        mask = _shift_mask(padded_h, padded_w, window, shift).to(device=x.device, dtype=x.dtype)
+    windows = _partition(x, window).reshape(-1, window * window, channels)
+    windows = block.attn(windows, mask=mask).reshape(-1, window, window, channels)
+    x = _merge(windows, window, padded_h, padded_w)
+    if shift > 0:
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    return x[:, :height, :width, :].contiguous()
+
+
+def swin_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pre-norm Swin block (attention + MLP, each with stochastic depth) on (B, H, W, C)."""
+    x = x + block.drop_path1(shifted_window_attention(block, block.norm1(x)))
+    return x + block.drop_path2(block.mlp(block.norm2(x)))
+
+
+class SwinBackbone(nn.Module):
+    """Four-stage Swin feature extractor returning [(B, c_i, ceil(H/4/2^i), ...)] for i = 0..3."""
+
+    def __init__(
+        self,
+        variant: str = "swin_t",
+        drop_path_rate: float = 0.1,
+        window_size: int = 7,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if variant not in SWIN_VARIANTS:
+            raise ValueError(f"unknown Swin variant {variant!r}; expected one of {sorted(SWIN_VARIANTS)}")
+        body = timm.create_model(
+            SWIN_VARIANTS[variant],
+            pretrained=False,
+            num_classes=0,
+            strict_img_size=False,
+            always_partition=True,
+            window_size=window_size,
+            drop_path_rate=drop_path_rate,
+        )
+        self.patch_embed = body.patch_embed
+        self.stages = body.layers
+        self.out_channels: list[int] = [info["num_chs"] for info in body.feature_info]
+        self.strides: list[int] = [info["reduction"] for info in body.feature_info]
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
+        self.patch_size = self.patch_embed.patch_size[0]
+        if weights:
+            load_backbone_weights(self, weights)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        height, width = image.shape[-2:]
+        pad_h = (self.patch_size - height % self.patch_size) % self.patch_size
+        pad_w = (self.patch_size - width % self.patch_size) % self.patch_size
+        x = self.patch_embed(F.pad(image, (0, pad_w, 0, pad_h)))
+        features = []
+        for stage, norm in zip(self.stages, self.norms):
+            x = stage.downsample(x)
+            for block in stage.blocks:
+                x = swin_block_forward(block, x)
+            features.append(norm(x).permute(0, 3, 1, 2).contiguous())
+        return features

@@ -1,0 +1,52 @@
+"""Loading local weight files into a module, with errors that name the file and the keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a checkpoint file, unwrapping the usual `state_dict`/`model` nesting."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
+            payload = payload[key]
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a state dict (mapping of names to tensors), got {type(payload).__name__}")
+    return payload
+
+
+def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load that reports missing, unexpected and mis-shaped keys by name."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if wrong_shape:
+        problems.append(f"shape mismatches {wrong_shape[:10]}")
+    if problems:
+        raise ValueError(f"cannot load {source} into {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a backbone from a local file in our own layout; a leading `backbone.` prefix is stripped."""
+    state = read_state_dict(path)
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    load_state_dict_strict(backbone, state, str(path))

@@ -40,12 +40,13 @@ def test_backends_agree_on_outputs_and_every_gradient() -> None:
 
 
 def test_auto_picks_a_working_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen = resolve_backend("auto")
-    assert chosen in ("torchvision", "torch")
+    assert resolve_backend("auto", "cpu") == "torch"
+    expected_cuda = "torchvision" if deform.torchvision_deform_available() else "torch"
+    assert resolve_backend("auto", "cuda") == expected_cuda
     module = ChannelDeformConv(4, 4, backend="auto")
     assert module(torch.randn(1, 4, 5, 6)).shape == (1, 4, 5, 6)
     monkeypatch.setattr(deform, "torchvision_deform_available", lambda: False)
-    assert resolve_backend("auto") == "torch"
+    assert resolve_backend("auto", "cuda") == "torch"
     assert module(torch.randn(1, 4, 5, 6)).shape == (1, 4, 5, 6)
 
 

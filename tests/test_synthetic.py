@@ -273,3 +273,14 @@ def test_index_out_of_range(ds: SyntheticScenes) -> None:
         ds[64]
     with pytest.raises(IndexError):
         ds[-1]
+
+
+def test_person_probability_controls_how_often_people_appear() -> None:
+    def with_person(p: float) -> int:
+        data = SyntheticScenes(tasks=["human_parts"], num_samples=24, image_size=(48, 64), person_probability=p)
+        return sum(int((data[i]["human_parts"] != IGNORE_INDEX).any()) for i in range(len(data)))
+
+    assert with_person(0.0) == 0
+    assert with_person(1.0) >= 20  # a person can be hidden behind an object now and then
+    with pytest.raises(ValueError, match="person_probability"):
+        SyntheticScenes(person_probability=1.5)

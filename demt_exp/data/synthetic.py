@@ -101,8 +101,8 @@ def _person(rng: np.random.Generator, inst: int, cls: int, base: np.ndarray, yaw
                  PART_RGB[part] * tint) for part, c, R, h, r in local]
 
 
-def sample_scene(rng: np.random.Generator, num_classes: int, hfov_tan: float) -> Scene:
-    """Draw camera, room, light and 3-6 objects (plus a person with p = 0.5) inside the view."""
+def sample_scene(rng: np.random.Generator, num_classes: int, hfov_tan: float, person_probability: float = 0.5) -> Scene:
+    """Draw camera, room, light and 3-6 objects (plus a person with `person_probability`) inside the view."""
     height, pitch = rng.uniform(1.2, 1.8), np.deg2rad(rng.uniform(12, 24))
     wall_distance, half_width = rng.uniform(5.5, 9.0), rng.uniform(2.5, 5.0)
     light = np.array([rng.uniform(-0.5, 0.5), -1.0, -rng.uniform(0.3, 0.8)])
@@ -110,7 +110,7 @@ def sample_scene(rng: np.random.Generator, num_classes: int, hfov_tan: float) ->
     prims: list[Prim] = []
     n_obj = int(rng.integers(3, 7))
     for k in range(n_obj + 1):
-        if k == n_obj and rng.random() >= 0.5:
+        if k == n_obj and rng.random() >= person_probability:
             break
         z = rng.uniform(2.2, min(wall_distance - 0.8, 4.5 if k == n_obj else 6.5))  # persons nearer
         lim = min(0.8 * z * hfov_tan, half_width - 0.8)
@@ -231,7 +231,8 @@ class SyntheticScenes(Dataset):
     """Rendered rooms; semseg classes: 0 floor, 1 wall, 2..K-2 objects (shape SHAPES[(c-2)%4]), K-1 person."""
 
     def __init__(self, split: str = "train", tasks: Sequence[str] = TASK_NAMES, num_samples: int = 64,
-                 image_size: Sequence[int] = (96, 128), num_semseg_classes: int = 8, seed: int = 0) -> None:
+                 image_size: Sequence[int] = (96, 128), num_semseg_classes: int = 8, seed: int = 0,
+                 person_probability: float = 0.5) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         if isinstance(tasks, str):
@@ -249,7 +250,10 @@ class SyntheticScenes(Dataset):
                              f"got {num_semseg_classes!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not 0.0 <= float(person_probability) <= 1.0:
+            raise ValueError(f"person_probability must lie in [0, 1], got {person_probability!r}")
         self.split, self.tasks, self.seed = split, tuple(tasks), seed
+        self.person_probability = float(person_probability)
         self.num_samples = _positive_int("num_samples", num_samples)
         self.image_size = tuple(_positive_int("image_size", s) for s in image_size)
         self.num_semseg_classes = num_semseg_classes
@@ -266,13 +270,14 @@ class SyntheticScenes(Dataset):
     def scene(self, index: int) -> Scene:
         """The scene parameters of sample `index` (for tests and visualisation)."""
         H, W = self.image_size
-        return sample_scene(self._rng(index), self.num_semseg_classes, W / 2 / self.focal)
+        return sample_scene(self._rng(index), self.num_semseg_classes, W / 2 / self.focal, self.person_probability)
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
         rng = self._rng(index)
         H, W = self.image_size
-        maps = render(sample_scene(rng, self.num_semseg_classes, W / 2 / self.focal), (H, W), rng)
+        scene = sample_scene(rng, self.num_semseg_classes, W / 2 / self.focal, self.person_probability)
+        maps = render(scene, (H, W), rng)
         image = (np.clip(maps["rgb"], 0, 255).astype(np.float32) / 255 - MEAN) / STD
         parts = maps["part"] if (maps["semseg"] == self.num_semseg_classes - 1).any() else \
             np.full((H, W), IGNORE_INDEX, np.int64)

@@ -13,6 +13,15 @@ from omegaconf import DictConfig
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Overrides that shrink the default job to seconds: tiny images, few samples, a narrow head.
+TINY_RUN = [
+    "dataset.image_size=[32,32]",
+    "dataset.val.num_samples=4",
+    "encoder.dim=32",
+    "trainer.batch_size=4",
+    "logger.progress_bar=false",
+]
+
 
 @pytest.fixture
 def compose() -> Callable[[list[str]], DictConfig]:

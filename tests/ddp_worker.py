@@ -1,0 +1,43 @@
+"""Run by torchrun in test_distributed.py: one DDP training step with the suite's own pieces.
+
+Each rank saves its parameters and the indices of its half-batch so the test can compare
+both ranks with a single process that averages the gradients of the two half-batches.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from demt_exp.distributed import cleanup, init_distributed
+from demt_exp.evaluate import to_device
+from demt_exp.models.model import build_model
+from demt_exp.optim import build_optimizer, build_poly_scheduler
+from demt_exp.train import batches_forever, build_loss, seed_everything, train_loader, train_step, wrap_distributed
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def main(out_dir: str, overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    info = init_distributed("cpu")
+    seed_everything(int(cfg.trainer.seed))
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
+    net = wrap_distributed(model, info, bool(cfg.trainer.find_unused_parameters))
+    batch = next(batches_forever(train_loader(instantiate(cfg.dataset.train), info, cfg.trainer), 0))
+    indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
+    train_step(net, to_device(batch, info.device), build_loss(cfg.tasks), optimizer, scheduler, lambda: torch.autocast("cpu", enabled=False), None)
+    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices},
+               Path(out_dir) / f"rank{info.rank}.pt")
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

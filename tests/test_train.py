@@ -1,0 +1,127 @@
+"""The training command end to end: outputs, chance-beating learning, exact resume, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY_RUN
+from demt_exp.checkpoint import load_checkpoint, save_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
+
+
+def run_cli(*overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "demt_exp", *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.slow
+def test_run_folder_holds_config_metrics_history_and_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "trainer.steps=3", "trainer.eval_interval=2", "trainer.log_interval=1", f"hydra.run.dir={run_dir}")
+    config = OmegaConf.load(run_dir / "config.yaml")
+    assert config.trainer.steps == 3 and config.dataset.train.image_size == [32, 32]
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"semseg", "human_parts", "sal", "normals", "edge", "depth"}
+    assert {"mIoU", "loss"} <= set(metrics["semseg"]) and "rmse" in metrics["depth"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if "train/loss" in r]
+    val_steps = [r["step"] for r in records if "val/semseg/mIoU" in r]
+    assert train_steps == [1, 2, 3] and val_steps == [2, 3]
+    assert records[0]["train/lr"] == pytest.approx(config.optimizer.lr)  # step 1 uses the base rate
+    assert records[1]["train/lr"] == pytest.approx(config.optimizer.lr * (1 - 1 / 3) ** 0.9)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert checkpoint["step"] == 3
+    assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(checkpoint)
+    assert checkpoint["scheduler"]["last_epoch"] == 3
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.pt"]
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    common = [*TINY, "trainer.steps=4", "trainer.eval_interval=4", "dataset.train.num_samples=12"]
+    run_cli(*common, f"hydra.run.dir={tmp_path / 'straight'}")
+    run_cli(*common, "trainer.stop_at_step=2", f"hydra.run.dir={tmp_path / 'split'}")
+    halfway = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert halfway["step"] == 2
+    assert not (tmp_path / "split" / "metrics.json").exists()
+    run_cli(*common, "trainer.resume=true", f"hydra.run.dir={tmp_path / 'split'}")
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert resumed["step"] == straight["step"] == 4
+    for name, value in straight["model"].items():
+        assert torch.allclose(resumed["model"][name].float(), value.float(), atol=1e-6), name
+    # Three epochs of 3 batches were crossed: the resumed run really continued the data stream.
+    moved = [n for n in straight["model"] if not torch.equal(straight["model"][n], halfway["model"][n])]
+    assert moved
+
+
+@pytest.mark.slow
+def test_resume_from_a_missing_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "last.pt"
+    result = run_cli(*TINY, "trainer.steps=1", f"trainer.resume={missing}", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_atomic({"model": {"w": torch.ones(3)}, "optimizer": {}, "scheduler": {}, "step": 1}, path)
+    real_save = torch.save
+
+    def crash_half_way(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"model": {"w": torch.zeros(3)}, "optimizer": {}, "scheduler": {}, "step": 2}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    survivor = load_checkpoint(path)
+    assert survivor["step"] == 1 and torch.equal(survivor["model"]["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_corrupt_checkpoint_is_reported_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=str(path)):
+        load_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_short_default_run_is_clearly_better_than_chance(tmp_path: Path) -> None:
+    """The default job's property on a shorter run: metrics far from the constant predictor's.
+
+    Human-part mIoU is not asserted: at this size and length the small part regions stay
+    at the background-only level (its loss does fall), see the README.
+    """
+    run_dir = tmp_path / "run"
+    run_cli(
+        "dataset.image_size=[40,40]", "dataset.val.num_samples=16", "trainer.steps=50", "trainer.eval_interval=50",
+        "trainer.head_lr_mult=3", "logger.progress_bar=false", f"hydra.run.dir={run_dir}",
+    )
+    model = json.loads((run_dir / "metrics.json").read_text())
+    chance = json.loads((run_dir / "baseline_metrics.json").read_text())
+    assert model["semseg"]["mIoU"] > 2.5 * chance["semseg"]["mIoU"]
+    assert model["sal"]["maxF"] > chance["sal"]["maxF"] + 25
+    assert model["edge"]["pixel_maxF"] > chance["edge"]["pixel_maxF"] + 10
+    assert model["normals"]["mean_angle"] < chance["normals"]["mean_angle"] - 15
+    assert model["depth"]["rmse"] < 0.75 * chance["depth"]["rmse"]
+    for task in ("semseg", "sal", "normals", "edge", "depth"):
+        assert model[task]["loss"] < chance[task]["loss"], task

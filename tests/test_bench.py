@@ -1,0 +1,27 @@
+"""The benchmark command prints real figures for each deformable backend and a training step."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from demt_exp.bench import main
+from demt_exp.models import deform
+
+
+def test_deform_bench_prints_each_backend_and_the_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["deform", "--shape", "1", "8", "6", "7", "--repeats", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert re.search(r"torch\s+\d+\.\d ms", out)
+    if deform.torchvision_deform_available():
+        assert re.search(r"torchvision\s+\d+\.\d ms", out) and "ratio torchvision / torch" in out
+    assert "auto picks: torch" in out
+
+
+def test_step_bench_prints_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["step", "dataset.image_size=[32,32]", "dataset.train.num_samples=2", "trainer.batch_size=2",
+          "encoder.dim=16", "tasks=nyud", "--repeats", "1"])
+    out = capsys.readouterr().out
+    match = re.search(r"images/s", out)
+    assert match and float(re.search(r": ([\d.]+) images/s", out).group(1)) > 0

@@ -212,15 +212,15 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
         if info.is_main:
             log.info("resumed from %s at step %d", resume_path, start_step)
     net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
-    if info.is_main:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
-
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
     autocast = autocast_factory(str(trainer.precision), info.device)
     tracker = Tracker(out_dir, info.is_main)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tracker.log(start_step, {"model/parameters": total, "model/trainable_parameters": trainable})
+    if info.is_main:
+        log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
     steps = int(trainer.steps)
     stop_at = None if trainer.stop_at_step is None else int(trainer.stop_at_step)
     if info.is_main:

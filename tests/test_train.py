@@ -40,6 +40,8 @@ def test_run_folder_holds_config_metrics_history_and_checkpoint(tmp_path: Path) 
     assert set(metrics) == {"semseg", "human_parts", "sal", "normals", "edge", "depth"}
     assert {"mIoU", "loss"} <= set(metrics["semseg"]) and "rmse" in metrics["depth"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    sizes = records.pop(0)
+    assert sizes["step"] == 0 and sizes["model/parameters"] == sizes["model/trainable_parameters"] > 1e7
     train_steps = [r["step"] for r in records if "train/loss" in r]
     val_steps = [r["step"] for r in records if "val/semseg/mIoU" in r]
     assert train_steps == [1, 2, 3] and val_steps == [2, 3]
@@ -125,3 +127,27 @@ def test_short_default_run_is_clearly_better_than_chance(tmp_path: Path) -> None
     assert model["depth"]["rmse"] < 0.75 * chance["depth"]["rmse"]
     for task in ("semseg", "sal", "normals", "edge", "depth"):
         assert model[task]["loss"] < chance[task]["loss"], task
+
+
+def test_autocast_choices(tmp_path: Path) -> None:
+    from demt_exp.train import autocast_factory
+
+    cpu = torch.device("cpu")
+    with autocast_factory("bf16", cpu)():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with autocast_factory("fp32", cpu)():
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        autocast_factory("fp16", cpu)
+    with pytest.raises(ValueError, match="trainer.precision='fp8'"):
+        autocast_factory("fp8", cpu)
+
+
+@pytest.mark.slow
+def test_bf16_training_runs_and_stays_finite(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "trainer.precision=bf16", "trainer.steps=2", "trainer.log_interval=1", f"hydra.run.dir={run_dir}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert records[0]["model/parameters"] > 0
+    assert len(losses) == 2 and all(0 < loss < float("inf") for loss in losses)

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.timm_body import create_timm_body
 from demt_exp.models.weights import load_backbone_weights
 
 SWIN_VARIANTS: dict[str, str] = {
     "swin_t": "swin_tiny_patch4_window7_224",
     "swin_s": "swin_small_patch4_window7_224",
     "swin_b": "swin_base_patch4_window7_224",
+    # Swin-L exists only as README rows (SPEC 1.2); its parameter count there implies window 12.
+    "swin_l": "swin_large_patch4_window12_384",
 }
 
 
@@ -93,11 +95,10 @@ class SwinBackbone(nn.Module):
         weights: str | None = None,
     ) -> None:
         super().__init__()
-        if variant not in SWIN_VARIANTS:
-            raise ValueError(f"unknown Swin variant {variant!r}; expected one of {sorted(SWIN_VARIANTS)}")
-        body = timm.create_model(
-            SWIN_VARIANTS[variant],
-            pretrained=False,
+        body = create_timm_body(
+            SWIN_VARIANTS,
+            variant,
+            "Swin",
             num_classes=0,
             strict_img_size=False,
             always_partition=True,

@@ -29,6 +29,12 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def token_maps(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, T, h*w, C) -> (B, T, C, h, w)."""
+    b, t, _, c = tokens.shape
+    return tokens.transpose(2, 3).reshape(b, t, c, *size)
+
+
 def check_attention_args(attention: str, kv_stride: int) -> None:
     """Fail at build time on an unknown attention mode or a bad key/value stride."""
     if attention not in ATTENTION_MODES:
@@ -43,6 +49,7 @@ class TaskAwareDecoder(nn.Module):
     attention='official' (default) is the effective behaviour of the released code at one
     image per GPU, computed per image so batch composition never matters. 'global' is the
     paper's attention; `kv_stride` average-pools keys/values so it fits in memory at stride 4.
+    `bottleneck_divisor` sets the width of the task heads that follow, C_in // divisor.
     """
 
     def __init__(
@@ -53,30 +60,49 @@ class TaskAwareDecoder(nn.Module):
         query_heads: int = 4,
         attention: AttentionMode = "official",
         kv_stride: int = 1,
+        bottleneck_divisor: int = 8,
     ) -> None:
         super().__init__()
         check_attention_args(attention, kv_stride)
         self.tasks = tuple(tasks)
+        self.bottleneck_divisor = bottleneck_divisor  # heads' width = floor(C_in / 8) officially (SPEC 1.4)
         self.attention = attention
         self.kv_stride = kv_stride
         self.task_fusion = nn.MultiheadAttention(dim, fusion_heads)
         self.fusion_mlp = linear_norm(dim)
-        self.task_queries = nn.ModuleDict({t: nn.MultiheadAttention(dim, query_heads) for t in self.tasks})
+        self.task_queries = self.build_queries(dim, query_heads)
         self.query_mlps = nn.ModuleDict({t: linear_norm(dim) for t in self.tasks})
+
+    def build_queries(self, dim: int, heads: int) -> nn.ModuleDict:
+        """One attention module per task for the task-query block."""
+        return nn.ModuleDict({t: nn.MultiheadAttention(dim, heads) for t in self.tasks})
+
+    def fuse(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Task interaction on (B, T, N, C) task tokens -> fused (B, T, N, C)."""
+        if self.attention == "official":
+            return self.fusion_mlp(value_output_map(self.task_fusion, tokens))
+        b, t, n, c = tokens.shape
+        context = pooled_tokens(token_maps(tokens, size), self.kv_stride)
+        fused = global_attention(self.task_fusion, tokens.reshape(b, t * n, c), context)
+        return self.fusion_mlp(fused).view(b, t, n, c)
+
+    def query(self, task: str, tokens: torch.Tensor, fused: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Task query: (B, N, C) tokens of `task` read the fused (B, T, N, C) tokens."""
+        if self.attention == "official":
+            return per_pixel_task_attention(self.task_queries[task], tokens, fused)
+        return global_attention(self.task_queries[task], tokens, pooled_tokens(token_maps(fused, size), self.kv_stride))
+
+    def refine(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-task token refinement after the query residual (none in DeMT)."""
+        return tokens
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         b, c, h, w = features[self.tasks[0]].shape
-        tokens = {t: to_tokens(features[t]) for t in self.tasks}
-        if self.attention == "official":
-            fused = torch.stack([self.fusion_mlp(value_output_map(self.task_fusion, tokens[t])) for t in self.tasks], 1)
-            queried = {t: per_pixel_task_attention(self.task_queries[t], tokens[t], fused) for t in self.tasks}
-        else:
-            maps = torch.stack([features[t] for t in self.tasks], dim=1)
-            all_tokens = torch.cat([tokens[t] for t in self.tasks], dim=1)
-            fused = self.fusion_mlp(global_attention(self.task_fusion, all_tokens, pooled_tokens(maps, self.kv_stride)))
-            fused_maps = fused.view(b, len(self.tasks), h, w, c).permute(0, 1, 4, 2, 3)
-            context = pooled_tokens(fused_maps, self.kv_stride)
-            queried = {t: global_attention(self.task_queries[t], tokens[t], context) for t in self.tasks}
-        return {
-            t: (tokens[t] + self.query_mlps[t](queried[t])).transpose(1, 2).reshape(b, c, h, w) for t in self.tasks
-        }
+        tokens = torch.stack([to_tokens(features[t]) for t in self.tasks], dim=1)
+        fused = self.fuse(tokens, (h, w))
+        out = {}
+        for i, task in enumerate(self.tasks):
+            own = tokens[:, i]
+            refined = self.refine(own + self.query_mlps[task](self.query(task, own, fused, (h, w))))
+            out[task] = refined.transpose(1, 2).reshape(b, c, h, w)
+        return out

@@ -1,17 +1,22 @@
-"""DeMT encoder: multi-scale concat, projection to the head width, one deformable mixer per task.
+"""Encoders: multi-scale concat, projection to the head width, one deformable mixer per task.
 
-SPEC 1.4 (head input transform) and 1.5.1 steps 1-2.
+SPEC 1.4 (head input transform), 1.5.1 steps 1-2 (DeMT) and 1.6.1 (DeGMix projection).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.mixer import DeformableMixer
+from demt_exp.models.necks import FeatConvNeck
+
+Projection = Literal["linear", "patch", "none"]
+Neck = Literal["concat", "featconv"]
 
 
 def concat_multiscale(features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -23,8 +28,13 @@ def concat_multiscale(features: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(resized, dim=1)
 
 
+def total_channels(in_channels: int | Sequence[int]) -> int:
+    """Channels after concatenating the backbone maps."""
+    return in_channels if isinstance(in_channels, int) else sum(int(c) for c in in_channels)
+
+
 class PixelProjection(nn.Module):
-    """Per-pixel Linear(C_in -> dim) then LayerNorm over channels (official `linear1`)."""
+    """Per-pixel Linear(C_in -> dim) then LayerNorm over channels (official `linear1`): stays at stride 4."""
 
     def __init__(self, in_channels: int, dim: int) -> None:
         super().__init__()
@@ -35,23 +45,91 @@ class PixelProjection(nn.Module):
         return self.norm(self.linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2).contiguous()
 
 
+class PatchProjection(nn.Module):
+    """Released DeGMix `PatchEmbed`: zero-pad to a multiple of 4, 4x4 stride-4 conv, LayerNorm: stride 16."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int = 4) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h = (self.patch - x.shape[-2] % self.patch) % self.patch
+        pad_w = (self.patch - x.shape[-1] % self.patch) % self.patch
+        x = self.proj(F.pad(x, (0, pad_w, 0, pad_h)))
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+class MultiScaleConcat(nn.Module):
+    """SPEC 1.4 head input transform as a module: resize to the stride-4 map, concatenate."""
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return concat_multiscale(features)
+
+
+PROJECTIONS: dict[str, type[nn.Module]] = {"linear": PixelProjection, "patch": PatchProjection}
+NECKS: tuple[str, ...] = ("concat", "featconv")
+
+
+def build_neck(neck: str, in_channels: int | Sequence[int], dim: int) -> tuple[nn.Module, int]:
+    """The module that merges the backbone maps into one, and its output width."""
+    if neck == "concat":
+        return MultiScaleConcat(), total_channels(in_channels)
+    if neck == "featconv":
+        widths = [in_channels] * 4 if isinstance(in_channels, int) else list(in_channels)
+        return FeatConvNeck(widths, out_channels=dim), dim
+    raise ValueError(f"encoder.neck={neck!r}; expected one of {NECKS}")
+
+
+def build_projection(projection: str, in_channels: int, dim: int) -> nn.Module:
+    """Projection of the merged map to the head width; `none` when the neck already outputs it."""
+    if projection == "none":
+        if in_channels != dim:
+            raise ValueError(f"encoder.projection=none needs the neck to output dim={dim} channels, not {in_channels}")
+        return nn.Identity()
+    if projection not in PROJECTIONS:
+        raise ValueError(f"encoder.projection={projection!r}; expected one of {sorted(PROJECTIONS) + ['none']}")
+    return PROJECTIONS[projection](in_channels, dim)
+
+
 class DeformableMixerEncoder(nn.Module):
-    """Backbone maps -> {task: (B, dim, h, w)} on the stride-4 grid."""
+    """Backbone maps -> {task: (B, dim, h, w)}.
+
+    DeMT: concat neck, linear projection, depth 1. DeGMix: concat neck, patch (released) or
+    linear projection, depth 2. DeGMix ViT: FeatConv neck (already `dim` wide), no projection.
+    """
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | Sequence[int],
         tasks: Sequence[str],
         dim: int = 256,
         depth: int = 1,
+        projection: Projection = "linear",
+        neck: Neck = "concat",
         deform_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
         self.dim = dim
-        self.projection = PixelProjection(in_channels, dim)
+        self.neck, neck_channels = build_neck(neck, in_channels, dim)
+        self.projection = build_projection(projection, neck_channels, dim)
         self.mixers = nn.ModuleDict({t: DeformableMixer(dim, depth, deform_backend) for t in self.tasks})
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.projection(concat_multiscale(features))
+        x = self.projection(self.neck(features))
         return {t: self.mixers[t](x) for t in self.tasks}
+
+
+class ConcatEncoder(nn.Module):
+    """Baselines' shared input: the concatenated multi-scale maps, handed unchanged to every task."""
+
+    def __init__(self, in_channels: int | Sequence[int], tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+        self.dim = total_channels(in_channels)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = concat_multiscale(features)
+        return {t: x for t in self.tasks}

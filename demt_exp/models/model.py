@@ -14,19 +14,40 @@ from demt_exp.models.heads import TaskHeads
 
 
 class MultiTaskModel(nn.Module):
-    """image (B, 3, H, W) -> {task: (B, C_t, H, W)} (SPEC 1.1)."""
+    """image (B, 3, H, W) -> {task: (B, C_t, H, W)} (SPEC 1.1).
+
+    The heads' bottleneck is `bottleneck_channels` wide, or floor(C_in / decoder.bottleneck_divisor)
+    of the concatenated backbone channels as the official head computes it (SPEC 1.4).
+    With `freeze_backbone` the backbone gets no gradient and stays in eval mode (its norms and
+    stochastic depth behave as at inference), the "DeGMix-Tuning" setting.
+    """
 
     def __init__(
-        self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module, task_channels: Mapping[str, int]
+        self,
+        backbone: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        task_channels: Mapping[str, int],
+        bottleneck_channels: int | None = None,
+        freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.tasks = tuple(task_channels)
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
-        head_in = int(encoder.dim)
-        # The official bottleneck width is floor(C_in / 8) of the concatenated backbone maps (SPEC 1.4).
-        self.heads = TaskHeads(task_channels, head_in, sum(backbone.out_channels) // 8)
+        width = bottleneck_channels or sum(backbone.out_channels) // int(getattr(decoder, "bottleneck_divisor", 8))
+        self.heads = TaskHeads(task_channels, int(encoder.dim), width)
+        self.backbone_frozen = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "MultiTaskModel":
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(image)
@@ -42,6 +63,14 @@ def build_model(cfg: Any) -> MultiTaskModel:
     tasks = list(cfg.tasks.names)
     channels = output_channels(tasks, int(cfg.dataset.num_semseg_classes))
     backbone = instantiate(cfg.backbone)
-    encoder = instantiate(cfg.encoder, in_channels=sum(backbone.out_channels), tasks=tasks)
+    encoder = instantiate(cfg.encoder, in_channels=list(backbone.out_channels), tasks=tasks)
     decoder = instantiate(cfg.decoder, tasks=tasks)
-    return MultiTaskModel(backbone, encoder, decoder, channels)
+    model_cfg = cfg.get("model", {}) or {}
+    return MultiTaskModel(
+        backbone,
+        encoder,
+        decoder,
+        channels,
+        bottleneck_channels=model_cfg.get("bottleneck_channels"),
+        freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
+    )

@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench report clean
 
 install:  ## install the package (editable) with its test dependencies
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -13,6 +13,9 @@ test:  ## the whole test suite
 
 bench:  ## speed of the deformable operator backends and of a training step
 	$(PYTHON) -m demt_exp.bench
+
+report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"
+	$(PYTHON) -m demt_exp.report model $(or $(ARGS),tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560)
 
 clean:  ## remove run folders and caches
 	rm -rf outputs multirun .pytest_cache build *.egg-info

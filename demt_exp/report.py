@@ -1,0 +1,205 @@
+"""Model report: parameters and multiply-accumulates per component (SPEC 1.9, 1.10).
+
+`python -m demt_exp.report model [--input-size H W] [--batch B] [--device meta|cpu] [--json PATH]
+[hydra overrides...]`, e.g.
+`python -m demt_exp.report model tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560`.
+
+Components are the model's own children (backbone, encoder, decoder, heads). MACs come from
+torch's FlopCounterMode (2 FLOPs per MAC, halved here) on one eval-mode forward pass under
+no_grad. The counter silently counts 0 for torchvision's `deform_conv2d` and for `grid_sampler_2d`
+(the pure-PyTorch ChlSpl backend), so both are added by formula through `custom_mapping` and
+reported separately. On the default meta device nothing is computed, so any input size is instant;
+there `deform_backend=auto` takes the pure-PyTorch path (grid_sample + counted 1x1 conv), which
+gives the same totals as torchvision's op (pass encoder.deform_backend=torchvision to see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch.utils.flop_counter import FlopCounterMode
+
+from demt_exp.models.model import build_model
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+BILINEAR_MACS = 4  # one multiply-add per corner of the bilinear stencil
+GRID_SAMPLE_MACS = {0: BILINEAR_MACS, 1: 0, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
+
+
+def deform_conv2d_flops(input_shape: Sequence[int], weight_shape: Sequence[int], *args: Any,
+                        out_shape: Sequence[int], **kwargs: Any) -> int:
+    """torchvision::deform_conv2d: the convolution plus bilinear sampling of every column value.
+
+    MACs = N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 * N*C_in*kh*kw*H_out*W_out
+    (+1 per sampled value with a modulation mask). Returned as FLOPs (2 per MAC), as the counter expects.
+    """
+    n, c_out, h_out, w_out = out_shape
+    kh, kw = weight_shape[2], weight_shape[3]
+    use_mask = bool(args[-1]) if args and isinstance(args[-1], bool) else False
+    conv = n * c_out * h_out * w_out * weight_shape[1] * kh * kw
+    sampled = n * input_shape[1] * kh * kw * h_out * w_out
+    return 2 * (conv + (BILINEAR_MACS + int(use_mask)) * sampled)
+
+
+def grid_sampler_2d_flops(input_shape: Sequence[int], grid_shape: Sequence[int], mode: int = 0, *args: Any,
+                          out_shape: Sequence[int], **kwargs: Any) -> int:
+    """aten::grid_sampler_2d: 4 MACs per output value for bilinear (16 bicubic, 0 nearest), as FLOPs."""
+    n, c, h, w = out_shape
+    return 2 * GRID_SAMPLE_MACS.get(int(mode), BILINEAR_MACS) * n * c * h * w
+
+
+def added_ops() -> dict[Any, tuple[str, Any]]:
+    """Ops the counter misses -> (formula text, FLOP formula); torchvision's only where its ops load."""
+    ops: dict[Any, tuple[str, Any]] = {
+        torch.ops.aten.grid_sampler_2d: ("4 per sampled (output) value, bilinear", grid_sampler_2d_flops),
+    }
+    try:
+        import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.*)
+
+        ops[torch.ops.torchvision.deform_conv2d] = (
+            "N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 per sampled value (N*C_in*kh*kw*H_out*W_out)",
+            deform_conv2d_flops,
+        )
+    except (ImportError, AttributeError, RuntimeError):  # mismatched wheels: the op cannot run anyway
+        pass
+    return ops
+
+
+ADDED_OPS = added_ops()
+OP_NAMES: dict[Any, str] = {op: str(op).replace(".", "::", 1) for op in ADDED_OPS}
+COUNTED_NOTE = (
+    "counted by FlopCounterMode itself: convolutions, linear layers (mm/addmm), einsum (lowered to bmm), "
+    "scaled-dot-product attention (2*B*heads*Nq*Nk*d: the fused aten._scaled_dot_product_* ops, CPU op included; "
+    "on meta it runs the math path, counted as bmm, same totals)"
+)
+NOT_COUNTED_NOTE = (
+    "not counted: norms (LayerNorm, BatchNorm), activations (GELU, ReLU), softmax, resizing (interpolate), "
+    "padding, elementwise ops (residual adds, scaling, gates, offset coordinates)"
+)
+BUFFERS_NOTE = "buffers excluded: BN running statistics, relative-position indices, masks"
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """The config `python -m demt_exp <overrides>` would run with."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per child module, total and trainable; `other` only if some sit outside the children."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    total = sum(p.numel() for p in model.parameters())
+    if total != sum(counts.values()):
+        counts["other"] = total - sum(counts.values())
+    counts["total"] = total
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
+    """MACs per child module, split into counted by torch and added by formula, plus per-op totals."""
+    mapping = {op: formula for op, (_, formula) in ADDED_OPS.items()}
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model(image)
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+
+    def split(ops: dict[Any, int]) -> dict[str, int]:
+        added = sum(v for op, v in ops.items() if op in ADDED_OPS) // 2
+        counted = sum(v for op, v in ops.items() if op not in ADDED_OPS) // 2
+        return {"counted": counted, "added": added, "total": counted + added}
+
+    components = {name: split(flops.get(f"{root}.{name}", {})) for name, _ in model.named_children()}
+    total = split(flops.get("Global", {}))
+    outside = {k: total[k] - sum(c[k] for c in components.values()) for k in total}
+    if any(outside.values()):
+        components["other"] = outside
+    ops = flops.get("Global", {})
+    return {
+        "components": components,
+        "total": total,
+        "counted_by_op": {str(op): v // 2 for op, v in ops.items() if op not in ADDED_OPS},
+        "added_by_op": {OP_NAMES[op]: ops.get(op, 0) // 2 for op in ADDED_OPS},
+    }
+
+
+def model_report(overrides: Sequence[str], input_size: Sequence[int] | None = None, batch: int = 1,
+                 device: str = "meta", macs: bool = True) -> dict[str, Any]:
+    """Everything the command prints, as a JSON-ready dict. Input size defaults to dataset.image_size."""
+    cfg = compose_config(overrides)
+    size = [int(s) for s in (input_size or cfg.dataset.image_size)]
+    with torch.device(device):  # meta: no memory, no init time, even for Swin-L
+        model = build_model(cfg)
+    report: dict[str, Any] = {
+        "overrides": list(overrides),
+        "input": [batch, 3, *size],
+        "device": device,
+        "parameters": count_parameters(model),
+        "parameter_note": BUFFERS_NOTE,
+    }
+    if macs:
+        report["macs"] = count_macs(model, torch.randn(batch, 3, *size, device=device))
+        report["mac_unit"] = "multiply-accumulates; 1 MAC = 2 FLOPs in torch's FlopCounterMode"
+        report["added_formulas"] = {OP_NAMES[op]: text for op, (text, _) in ADDED_OPS.items()}
+        report["notes"] = [COUNTED_NOTE, NOT_COUNTED_NOTE]
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable table: exact integers with thousands separators (MACs also in G)."""
+    lines = [f"model report: {' '.join(report['overrides']) or '(default config)'}",
+             f"parameters ({report['parameter_note']}):"]
+    lines += [f"  {name:<10} {value:>15,}" for name, value in report["parameters"].items()]
+    if "macs" not in report:
+        return "\n".join(lines)
+    macs = report["macs"]
+    lines.append(f"MACs at input {'x'.join(map(str, report['input']))} on {report['device']} "
+                 f"({report['mac_unit']}):")
+    lines.append(f"  {'component':<10} {'counted':>19} {'added':>17} {'total':>19} {'':>9}")
+    for name, row in [*macs["components"].items(), ("total", macs["total"])]:
+        lines.append(f"  {name:<10} {row['counted']:>19,} {row['added']:>17,} {row['total']:>19,} "
+                     f"{row['total'] / 1e9:>7.2f} G")
+    lines.append("  counted by op: " + ", ".join(f"{op} {v:,}" for op, v in macs["counted_by_op"].items()))
+    lines.append("added by formula (FlopCounterMode counts these ops as 0):")
+    for op, value in macs["added_by_op"].items():
+        used = "" if value else " (not run by this model/backend)"
+        lines.append(f"  {op}: {value:,} MACs{used}; MACs = {report['added_formulas'][op]}")
+    lines += [f"note: {note}" for note in report["notes"]]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Intermixed parsing, so hydra overrides may come before or after the options."""
+    parser = argparse.ArgumentParser(prog="python -m demt_exp.report", description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["model"], help="what to report on")
+    parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. backbone=swin_b tasks=nyud")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
+                        help="network input size (default: dataset.image_size)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="meta", help="meta (shapes only, instant) or cpu/cuda (real tensors)")
+    parser.add_argument("--no-macs", action="store_true", help="parameters only")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Print the report (and write JSON); returned for in-process callers such as the tests."""
+    args = parse_args(argv)
+    report = model_report(args.overrides, args.input_size, args.batch, args.device, macs=not args.no_macs)
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

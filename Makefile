@@ -11,8 +11,9 @@ train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendl
 test:  ## the whole test suite
 	$(PYTHON) -m pytest -q
 
-bench:  ## speed of the deformable operator backends and of a training step
-	$(PYTHON) -m demt_exp.bench
+bench:  ## speed of the deformable operator backends and of the default training step
+	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16
+	$(PYTHON) -m demt_exp.bench step
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"
 	$(PYTHON) -m demt_exp.report model $(or $(ARGS),tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560)

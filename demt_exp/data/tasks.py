@@ -11,7 +11,8 @@ Batch layout (a dict of tensors, B images of H x W):
   depth        float32 (B, 1, H, W)  metres, IGNORE_INDEX = invalid
   normals      float32 (B, 3, H, W)  unit vectors, IGNORE_INDEX on all channels = invalid
   edge         float32 (B, 1, H, W)  0/1, IGNORE_INDEX = ignore
-  meta         {"id": list[str], "size": (B, 2) int64 original (H, W)}
+  meta         {"id": list[str], "size": (B, 2) int64 original (H, W),
+                "pad": (B, 2) int64 (top, left) offset of the centred padding (real datasets)}
 Predictions: {task: float32 (B, output_channels, H, W)} raw logits / regressions.
 """
 

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from demt_exp.data.tasks import output_channels
+from demt_exp.models.convert import load_weights
 from demt_exp.models.heads import TaskHeads
 
 
@@ -66,7 +67,7 @@ def build_model(cfg: Any) -> MultiTaskModel:
     encoder = instantiate(cfg.encoder, in_channels=list(backbone.out_channels), tasks=tasks)
     decoder = instantiate(cfg.decoder, tasks=tasks)
     model_cfg = cfg.get("model", {}) or {}
-    return MultiTaskModel(
+    model = MultiTaskModel(
         backbone,
         encoder,
         decoder,
@@ -74,3 +75,6 @@ def build_model(cfg: Any) -> MultiTaskModel:
         bottleneck_channels=model_cfg.get("bottleneck_channels"),
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
     )
+    if model_cfg.get("weights"):
+        load_weights(model, str(model_cfg.weights))  # ours, official DeMT/DeGMix, or mmseg backbone-only
+    return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,23 @@ from torch import nn
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a checkpoint file, unwrapping the usual `state_dict`/`model` nesting."""
+    """State dict from a file, unwrapping Lightning's "state_dict" or our trainer's "model" entry.
+
+    Tensor-only files load with `weights_only`; Lightning and our training checkpoints also
+    pickle plain Python objects (hyper-parameters, RNG states), so those fall back to a full load.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path}: expected a state dict (mapping of names to tensors), got {type(payload).__name__}")
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path}: expected a state dict (mapping of names to tensors)")
     return payload
 
 

@@ -1,0 +1,452 @@
+"""Official DeMT / DeGMix checkpoints <-> our state dict, and loading weights in any known format.
+
+Three formats are recognised:
+  * ours: our own state dict, bare or under "model" as our training checkpoints store it;
+  * official: a DeMT or DeGMix Lightning checkpoint, keys `backbone.*` (mmseg Swin) and `head.*`
+    under "state_dict" (SPEC 1.2, 1.5, 1.6);
+  * mmseg backbone: an mmseg UperNet checkpoint (`backbone.*`, plus `decode_head.*` and
+    `auxiliary_head.*` that are ignored), which fills only the backbone.
+
+The mapping is a list of `Entry`s in the official state-dict order, built from our model's
+structure, so it serves every Swin size, mixer depth and task list and both directions.
+Tensors that only the official model saves (the unused CycleFC `offset` buffers, Swin's
+`relative_position_index` buffers, DeGMix's unused `linear1`) are dropped on import and
+synthesised on export, so an exported file has exactly the official keys, shapes and order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from demt_exp.models.decoder import TaskAwareDecoder
+from demt_exp.models.degmix import GatedTaskDecoder
+from demt_exp.models.encoder import DeformableMixerEncoder, MultiScaleConcat, PatchProjection, PixelProjection
+from demt_exp.models.swin import SwinBackbone
+from demt_exp.models.weights import load_state_dict_strict, read_state_dict
+
+log = logging.getLogger(__name__)
+
+Format = Literal["ours", "official", "mmseg_backbone"]
+Transform = Literal["copy", "merge_vector", "merge_columns", "squeeze"]
+Synthetic = Literal["cycle_offset", "relative_position_index", "unused_linear1"]
+
+DROP_REASONS: dict[str, str] = {
+    "cycle_offset": "unused CycleFC offset buffers (SPEC 8 item 8)",
+    "relative_position_index": "relative_position_index buffers (rebuilt by our Swin)",
+    "unused_linear1": "DeGMix linear1, never used (SPEC 8 item 9)",
+    "upernet_head": "UperNet decode/auxiliary head",
+}
+UPERNET_HEAD_PREFIXES: tuple[str, ...] = ("decode_head.", "auxiliary_head.")
+OUR_TOP_LEVEL: tuple[str, ...] = ("encoder.", "decoder.", "heads.")
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the model: missing, unexpected or mis-shaped keys, all named."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One official tensor: where it lives in our state dict, or how to synthesise it when we have none."""
+
+    official: str
+    ours: str | None = None
+    transform: Transform = "copy"
+    synthetic: Synthetic | None = None
+    shape: tuple[int, ...] = ()  # official shape of a synthetic entry
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did, for the one-line summary the CLI and `model.weights` print."""
+
+    source_format: Format
+    converted: int
+    dropped: Counter[str] = field(default_factory=Counter)
+    scope: str = "model"
+
+    def summary(self) -> str:
+        dropped = sum(self.dropped.values())
+        reasons = ", ".join(f"{n} {DROP_REASONS.get(r, r)}" for r, n in self.dropped.items())
+        tail = f"; dropped {dropped}: {reasons}" if dropped else "; dropped 0"
+        verb = "loaded" if self.source_format == "ours" else "converted"
+        return f"{self.source_format} checkpoint: {verb} {self.converted} tensors into the {self.scope}{tail}"
+
+
+# ----------------------------------------------------------------------------- patch merging order
+
+
+def merge_permutation(channels: int) -> torch.Tensor:
+    """perm[t] = mmseg channel feeding our (timm) channel t of a 2x2 patch merge of `channels` inputs.
+
+    mmseg merges with nn.Unfold(2, stride 2): channel c*4 + kh*2 + kw. timm reshapes to
+    (..., kw, kh, c): channel (kw*2 + kh)*C + c, i.e. the original Swin's x0, x1, x2, x3 order.
+    """
+    return torch.arange(4 * channels).view(channels, 2, 2).permute(2, 1, 0).reshape(-1)
+
+
+def to_ours(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
+    """Official tensor -> our tensor."""
+    if entry.transform == "merge_vector":
+        return tensor[merge_permutation(tensor.shape[0] // 4)]
+    if entry.transform == "merge_columns":
+        return tensor[:, merge_permutation(tensor.shape[1] // 4)]
+    if entry.transform == "squeeze":
+        return tensor.squeeze(-1)
+    return tensor
+
+
+def to_official(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
+    """Our tensor -> official tensor (inverse of `to_ours`)."""
+    if entry.transform == "merge_vector":
+        return tensor[torch.argsort(merge_permutation(tensor.shape[0] // 4))]
+    if entry.transform == "merge_columns":
+        return tensor[:, torch.argsort(merge_permutation(tensor.shape[1] // 4))]
+    if entry.transform == "squeeze":
+        return tensor.unsqueeze(-1)
+    return tensor
+
+
+def official_shape(entry: Entry, ours: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+    """Shape the official checkpoint must have for this entry."""
+    if entry.ours is None:
+        return entry.shape
+    shape = tuple(ours[entry.ours].shape)
+    return shape + (1,) if entry.transform == "squeeze" else shape
+
+
+# ----------------------------------------------------------------------------- synthetic tensors
+
+
+def cycle_offset(channels: int) -> torch.Tensor:
+    """CycleFC offset pattern of a (1, 3) kernel (SPEC 1.5.3): dy = 0, dx = ((i + 1) mod 3) - 1."""
+    offset = torch.zeros(1, 2 * channels, 1, 1)
+    offset[0, 1::2, 0, 0] = (torch.arange(channels) + 1) % 3 - 1
+    return offset
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Standard Swin index into the (2w-1)^2 bias table for every pair of window positions."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return relative[..., 0] * (2 * window - 1) + relative[..., 1]
+
+
+def synthesise(entry: Entry) -> torch.Tensor:
+    """The tensor an official checkpoint holds where our model has none."""
+    if entry.synthetic == "cycle_offset":
+        return cycle_offset(entry.shape[1] // 2)
+    if entry.synthetic == "relative_position_index":
+        return relative_position_index(int(round(entry.shape[0] ** 0.5)))
+    return torch.zeros(entry.shape)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def subtree(official: str, ours: str, keys: Iterable[str]) -> list[Entry]:
+    """Same-named tensors of one module (identical PyTorch module types keep the same order)."""
+    entries = [Entry(official + k[len(ours) :], k) for k in keys if k.startswith(ours)]
+    if not entries:
+        raise ValueError(f"our model has no tensors under {ours!r}")
+    return entries
+
+
+def swin_block_entries(official: str, ours: str, keys: list[str], window: int, heads: int) -> list[Entry]:
+    """One mmseg Swin block: norm1, attn.w_msa (table, index, qkv, proj), norm2, ffn."""
+    attn = official + "attn.w_msa."
+    return [
+        *subtree(official + "norm1.", ours + "norm1.", keys),
+        Entry(attn + "relative_position_bias_table", ours + "attn.relative_position_bias_table"),
+        Entry(attn + "relative_position_index", synthetic="relative_position_index", shape=(window**2, window**2)),
+        *subtree(attn + "qkv.", ours + "attn.qkv.", keys),
+        *subtree(attn + "proj.", ours + "attn.proj.", keys),
+        *subtree(official + "norm2.", ours + "norm2.", keys),
+        *subtree(official + "ffn.layers.0.0.", ours + "mlp.fc1.", keys),
+        *subtree(official + "ffn.layers.1.", ours + "mlp.fc2.", keys),
+    ]
+
+
+def patch_merging_entries(official: str, ours: str) -> list[Entry]:
+    """mmseg `stages.i.downsample` is timm's `stages.(i+1).downsample`, with the Unfold channel order."""
+    return [
+        Entry(official + "norm.weight", ours + "norm.weight", "merge_vector"),
+        Entry(official + "norm.bias", ours + "norm.bias", "merge_vector"),
+        Entry(official + "reduction.weight", ours + "reduction.weight", "merge_columns"),
+    ]
+
+
+def swin_entries(backbone: nn.Module, official: str = "backbone.", ours: str = "backbone.") -> list[Entry]:
+    """mmseg Swin layout of our Swin backbone, in mmseg's state-dict order."""
+    if not isinstance(backbone, SwinBackbone):
+        raise ValueError(f"official checkpoints hold a Swin backbone; this model has {type(backbone).__name__}")
+    keys = [ours + k for k in backbone.state_dict()]
+    entries = [
+        *subtree(official + "patch_embed.projection.", ours + "patch_embed.proj.", keys),
+        *subtree(official + "patch_embed.norm.", ours + "patch_embed.norm.", keys),
+    ]
+    last = len(backbone.stages) - 1
+    for i, stage in enumerate(backbone.stages):
+        for j, block in enumerate(stage.blocks):
+            window, heads = block.attn.window_size[0], block.attn.num_heads
+            prefix = f"stages.{i}.blocks.{j}."
+            entries += swin_block_entries(official + prefix, ours + prefix, keys, window, heads)
+        if i < last:
+            entries += patch_merging_entries(official + f"stages.{i}.downsample.", ours + f"stages.{i + 1}.downsample.")
+    for i in range(len(backbone.norms)):
+        entries += subtree(official + f"norm{i}.", ours + f"norms.{i}.", keys)
+    return entries
+
+
+def mixer_block_entries(official: str, ours: str, keys: list[str], channels: int) -> list[Entry]:
+    """DefMixer block: `0` conv, `2` BN, `3.fn` = residual (ChlSpl `0`, GELU, BN `2`)."""
+    chlspl = official + "3.fn.0."
+    return [
+        *subtree(official + "0.", ours + "channel_mix.", keys),
+        *subtree(official + "2.", ours + "channel_norm.", keys),
+        Entry(chlspl + "weight", ours + "spatial_mix.weight"),
+        Entry(chlspl + "bias", ours + "spatial_mix.bias"),
+        Entry(chlspl + "offset", synthetic="cycle_offset", shape=(1, 2 * channels, 1, 1)),
+        *subtree(chlspl + "get_offset.p_conv.", ours + "spatial_mix.offsets.feature_conv.", keys),
+        *subtree(chlspl + "get_offset.opt.", ours + "spatial_mix.offsets.coord_conv.", keys),
+        *subtree(official + "3.fn.2.", ours + "spatial_norm.", keys),
+    ]
+
+
+def gate_entries(official: str, ours: str, keys: list[str]) -> list[Entry]:
+    """DeGMix sGATE: `gmlps.gating.0.fn`; the kernel-1 Conv1d over channels is our Linear."""
+    fn = official + "gating.0.fn."
+    return [
+        *subtree(fn + "ln1_0.", ours + "norm.", keys),
+        *subtree(fn + "fc1_0.", ours + "fc1.", keys),
+        *subtree(fn + "sgu_0.ln.", ours + "gate_norm.", keys),
+        Entry(fn + "sgu_0.proj.weight", ours + "gate_proj.weight", "squeeze"),
+        Entry(fn + "sgu_0.proj.bias", ours + "gate_proj.bias"),
+        *subtree(fn + "fc2_0.", ours + "fc2.", keys),
+    ]
+
+
+def check_head_structure(model: nn.Module) -> None:
+    """Official heads exist only for DeMT / DeGMix on the concatenated multi-scale maps."""
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    ok = (
+        isinstance(encoder, DeformableMixerEncoder)
+        and isinstance(encoder.neck, MultiScaleConcat)
+        and isinstance(encoder.projection, (PixelProjection, PatchProjection))
+        and isinstance(decoder, TaskAwareDecoder)
+        and hasattr(model, "heads")
+    )
+    if not ok:
+        raise ValueError(
+            "official DeMT/DeGMix heads need a DeformableMixerEncoder (concat neck, linear or patch projection) "
+            f"and a DeMT/DeGMix decoder; this model has {type(encoder).__name__} / {type(decoder).__name__}"
+        )
+
+
+def projection_entries(model: nn.Module, keys: list[str]) -> tuple[list[Entry], list[Entry]]:
+    """(`linear1` entries, `patch_embed` entries): linear1 is dead weight when the patch projection is used."""
+    projection = model.encoder.projection
+    if isinstance(projection, PixelProjection):
+        linear1 = [
+            *subtree("head.linear1.0.", "encoder.projection.linear.", keys),
+            *subtree("head.linear1.1.", "encoder.projection.norm.", keys),
+        ]
+        return linear1, []
+    dim, in_channels = projection.proj.weight.shape[:2]
+    shapes = {"0.weight": (dim, in_channels), "0.bias": (dim,), "1.weight": (dim,), "1.bias": (dim,)}
+    linear1 = [Entry(f"head.linear1.{k}", synthetic="unused_linear1", shape=s) for k, s in shapes.items()]
+    patch = [
+        *subtree("head.patch_embed.projection.", "encoder.projection.proj.", keys),
+        *subtree("head.patch_embed.norm.", "encoder.projection.norm.", keys),
+    ]
+    return linear1, patch
+
+
+def head_entries(model: nn.Module) -> list[Entry]:
+    """Official head layout in its state-dict order (task lists by index follow the model's task order)."""
+    check_head_structure(model)
+    keys = list(model.state_dict())
+    tasks = list(model.tasks)
+    entries: list[Entry] = []
+    for t in tasks:
+        entries += subtree(f"head.bottleneck.{t}.", f"heads.bottleneck.{t}.", keys)
+    for t in tasks:
+        entries += subtree(f"head.final_logits.{t}.", f"heads.logits.{t}.", keys)
+    for i, t in enumerate(tasks):
+        for j, block in enumerate(model.encoder.mixers[t]):
+            channels = block.spatial_mix.weight.shape[1]
+            entries += mixer_block_entries(f"head.defor_mixers.{i}.blocks.{j}.", f"encoder.mixers.{t}.{j}.", keys, channels)
+    linear1, patch = projection_entries(model, keys)
+    entries += linear1
+    entries += subtree("head.task_fusion.", "decoder.task_fusion.", keys)
+    entries += subtree("head.smlp.", "decoder.fusion_mlp.", keys)
+    for i, t in enumerate(tasks):
+        entries += subtree(f"head.smlp2.{i}.", f"decoder.query_mlps.{t}.", keys)
+    entries += patch
+    for i, t in enumerate(tasks):
+        entries += subtree(f"head.task_querys.{i}.", f"decoder.task_queries.{t}.", keys)
+    if isinstance(model.decoder, GatedTaskDecoder):
+        entries += gate_entries("head.gmlps.", "decoder.gate.", keys)
+    return entries
+
+
+def check_coverage(entries: list[Entry], ours: Iterable[str], scope: str) -> None:
+    """Every tensor of ours must have exactly one official name, or the mapping is incomplete."""
+    mapped = Counter(e.ours for e in entries if e.ours is not None)
+    unmapped = [k for k in ours if k not in mapped]
+    twice = [k for k, n in mapped.items() if n > 1]
+    if unmapped or twice:
+        raise ValueError(f"no official layout for {scope} tensors {unmapped[:10]}; mapped twice: {twice[:10]}")
+
+
+def official_layout(model: nn.Module) -> list[Entry]:
+    """Every official tensor of the full model (backbone then head), in the official order."""
+    entries = swin_entries(model.backbone) + head_entries(model)
+    check_coverage(entries, model.state_dict(), "model")
+    return entries
+
+
+def backbone_layout(backbone: nn.Module) -> list[Entry]:
+    """mmseg Swin tensors, relative to the backbone (no prefix on our side)."""
+    entries = swin_entries(backbone, official="backbone.", ours="")
+    check_coverage(entries, backbone.state_dict(), "backbone")
+    return entries
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def shape_text(shape: Iterable[int]) -> str:
+    """Shapes in error messages, e.g. (384, 768)."""
+    return str(tuple(shape))
+
+
+def convert_entries(
+    state: Mapping[str, torch.Tensor],
+    entries: list[Entry],
+    template: Mapping[str, torch.Tensor],
+    ignored_prefixes: tuple[str, ...] = (),
+) -> tuple[dict[str, torch.Tensor], Counter[str]]:
+    """Official tensors -> ours along `entries`; every missing, unexpected or mis-shaped key is an error.
+
+    Synthetic tensors carry no information, so they may be absent; if present their shape is checked.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    dropped: Counter[str] = Counter()
+    missing, wrong = [], []
+    for entry in entries:
+        expected = official_shape(entry, template)
+        if entry.official not in state:
+            if entry.ours is not None:
+                missing.append(f"{entry.official} (expected shape {shape_text(expected)})")
+            continue
+        found = tuple(state[entry.official].shape)
+        if found != expected:
+            target = entry.ours or "dropped"
+            wrong.append(f"{entry.official}: checkpoint {shape_text(found)} vs model {shape_text(expected)} [{target}]")
+            continue
+        if entry.ours is None:
+            dropped[entry.synthetic or "unknown"] += 1
+        else:
+            converted[entry.ours] = to_ours(entry, state[entry.official])
+    known = {e.official for e in entries}
+    unexpected = []
+    for key in state:
+        if key in known:
+            continue
+        if key.startswith(ignored_prefixes):
+            dropped["upernet_head"] += 1
+        else:
+            unexpected.append(key)
+    raise_problems(missing, unexpected, wrong)
+    return {k: converted[k] for k in template if k in converted}, dropped
+
+
+def raise_problems(missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
+    """One error that names every kind of problem (first 10 of each)."""
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        if items:
+            more = f" ... ({len(items)} in all)" if len(items) > 10 else ""
+            parts.append(f"{label}: {'; '.join(items[:10])}{more}")
+    if parts:
+        raise ConversionError("checkpoint does not fit the model: " + " | ".join(parts))
+
+
+def official_to_ours(state: Mapping[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Official DeMT/DeGMix state dict (keys `backbone.*`, `head.*`) -> our full state dict."""
+    converted, dropped = convert_entries(state, official_layout(model), model.state_dict())
+    return converted, ConversionReport("official", len(converted), dropped)
+
+
+def mmseg_backbone_to_ours(
+    state: Mapping[str, torch.Tensor], backbone: nn.Module
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """mmseg UperNet checkpoint -> our backbone's state dict (no prefix); the UperNet heads are ignored."""
+    converted, dropped = convert_entries(state, backbone_layout(backbone), backbone.state_dict(), UPERNET_HEAD_PREFIXES)
+    return converted, ConversionReport("mmseg_backbone", len(converted), dropped, scope="backbone")
+
+
+def ours_to_official(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Our state dict -> the official checkpoint's state dict: official names, shapes and order."""
+    state = model.state_dict() if state is None else state
+    entries = official_layout(model)
+    missing = [e.ours for e in entries if e.ours is not None and e.ours not in state]
+    unexpected = sorted(set(state) - {e.ours for e in entries})
+    raise_problems([str(k) for k in missing], unexpected, [])
+    return {e.official: synthesise(e) if e.ours is None else to_official(e, state[e.ours]) for e in entries}
+
+
+# ----------------------------------------------------------------------------- files and formats
+
+
+def detect_format(state: Mapping[str, torch.Tensor]) -> Format:
+    """Which layout a state dict is in, from its key names."""
+    keys = list(state)
+    if any(k.startswith("head.") for k in keys):
+        return "official"
+    if any(k.startswith(OUR_TOP_LEVEL) or k.startswith(("backbone.norms.", "backbone.patch_embed.proj.")) for k in keys):
+        return "ours"
+    if "backbone.patch_embed.projection.weight" in state or any(k.startswith(UPERNET_HEAD_PREFIXES) for k in keys):
+        return "mmseg_backbone"
+    raise ValueError(f"unrecognised weights layout (first keys: {keys[:5]})")
+
+
+def with_backbone_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Bare mmseg Swin files (`patch_embed.projection.weight` at the top) get the UperNet `backbone.` prefix."""
+    if "patch_embed.projection.weight" in state and not any(k.startswith("backbone.") for k in state):
+        return {f"backbone.{k}": v for k, v in state.items()}
+    return dict(state)
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> ConversionReport:
+    """Strict-load a state dict of any known format into a MultiTaskModel (backbone-only files into the backbone)."""
+    state = with_backbone_prefix(state)
+    fmt = detect_format(state)
+    if fmt == "official":
+        converted, report = official_to_ours(state, model)
+        load_state_dict_strict(model, converted, source)
+        return report
+    if fmt == "mmseg_backbone":
+        converted, report = mmseg_backbone_to_ours(state, model.backbone)
+        load_state_dict_strict(model.backbone, converted, source)
+        return report
+    if all(k.startswith("backbone.") for k in state):
+        load_state_dict_strict(model.backbone, {k.removeprefix("backbone."): v for k, v in state.items()}, source)
+        return ConversionReport("ours", len(state), scope="backbone")
+    load_state_dict_strict(model, dict(state), source)
+    return ConversionReport("ours", len(state))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> ConversionReport:
+    """Load a weights file in whichever format it is (`model.weights` in the config)."""
+    report = load_state(model, read_state_dict(path), str(path))
+    log.info("%s: %s", path, report.summary())
+    return report

@@ -2,6 +2,7 @@
 
 deform: forward+backward time of the ChlSpl backends at a head-sized input, and their ratio.
 step:   training-step throughput (images/s) of a composed config, e.g. the default job.
+data:   samples/s of one data-loading worker through a data set's train and val pipelines.
 Figures are medians over repeats in one process, so ratios are comparable on a noisy machine.
 """
 
@@ -52,7 +53,6 @@ def bench_deform(batch: int, channels: int, height: int, width: int, repeats: in
 
 def bench_step(overrides: list[str], repeats: int) -> float:
     """Images per second of one training step (forward, loss, backward, optimiser) of a composed config."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from torch.utils.data import default_collate
 
@@ -60,8 +60,7 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     from demt_exp.optim import build_optimizer
     from demt_exp.train import build_loss
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(overrides)
     model = build_model(cfg).train()
     loss_fn = build_loss(cfg.tasks)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -77,6 +76,31 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     return int(cfg.trainer.batch_size) / median_seconds(step, repeats)
 
 
+def compose_config(overrides: list[str]):
+    """The config `python -m demt_exp <overrides>` would run with."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
+    """Samples per second of one worker (one process decoding and transforming) per split."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config(overrides)
+    rates = {}
+    for split in ("train", "val"):
+        dataset = instantiate(cfg.dataset[split])
+        count = min(samples, len(dataset))
+        dataset[0]  # warm-up: imports, caches
+        start = time.perf_counter()
+        for index in range(count):
+            dataset[index]
+        rates[split] = count / (time.perf_counter() - start)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -87,7 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("step", help="training-step throughput of a config")
     s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.batch_size=4")
     s.add_argument("--repeats", type=int, default=3)
+    dl = sub.add_parser("data", help="data-loading samples/s per worker")
+    dl.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=nyud dataset.root=/data/NYUDv2")
+    dl.add_argument("--samples", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.what == "data":
+        torch.set_num_threads(1)  # a loader worker runs single-threaded
+        for split, rate in bench_data(args.overrides, args.samples).items():
+            print(f"{split} pipeline ({' '.join(args.overrides)}): {rate:.1f} samples/s per worker")
+        return
     if args.what == "deform":
         results = bench_deform(*args.shape, repeats=args.repeats, device=args.device)
         print(f"ChlSpl forward+backward, input {tuple(args.shape)} on {args.device}, torch threads {torch.get_num_threads()}")

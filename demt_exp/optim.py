@@ -32,7 +32,12 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module, head_lr_mult: f
 
 
 def poly_factor(step: int, total_steps: int, power: float) -> float:
-    """lr_i / base_lr = (1 - i / total)^power, reaching 0 at i = total, no warm-up."""
+    """lr_i / base_lr = (1 - i / total)^power, reaching 0 at i = total, no warm-up.
+
+    total_steps = 0 (evaluate only) keeps the base rate, which is never used.
+    """
+    if total_steps <= 0:
+        return 1.0
     return max(0.0, 1.0 - step / total_steps) ** power
 
 

@@ -12,23 +12,31 @@ over a whole folder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
+from demt_exp.data.dense_dataset import (
+    DatasetFileError,
+    DenseDataset,
+    check_same_size,
+    check_split,
+    open_image,
+    pick_transform,
+    read_id_list,
+    validate_tasks,
+)
+from demt_exp.data.dense_dataset import check_root as check_data_root
+from demt_exp.data.dense_dataset import default_root as data_root
 from demt_exp.data.tasks import IGNORE_INDEX
-from demt_exp.data.transforms import Sample, build_eval_transform, build_train_transform, parse_size
+from demt_exp.data.transforms import Sample, parse_size
 
 NYUD_TASKS: tuple[str, ...] = ("semseg", "depth", "normals", "edge")
 NUM_CLASSES = 40
 IMAGE_SIZE = (425, 560)
-SPLITS = ("train", "val")
-ROOT_ENV = "DEMT_DATA"
+
 ROOT_NAME = "NYUDv2"
 FOLDERS = {"image": "images", "semseg": "segmentation", "depth": "depth", "normals": "normals", "edge": "edge"}
 LAYOUTS: dict[str, dict[str, str]] = {
@@ -36,14 +44,6 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "atrc": {"image": "jpg", "semseg": "png", "depth": "npy", "normals": "npy", "edge": "npy"},
 }
 NORMALS_TOLERANCE = 1e-3  # NPY normals are unit vectors up to storage rounding
-
-
-class DatasetFileError(ValueError):
-    """A data file that is missing, unreadable or not in the documented format."""
-
-    def __init__(self, path: Path | str, problem: str, expected: str) -> None:
-        self.path, self.problem, self.expected = Path(path), problem, expected
-        super().__init__(f"{path}: {problem}; expected {expected}")
 
 
 EXPECTED = {
@@ -56,17 +56,6 @@ EXPECTED = {
     ("edge", "png"): "a single-channel PNG of edges with values 0 or 255",
     ("edge", "npy"): "a .npy of edges, shape (H, W) or (H, W, 1), values 0 or 1",
 }
-
-
-def _open_image(path: Path, expected: str) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise DatasetFileError(path, "missing", expected) from None
-    except (OSError, SyntaxError, ValueError) as err:  # PIL reports corrupt files with these
-        raise DatasetFileError(path, f"unreadable image ({err})", expected) from None
-    return image
 
 
 def _load_npy(path: Path, expected: str) -> np.ndarray:
@@ -93,7 +82,7 @@ def _single_channel(array: np.ndarray, path: Path, expected: str) -> np.ndarray:
 def decode_image(path: Path, ext: str) -> np.ndarray:
     """RGB float32 (H, W, 3) in [0, 255]."""
     expected = EXPECTED[("image", ext)]
-    image = _open_image(path, expected)
+    image = open_image(path, expected)
     if image.mode != "RGB":
         raise DatasetFileError(path, f"image mode {image.mode}", expected)
     return np.asarray(image, dtype=np.float32)
@@ -102,7 +91,7 @@ def decode_image(path: Path, ext: str) -> np.ndarray:
 def decode_semseg(path: Path, ext: str = "png") -> np.ndarray:
     """int64 (H, W): file value v -> class v - 1, 0 (unlabelled) -> 255."""
     expected = EXPECTED[("semseg", ext)]
-    image = _open_image(path, expected)
+    image = open_image(path, expected)
     if image.mode not in ("L", "P", "I", "I;16"):
         raise DatasetFileError(path, f"image mode {image.mode}", expected)
     labels = np.asarray(image).astype(np.int64)
@@ -130,7 +119,7 @@ def decode_normals(path: Path, ext: str) -> np.ndarray:
     item 17). NPY: the stored vectors, zeros where invalid."""
     expected = EXPECTED[("normals", ext)]
     if ext == "png":
-        image = _open_image(path, expected)
+        image = open_image(path, expected)
         if image.mode != "RGB":
             raise DatasetFileError(path, f"image mode {image.mode}", expected)
         return np.asarray(image, dtype=np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
@@ -150,7 +139,7 @@ def decode_edge(path: Path, ext: str) -> np.ndarray:
     """float32 (H, W, 1) in {0, 1}. PNG: v / 255."""
     expected = EXPECTED[("edge", ext)]
     if ext == "png":
-        image = _open_image(path, expected)
+        image = open_image(path, expected)
         if image.mode == "1":
             image = image.convert("L")
         if image.mode not in ("L", "P"):
@@ -191,19 +180,11 @@ def read_item(root: Path, layout: str, item: str, sample_id: str) -> np.ndarray:
 
 def default_root() -> Path:
     """$DEMT_DATA/NYUDv2."""
-    base = os.environ.get(ROOT_ENV)
-    if not base:
-        raise FileNotFoundError(f"no NYUD-v2 root given and ${ROOT_ENV} is not set; pass root= "
-                                f"(dataset.root=PATH) or set {ROOT_ENV} to the folder holding {ROOT_NAME}/")
-    return Path(base) / ROOT_NAME
+    return data_root(ROOT_NAME, "NYUD-v2")
 
 
 def check_root(root: Path) -> Path:
-    if not root.is_dir():
-        raise FileNotFoundError(f"NYUD-v2 root not found: looked for the folder {root}; expected "
-                                f"{', '.join(f'{f}/' for f in FOLDERS.values())} and gt_sets/ inside "
-                                f"(set dataset.root=PATH or ${ROOT_ENV})")
-    return root
+    return check_data_root(root, "NYUD-v2", f"{', '.join(f'{f}/' for f in FOLDERS.values())} and gt_sets/")
 
 
 def split_file(root: Path, split: str) -> Path:
@@ -212,18 +193,7 @@ def split_file(root: Path, split: str) -> Path:
 
 def read_split(root: Path, split: str) -> list[str]:
     """Image ids listed in gt_sets/<split>.txt, one per line."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    path = split_file(root, split)
-    if not path.is_file():
-        raise FileNotFoundError(f"NYUD-v2 split file not found: looked for {path}; expected one image id per line")
-    try:
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetFileError(path, f"unreadable ({err})", "a text file with one image id per line") from None
-    if not ids:
-        raise DatasetFileError(path, "no ids", "a text file with one image id per line")
-    return ids
+    return read_id_list(split_file(root, check_split(split)), "NYUD-v2")
 
 
 def detect_layout(root: Path, ids: Sequence[str]) -> str:
@@ -240,17 +210,7 @@ def detect_layout(root: Path, ids: Sequence[str]) -> str:
                            "images/<id>.png (DeMT/DeGMix layout) or images/<id>.jpg (ATRC layout)")
 
 
-def _tasks(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise ValueError(f"tasks must be a list of task names, not the string {value!r}")
-    tasks = tuple(str(t) for t in value)
-    unknown = [t for t in tasks if t not in NYUD_TASKS]
-    if unknown or not tasks or len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks must be distinct names from {list(NYUD_TASKS)} (NYUD-v2), got {list(tasks)}")
-    return tasks
-
-
-class NYUDv2(Dataset):
+class NYUDv2(DenseDataset):
     """NYUD-v2 split as batches of tasks.py. transform: "auto" (train split: the augmenting training
     pipeline; val: normalise and pad only), None (the decoded HWC arrays, for inspection), or a
     callable applied to the decoded sample. image_size: crop/pad size, 425x560 in the official
@@ -261,18 +221,13 @@ class NYUDv2(Dataset):
                  transform: str | Callable[[Sample], Any] | None = "auto", layout: str = "auto") -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
-        self.tasks = _tasks(tasks)
+        self.tasks = validate_tasks(tasks, NYUD_TASKS, "NYUD-v2")
         self.image_size = parse_size(image_size, "image_size")
         self.ids = read_split(self.root, split)
         if layout not in ("auto", *LAYOUTS):
             raise ValueError(f"layout must be 'auto' or one of {list(LAYOUTS)}, got {layout!r}")
         self.layout = detect_layout(self.root, self.ids) if layout == "auto" else layout
-        if transform == "auto":
-            build = build_train_transform if split == "train" else build_eval_transform
-            transform = build(self.image_size, self.tasks)
-        elif isinstance(transform, str):
-            raise ValueError(f"transform must be 'auto', None or a callable, got {transform!r}")
-        self.transform = transform
+        self.transform = pick_transform(transform, split, self.image_size, self.tasks)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -285,19 +240,10 @@ class NYUDv2(Dataset):
         height, width = sample["image"].shape[:2]
         for item in dict.fromkeys(("semseg", *self.tasks)):
             array = read_item(self.root, self.layout, item, sample_id)
-            if array.shape[:2] != (height, width):
-                raise DatasetFileError(item_path(self.root, self.layout, item, sample_id),
-                                       f"size {array.shape[0]}x{array.shape[1]}",
-                                       f"the size of its image {image_path} ({height}x{width})")
-            sample[item] = array
+            sample[item] = check_same_size(array, item_path(self.root, self.layout, item, sample_id), image_path,
+                                           (height, width))
         sample["meta"] = {"id": sample_id, "size": (height, width)}
         return sample
-
-    def __getitem__(self, index: int) -> Sample:
-        sample = self.load(int(index))
-        if self.transform is None:
-            return {k: v for k, v in sample.items() if k in ("image", "meta", *self.tasks)}
-        return self.transform(sample)
 
     def __repr__(self) -> str:
         return (f"NYUDv2(root={str(self.root)!r}, split={self.split!r}, layout={self.layout!r}, "

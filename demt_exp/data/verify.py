@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from demt_exp.data import nyud
+from demt_exp.data.dense_dataset import SPLITS
 
 
 @dataclass
@@ -59,7 +60,7 @@ def check_entry(root: Path, layout: str, sample_id: str,
 
 def _split_ids(report: VerifyReport) -> dict[str, list[str]]:
     ids: dict[str, list[str]] = {}
-    for split in nyud.SPLITS:
+    for split in SPLITS:
         try:
             ids[split] = nyud.read_split(report.root, split)
         except (FileNotFoundError, nyud.DatasetFileError) as err:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASKS, TASK_NAMES
+from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, TASKS
 
 __all__ = [
     "Metric",

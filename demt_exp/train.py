@@ -27,7 +27,12 @@ from tqdm import tqdm
 
 from demt_exp.baseline import ConstantPredictor
 from demt_exp.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from demt_exp.distributed import DistInfo, broadcast_from_main, cleanup, init_distributed
+from demt_exp.distributed import (
+    DistInfo,
+    broadcast_from_main,
+    cleanup,
+    init_distributed,
+)
 from demt_exp.evaluate import eval_loader, evaluate, to_device
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler

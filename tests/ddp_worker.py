@@ -17,7 +17,14 @@ from demt_exp.distributed import cleanup, init_distributed
 from demt_exp.evaluate import to_device
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.train import batches_forever, build_loss, seed_everything, train_loader, train_step, wrap_distributed
+from demt_exp.train import (
+    batches_forever,
+    build_loss,
+    seed_everything,
+    train_loader,
+    train_step,
+    wrap_distributed,
+)
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

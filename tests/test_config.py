@@ -12,7 +12,12 @@ from hydra.utils import instantiate
 
 from demt_exp.config_errors import unknown_key_hints
 from demt_exp.losses import MultiTaskLoss
-from demt_exp.optim import build_optimizer, build_poly_scheduler, parameter_groups, poly_factor
+from demt_exp.optim import (
+    build_optimizer,
+    build_poly_scheduler,
+    parameter_groups,
+    poly_factor,
+)
 from demt_exp.train import build_loss
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,6 +9,12 @@ from typing import Callable
 
 import pytest
 import torch
+from official_reference import (
+    OfficialModel,
+    SwinTransformer,
+    mmseg_relative_position_index,
+    randomize_,
+)
 from omegaconf import DictConfig
 from torch import nn
 
@@ -23,7 +29,6 @@ from demt_exp.models.convert import (
 )
 from demt_exp.models.model import MultiTaskModel, build_model
 from demt_exp.models.swin import SwinBackbone
-from official_reference import OfficialModel, SwinTransformer, mmseg_relative_position_index, randomize_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_DIRS = [root / "shared" / "reference" / "official_keys" for root in (REPO_ROOT, REPO_ROOT.parent)]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
-from conftest import TINY_RUN
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer
 from demt_exp.train import build_loss, seed_everything

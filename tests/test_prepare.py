@@ -10,9 +10,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from fake_nyud import write_fake_nyud
 
 from demt_exp.data.prepare import PrepareError, prepare_archive
-from fake_nyud import write_fake_nyud
 
 REPO = Path(__file__).resolve().parent.parent
 

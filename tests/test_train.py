@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN
 from demt_exp.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,7 +28,12 @@ from torch import nn
 
 from demt_exp.models.decoder import TaskAwareDecoder
 from demt_exp.models.degmix import GatedTaskDecoder
-from demt_exp.models.encoder import DeformableMixerEncoder, MultiScaleConcat, PatchProjection, PixelProjection
+from demt_exp.models.encoder import (
+    DeformableMixerEncoder,
+    MultiScaleConcat,
+    PatchProjection,
+    PixelProjection,
+)
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.models.weights import load_state_dict_strict, read_state_dict
 

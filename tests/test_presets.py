@@ -22,12 +22,19 @@ EXPECTED_PARAMETERS = {
     "degmix_nyud_swin_b": 93_105_189,
     "degmix_nyud_swin_l": 202_919_417,
     "degmix_nyud_vit_b": 98_014_721 - 369_408,
+    "demt_pascal_swin_t": 33_028_902,
+    "demt_pascal_swin_s": 54_346_806,
+    "demt_pascal_swin_b": 93_069_940,
+    "degmix_pascal_swin_t": 34_377_344,
+    "degmix_pascal_swin_s": 55_695_248,
+    "degmix_pascal_swin_b": 94_418_382,
 }
 
 
 def test_presets_exist_for_the_readme_rows() -> None:
     assert set(EXPECTED_PARAMETERS) <= set(PRESETS)
-    assert "degmix_tuning_nyud_swin_t" in PRESETS
+    assert {"degmix_tuning_nyud_swin_t", "degmix_tuning_pascal_swin_t", "degmix_tuning_pascal_swin_l"} <= set(PRESETS)
+    assert {"degmix_pascal_swin_l", "demt_nyud_hrnet18", "demt_pascal_hrnet18"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -39,6 +46,10 @@ def test_preset_composes_with_the_official_recipe_and_builds(compose, preset: st
     if "nyud" in preset:
         assert cfg.dataset.name == "nyud" and list(cfg.dataset.image_size) == [425, 560]
         assert list(cfg.tasks.names) == ["semseg", "depth", "normals", "edge"]
+    else:
+        assert cfg.dataset.name == "pascal_context" and list(cfg.dataset.image_size) == [512, 512]
+        assert list(cfg.tasks.names) == ["semseg", "human_parts", "sal", "normals", "edge"]
+        assert cfg.trainer.eval_interval == 1875
     with torch.device("meta"):
         model = build_model(cfg)
     total = sum(p.numel() for p in model.parameters())

@@ -1,7 +1,8 @@
-"""Check a NYUD-v2 folder before training: every split entry, every file, decoded and compared.
+"""Check a data set folder before training: every split entry, every file, decoded and compared.
 
-Runs the loader's own decoders (demt_exp.data.nyud), so a folder that passes here loads in
-training, and lists every problem by path instead of stopping at the first.
+Runs the loaders' own decoders, so a folder that passes here loads in training, and lists every
+problem by path instead of stopping at the first. NYUD-v2 gets a file-by-file check of both
+layouts; PASCAL-Context and Cityscapes are checked by decoding every sample through their loader.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from demt_exp.data import nyud
-from demt_exp.data.dense_dataset import SPLITS
+from demt_exp.data.dense_dataset import SPLITS, DatasetFileError
 
 
 @dataclass
@@ -27,6 +29,7 @@ class SplitCount:
 class VerifyReport:
     root: Path
     items: tuple[str, ...]
+    label: str = "NYUD-v2"
     layout: str | None = None
     splits: dict[str, SplitCount] = field(default_factory=dict)
     sizes: Counter = field(default_factory=Counter)
@@ -117,7 +120,10 @@ def format_report(report: VerifyReport) -> str:
     exts = nyud.LAYOUTS.get(report.layout or "", {})
     layout = (f"{report.layout} (images .{exts['image']}, normals .{exts['normals']}, edge .{exts['edge']})"
               if report.layout else "not detected")
-    lines = [f"NYUD-v2 at {report.root}", f"  layout: {layout}", f"  checked: {', '.join(report.items)}"]
+    lines = [f"{report.label} at {report.root}"]
+    if report.label == "NYUD-v2":
+        lines.append(f"  layout: {layout}")
+    lines.append(f"  checked: {', '.join(report.items)}")
     for split, count in report.splits.items():
         lines.append(f"  {split}: {count.entries} entries, {count.entries - count.with_problems} clean, "
                      f"{count.with_problems} with problems")
@@ -132,9 +138,38 @@ def format_report(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"pascal_context": "PASCAL-Context", "cityscapes": "Cityscapes"}
+
+
+def verify_by_loading(cfg: DictConfig) -> VerifyReport:
+    """Decode every sample of both splits with the configured loader (no augmentation)."""
+    tasks = [str(t) for t in cfg.tasks.names]
+    name = str(cfg.dataset.name)
+    report = VerifyReport(Path(str(cfg.dataset.root)), tuple(dict.fromkeys(("image", "semseg", *tasks))),
+                          label=LABELS.get(name, name))
+    for split in SPLITS:
+        try:
+            dataset = instantiate(cfg.dataset[split], transform=None)
+        except (FileNotFoundError, DatasetFileError, ValueError) as err:
+            report.problems.append(str(err))
+            continue
+        count = report.splits.setdefault(split, SplitCount())
+        for index in range(len(dataset)):
+            count.entries += 1
+            try:
+                report.sizes[tuple(dataset.load(index)["image"].shape[:2])] += 1
+            except DatasetFileError as err:
+                count.with_problems += 1
+                report.problems.append(str(err))
+    return report
+
+
 def verify_config(cfg: DictConfig) -> VerifyReport:
-    """Verify the data set a composed config points at (dataset=nyud only)."""
+    """Verify the data set a composed config points at."""
     name = str(cfg.dataset.get("name"))
-    if name != "nyud":
-        raise ValueError(f"verify checks on-disk data sets; dataset={name} has no files (expected dataset=nyud)")
-    return verify_nyud(str(cfg.dataset.root), [str(t) for t in cfg.tasks.names])
+    if name == "nyud":
+        return verify_nyud(str(cfg.dataset.root), [str(t) for t in cfg.tasks.names])
+    if name in LABELS:
+        return verify_by_loading(cfg)
+    raise ValueError(f"verify checks on-disk data sets; dataset={name} has no files "
+                     f"(expected dataset=nyud, pascal_context or cityscapes)")

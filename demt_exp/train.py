@@ -170,6 +170,16 @@ def train_step(
     return total.detach(), {t: v.detach() for t, v in per_task.items()}
 
 
+def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> int:
+    """Load model, optimiser, schedule and RNG states from a checkpoint; returns its step."""
+    payload = load_checkpoint(path)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    set_rng_state(payload["rng"])
+    return int(payload["step"])
+
+
 def checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, step: int, cfg: DictConfig) -> dict[str, Any]:
     """Everything needed to continue a run bit for bit."""
     return {
@@ -205,17 +215,10 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     optimizer = build_optimizer(cfg.optimizer, model, float(trainer.head_lr_mult))
     scheduler = build_poly_scheduler(optimizer, int(trainer.steps), float(trainer.poly_power))
     seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path, augmentation)
-    start_step = 0
     resume_path = resolve_resume(trainer.resume, out_dir)
-    if resume_path is not None:
-        payload = load_checkpoint(resume_path)
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
-        start_step = int(payload["step"])
-        if info.is_main:
-            log.info("resumed from %s at step %d", resume_path, start_step)
+    start_step = 0 if resume_path is None else restore(resume_path, model, optimizer, scheduler)
+    if resume_path is not None and info.is_main:
+        log.info("resumed from %s at step %d", resume_path, start_step)
     net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))

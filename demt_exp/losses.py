@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES
+from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, squeeze_index_map
 
 __all__ = [
     "cross_entropy_loss",
@@ -28,10 +28,8 @@ __all__ = [
 
 
 def _index_target(target: Tensor) -> Tensor:
-    """Accept (B, H, W) or (B, 1, H, W) index maps; cross-entropy needs (B, H, W) int64."""
-    if target.dim() == 4 and target.shape[1] == 1:
-        target = target.squeeze(1)
-    return target.long()
+    """Cross-entropy needs (B, H, W) int64 targets."""
+    return squeeze_index_map(target).long()
 
 
 def _check_spatial(pred: Tensor, target: Tensor, task: str) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, TASKS
+from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, TASKS, squeeze_index_map
 
 __all__ = [
     "Metric",
@@ -27,13 +27,6 @@ __all__ = [
     "EdgePixelMaxF",
     "MultiTaskMetrics",
 ]
-
-
-def _squeeze_channel(target: Tensor) -> Tensor:
-    """Accept (B, H, W) or (B, 1, H, W) single-channel targets."""
-    if target.dim() == 4 and target.shape[1] == 1:
-        return target.squeeze(1)
-    return target
 
 
 def _check_spatial(pred: Tensor, target: Tensor, name: str) -> None:
@@ -94,7 +87,7 @@ class MeanIoU(Metric):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """pred: (B, C, H, W) logits; target: (B, H, W) int labels, 255 = ignore."""
-        target = _squeeze_channel(target)
+        target = squeeze_index_map(target)
         _check_spatial(pred, target, "MeanIoU")
         if pred.shape[1] != self.num_classes:
             raise ValueError(f"MeanIoU: expected {self.num_classes} channels, got {pred.shape[1]}")
@@ -211,7 +204,7 @@ class MaxF(Metric):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """pred: (B, 1|2, H, W) logits; target: (B, H, W) or (B, 1, H, W) 0/1, 255 = ignore."""
-        target = _squeeze_channel(target)
+        target = squeeze_index_map(target)
         _check_spatial(pred, target, type(self).__name__)
         prob = self.positive_probability(pred.detach())
         valid = target != IGNORE_INDEX

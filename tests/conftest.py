@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from hydra import compose as hydra_compose
@@ -32,3 +36,22 @@ def compose() -> Callable[[list[str]], DictConfig]:
             return hydra_compose(config_name="config", overrides=overrides)
 
     return _compose
+
+
+def run_cli(*overrides: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m demt_exp <overrides>` from the repository root, as a user runs it."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "demt_exp", *overrides], cwd=REPO_ROOT, env=full_env,
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def short_training_run(run_dir: Path, dataset: str, root: Path, image_size: str,
+                       env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Two steps and one evaluation of a real data set through the CLI; returns metrics.json."""
+    run_cli(f"dataset={dataset}", f"dataset.root={root}", "trainer.steps=2", "trainer.batch_size=2",
+            "trainer.eval_interval=2", "encoder.dim=32", f"dataset.image_size={image_size}",
+            "logger.progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
+    return json.loads((run_dir / "metrics.json").read_text())

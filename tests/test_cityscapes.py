@@ -4,14 +4,12 @@ errors, the config and a short real training run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import short_training_run
 from fake_cityscapes import frame_name, write_fake_cityscapes, write_frame
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -134,14 +132,6 @@ def test_config_selects_cityscapes_tasks(compose, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.slow
 def test_short_training_run_on_cityscapes(tmp_path: Path) -> None:
     root = write_fake_cityscapes(tmp_path / "cityscapes", per_city=2)
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "demt_exp", "dataset=cityscapes", f"dataset.root={root}", "trainer.steps=2",
-         "trainer.batch_size=2", "trainer.eval_interval=2", "encoder.dim=32", "dataset.image_size=[64,64]",
-         "logger.progress_bar=false", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = short_training_run(tmp_path / "run", "cityscapes", root, "[64,64]")
     assert set(metrics) == {"semseg", "depth"}
     assert "mIoU" in metrics["semseg"] and np.isfinite(metrics["depth"]["rmse"])

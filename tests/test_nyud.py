@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import short_training_run
 from fake_nyud import write_fake_nyud
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -169,14 +168,6 @@ def test_448x576_padding_stays_out_of_depth_rmse(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_short_training_run_on_nyud(tmp_path: Path) -> None:
     root = write_fake_nyud(tmp_path / "NYUDv2", n_train=4, n_val=2, size=(60, 80))
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "demt_exp", "dataset=nyud", f"dataset.root={root}", "trainer.steps=2",
-         "trainer.batch_size=2", "trainer.eval_interval=2", "encoder.dim=32", "dataset.image_size=[64,80]",
-         "logger.progress_bar=false", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = short_training_run(tmp_path / "run", "nyud", root, "[64,80]")
     assert set(metrics) == {"semseg", "depth", "normals", "edge"}
     assert np.isfinite(metrics["depth"]["rmse"]) and "mIoU" in metrics["semseg"]

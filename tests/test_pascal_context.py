@@ -4,14 +4,12 @@ semseg fallback, named errors, the config and a short real training run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import short_training_run
 from fake_pascal import (
     CONTEXT_CLASSES,
     NORMALS_VALID,
@@ -321,15 +319,8 @@ def test_config_selects_pascal_tasks(compose, monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.slow
 def test_short_training_run_on_pascal_context(tmp_path: Path) -> None:
     root = write_fake_pascal(tmp_path / "PASCALContext", n_train=4, n_val=2)
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    result = subprocess.run(
-        [sys.executable, "-m", "demt_exp", "dataset=pascal_context", f"dataset.root={root}", "trainer.steps=2",
-         "trainer.batch_size=2", "trainer.eval_interval=2", "encoder.dim=32", "dataset.image_size=[64,64]",
-         "logger.progress_bar=false", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = short_training_run(tmp_path / "run", "pascal_context", root, "[64,64]",
+                                 env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert set(metrics) == set(PASCAL_TASKS)
     assert "mIoU" in metrics["semseg"] and "mIoU" in metrics["human_parts"]
     assert not (root / "ImageSets" / "Parts").exists()

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, run_cli
 from omegaconf import OmegaConf
 
 from demt_exp.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
-
-
-def run_cli(*overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "demt_exp", *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from torch import Tensor
+
 IGNORE_INDEX = 255
 
 TASK_NAMES: tuple[str, ...] = ("semseg", "human_parts", "sal", "normals", "edge", "depth")
@@ -60,3 +62,10 @@ def output_channels(names: list[str] | tuple[str, ...], num_semseg_classes: int)
         spec = task_spec(name)
         channels[name] = spec.fixed_output_channels or num_semseg_classes
     return channels
+
+
+def squeeze_index_map(target: Tensor) -> Tensor:
+    """Accept (B, H, W) or (B, 1, H, W) index/label maps and return (B, H, W)."""
+    if target.dim() == 4 and target.shape[1] == 1:
+        return target.squeeze(1)
+    return target

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from demt_exp.config import CONF_DIR, CONFIG_NAME
 from demt_exp.config_errors import report_unknown_keys
 from demt_exp.train import run
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the configured objective so sweepers can optimise it."""
     results = run(cfg, HydraConfig.get().runtime.output_dir)
@@ -31,7 +28,7 @@ def cli() -> None:
         main()
     except SystemExit as exit_:
         if exit_.code not in (0, None):
-            report_unknown_keys(CONF_DIR)
+            report_unknown_keys()
         raise
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
+from demt_exp.config import compose_config
 from demt_exp.models import deform
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
@@ -76,12 +74,6 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     return int(cfg.trainer.batch_size) / median_seconds(step, repeats)
 
 
-def compose_config(overrides: list[str]):
-    """The config `python -m demt_exp <overrides>` would run with."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def bench_data(overrides: list[str], samples: int) -> dict[str, float]:

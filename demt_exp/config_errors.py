@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from demt_exp.config import compose_config
 
-def unknown_key_hints(overrides: Sequence[str], config_dir: str, config_name: str = "config") -> list[str]:
+
+def unknown_key_hints(overrides: Sequence[str]) -> list[str]:
     """One line per dotted override whose key does not exist, listing the keys of its parent."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -26,8 +27,7 @@ def unknown_key_hints(overrides: Sequence[str], config_dir: str, config_name: st
         return []
     others = [o.input_line for o in parsed if o not in dotted and o.input_line is not None]
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=others)
+        cfg = compose_config(others)
     except Exception:  # the group selection itself is wrong; Hydra's message already says how
         return []
     hints = []
@@ -41,7 +41,7 @@ def unknown_key_hints(overrides: Sequence[str], config_dir: str, config_name: st
     return hints
 
 
-def report_unknown_keys(config_dir: str) -> None:
+def report_unknown_keys() -> None:
     """Print the hints for the current command line to stderr."""
-    for line in unknown_key_hints([a for a in sys.argv[1:] if not a.startswith("-")], config_dir):
+    for line in unknown_key_hints([a for a in sys.argv[1:] if not a.startswith("-")]):
         print(line, file=sys.stderr)

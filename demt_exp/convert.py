@@ -15,20 +15,11 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from demt_exp.checkpoint import save_atomic
+from demt_exp.config import compose_config
 from demt_exp.models.convert import load_weights
 from demt_exp.models.model import build_model
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The config `python -m demt_exp <overrides>` would build its model from."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

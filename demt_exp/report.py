@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
+from demt_exp.config import compose_config
 from demt_exp.models.model import build_model
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 BILINEAR_MACS = 4  # one multiply-add per corner of the bilinear stencil
 GRID_SAMPLE_MACS = {0: BILINEAR_MACS, 1: 0, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
 
@@ -86,10 +85,6 @@ NOT_COUNTED_NOTE = (
 BUFFERS_NOTE = "buffers excluded: BN running statistics, relative-position indices, masks"
 
 
-def compose_config(overrides: Sequence[str]) -> Any:
-    """The config `python -m demt_exp <overrides>` would run with."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from demt_exp.config import compose_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Overrides that shrink the default job to seconds: tiny images, few samples, a narrow head.
@@ -31,11 +30,7 @@ TINY_RUN = [
 def compose() -> Callable[[list[str]], DictConfig]:
     """compose(overrides) -> the config `python -m demt_exp <overrides>` would run with."""
 
-    def _compose(overrides: list[str]) -> DictConfig:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides)
-
-    return _compose
+    return compose_config
 
 
 def run_cli(*overrides: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

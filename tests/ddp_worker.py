@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from demt_exp.config import compose_config
 from demt_exp.distributed import cleanup, init_distributed
 from demt_exp.evaluate import to_device
 from demt_exp.models.model import build_model
@@ -26,12 +26,9 @@ from demt_exp.train import (
     wrap_distributed,
 )
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
 
 def main(out_dir: str, overrides: list[str]) -> None:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(overrides)
     info = init_distributed("cpu")
     seed_everything(int(cfg.trainer.seed))
     model = build_model(cfg)

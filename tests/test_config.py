@@ -102,6 +102,6 @@ def test_key_typo_names_the_key_and_lists_valid_keys() -> None:
 
 
 def test_key_hints_are_silent_for_valid_keys() -> None:
-    assert unknown_key_hints(["trainer.steps=3", "backbone=swin_s", "encoder.dim=64"], str(CONF)) == []
-    hints = unknown_key_hints(["decoder.atention=global", "tasks=nyud"], str(CONF))
+    assert unknown_key_hints(["trainer.steps=3", "backbone=swin_s", "encoder.dim=64"]) == []
+    hints = unknown_key_hints(["decoder.atention=global", "tasks=nyud"])
     assert len(hints) == 1 and "attention" in hints[0] and "'decoder'" in hints[0]

@@ -91,11 +91,10 @@ def save_lightning(state: dict[str, torch.Tensor], path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_demt() -> tuple[list[str], MultiTaskModel]:
     """A DeMT NYUD model with a narrow head (the official names do not depend on the width)."""
-    from hydra import compose, initialize_config_dir
+    from demt_exp.config import compose_config
 
     args = [*overrides("demt", "nyud"), "encoder.dim=32"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        model = build_model(compose(config_name="config", overrides=args))
+    model = build_model(compose_config(args))
     return args, scramble_(model, seed=3)
 
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from demt_exp.config import compose_config
 from demt_exp.data.prepare import PrepareError, prepare_archive
 from demt_exp.data.verify import format_report, verify_config
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 USAGE = ("usage: python -m demt_exp.data verify [overrides ...]\n"
          "  e.g. python -m demt_exp.data verify dataset=nyud dataset.root=/data/NYUDv2\n"
          "       python -m demt_exp.data prepare ARCHIVE --dest FOLDER [--sha256 HEX] [--force]")
@@ -46,10 +43,6 @@ def prepare_main(args: Sequence[str]) -> int:
     return 0
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The config `python -m demt_exp <overrides>` would run with."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

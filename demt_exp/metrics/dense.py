@@ -1,4 +1,4 @@
-"""Evaluation metrics pooled over a whole evaluation set (SPEC 4).
+"""Dense per-pixel evaluation metrics pooled over a whole evaluation set (SPEC 4).
 
 Each metric keeps every running sum in one 1-D float64 tensor `state`, so a distributed
 caller can `all_reduce(state, SUM)` in place before `compute()`; pooled sums make the

@@ -6,11 +6,11 @@
 
 Components are the model's own children (backbone, encoder, decoder, heads). MACs come from
 torch's FlopCounterMode (2 FLOPs per MAC, halved here) on one eval-mode forward pass under
-no_grad. The counter silently counts 0 for torchvision's `deform_conv2d` and for `grid_sampler_2d`
-(the pure-PyTorch ChlSpl backend), so both are added by formula through `custom_mapping` and
-reported separately. On the default meta device nothing is computed, so any input size is instant;
-there `deform_backend=auto` takes the pure-PyTorch path (grid_sample + counted 1x1 conv), which
-gives the same totals as torchvision's op (pass encoder.deform_backend=torchvision to see it).
+no_grad, with the ops the counter misses on this install and device added by formula: which
+ones is decided by probing the counter at run time (`demt_exp.flops`), never by the torch
+version, and the report lists them. On the default meta device nothing is computed, so any
+input size is instant; there `deform_backend=auto` takes the pure-PyTorch path (grid_sample +
+counted 1x1 conv), which gives the same totals as torchvision's op.
 """
 
 from __future__ import annotations
@@ -23,61 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from demt_exp.config import compose_config
+from demt_exp.flops import OP_KINDS, count_flops, counter_gaps, op_name
 from demt_exp.models.model import build_model
 
-BILINEAR_MACS = 4  # one multiply-add per corner of the bilinear stencil
-GRID_SAMPLE_MACS = {0: BILINEAR_MACS, 1: 0, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
-
-
-def deform_conv2d_flops(input_shape: Sequence[int], weight_shape: Sequence[int], *args: Any,
-                        out_shape: Sequence[int], **kwargs: Any) -> int:
-    """torchvision::deform_conv2d: the convolution plus bilinear sampling of every column value.
-
-    MACs = N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 * N*C_in*kh*kw*H_out*W_out
-    (+1 per sampled value with a modulation mask). Returned as FLOPs (2 per MAC), as the counter expects.
-    """
-    n, c_out, h_out, w_out = out_shape
-    kh, kw = weight_shape[2], weight_shape[3]
-    use_mask = bool(args[-1]) if args and isinstance(args[-1], bool) else False
-    conv = n * c_out * h_out * w_out * weight_shape[1] * kh * kw
-    sampled = n * input_shape[1] * kh * kw * h_out * w_out
-    return 2 * (conv + (BILINEAR_MACS + int(use_mask)) * sampled)
-
-
-def grid_sampler_2d_flops(input_shape: Sequence[int], grid_shape: Sequence[int], mode: int = 0, *args: Any,
-                          out_shape: Sequence[int], **kwargs: Any) -> int:
-    """aten::grid_sampler_2d: 4 MACs per output value for bilinear (16 bicubic, 0 nearest), as FLOPs."""
-    n, c, h, w = out_shape
-    return 2 * GRID_SAMPLE_MACS.get(int(mode), BILINEAR_MACS) * n * c * h * w
-
-
-def added_ops() -> dict[Any, tuple[str, Any]]:
-    """Ops the counter misses -> (formula text, FLOP formula); torchvision's only where its ops load."""
-    ops: dict[Any, tuple[str, Any]] = {
-        torch.ops.aten.grid_sampler_2d: ("4 per sampled (output) value, bilinear", grid_sampler_2d_flops),
-    }
-    try:
-        import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.*)
-
-        ops[torch.ops.torchvision.deform_conv2d] = (
-            "N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 per sampled value (N*C_in*kh*kw*H_out*W_out)",
-            deform_conv2d_flops,
-        )
-    except (ImportError, AttributeError, RuntimeError):  # mismatched wheels: the op cannot run anyway
-        pass
-    return ops
-
-
-ADDED_OPS = added_ops()
-OP_NAMES: dict[Any, str] = {op: str(op).replace(".", "::", 1) for op in ADDED_OPS}
 COUNTED_NOTE = (
-    "counted by FlopCounterMode itself: convolutions, linear layers (mm/addmm), einsum (lowered to bmm), "
-    "scaled-dot-product attention (2*B*heads*Nq*Nk*d: the fused aten._scaled_dot_product_* ops, CPU op included; "
-    "on meta it runs the math path, counted as bmm, same totals)"
+    "counted by FlopCounterMode itself: convolutions, linear layers (mm/addmm), einsum (lowered to bmm) and, "
+    "where its kernel is covered, scaled-dot-product attention; every other op kind the models use is probed "
+    "on this device and added by formula where the counter gives 0 (listed above)"
 )
+FORMULA_TEXT = {kind.name: kind.formula_text for kind in OP_KINDS}
 NOT_COUNTED_NOTE = (
     "not counted: norms (LayerNorm, BatchNorm), activations (GELU, ReLU), softmax, resizing (interpolate), "
     "padding, elementwise ops (residual adds, scaling, gates, offset coordinates)"
@@ -98,18 +54,22 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
+def printed_op(op: Any) -> str:
+    """`aten::grid_sampler_2d`, as torch's profiler spells an op."""
+    return op_name(op).replace(".", "::", 1)
+
+
 def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
     """MACs per child module, split into counted by torch and added by formula, plus per-op totals."""
-    mapping = {op: formula for op, (_, formula) in ADDED_OPS.items()}
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        model(image)
-    flops = counter.get_flop_counts()
+    with torch.no_grad():
+        count = count_flops(lambda: model(image), image.device)
+    flops, added_ops = count.by_module, count.added_ops
     root = type(model).__name__
 
     def split(ops: dict[Any, int]) -> dict[str, int]:
-        added = sum(v for op, v in ops.items() if op in ADDED_OPS) // 2
-        counted = sum(v for op, v in ops.items() if op not in ADDED_OPS) // 2
+        added = sum(v for op, v in ops.items() if op in added_ops) // 2
+        counted = sum(v for op, v in ops.items() if op not in added_ops) // 2
         return {"counted": counted, "added": added, "total": counted + added}
 
     components = {name: split(flops.get(f"{root}.{name}", {})) for name, _ in model.named_children()}
@@ -118,11 +78,17 @@ def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
     if any(outside.values()):
         components["other"] = outside
     ops = flops.get("Global", {})
+    gaps = counter_gaps(image.device.type)
     return {
         "components": components,
         "total": total,
-        "counted_by_op": {str(op): v // 2 for op, v in ops.items() if op not in ADDED_OPS},
-        "added_by_op": {OP_NAMES[op]: ops.get(op, 0) // 2 for op in ADDED_OPS},
+        "counted_by_op": {str(op): v // 2 for op, v in ops.items() if op not in added_ops},
+        "added_by_op": {printed_op(op): ops.get(op, 0) // 2 for op in added_ops},
+        "added_formulas": {printed_op(op): f"{kind}: MACs = {FORMULA_TEXT[kind]}" for op, kind in added_ops.items()},
+        "unaccounted_ops": count.unaccounted,
+        "probe_failures": {**gaps.unavailable, **{k: f"counted {c} MACs, formula {e}" for k, (c, e) in
+                                                  gaps.mismatched.items()}},
+        "torch": torch.__version__,
     }
 
 
@@ -143,7 +109,6 @@ def model_report(overrides: Sequence[str], input_size: Sequence[int] | None = No
     if macs:
         report["macs"] = count_macs(model, torch.randn(batch, 3, *size, device=device))
         report["mac_unit"] = "multiply-accumulates; 1 MAC = 2 FLOPs in torch's FlopCounterMode"
-        report["added_formulas"] = {OP_NAMES[op]: text for op, (text, _) in ADDED_OPS.items()}
         report["notes"] = [COUNTED_NOTE, NOT_COUNTED_NOTE]
     return report
 
@@ -163,10 +128,15 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {name:<10} {row['counted']:>19,} {row['added']:>17,} {row['total']:>19,} "
                      f"{row['total'] / 1e9:>7.2f} G")
     lines.append("  counted by op: " + ", ".join(f"{op} {v:,}" for op, v in macs["counted_by_op"].items()))
-    lines.append("added by formula (FlopCounterMode counts these ops as 0):")
+    lines.append(f"added by formula (probed: FlopCounterMode of torch {macs['torch']} counts these as 0 "
+                 f"on {report['device']}):")
     for op, value in macs["added_by_op"].items():
         used = "" if value else " (not run by this model/backend)"
-        lines.append(f"  {op}: {value:,} MACs{used}; MACs = {report['added_formulas'][op]}")
+        lines.append(f"  {op}: {value:,} MACs{used}; {macs['added_formulas'][op]}")
+    for op in macs["unaccounted_ops"]:
+        lines.append(f"  warning: {op} ran and neither the counter nor a formula counted it")
+    for kind, why in macs["probe_failures"].items():
+        lines.append(f"  note: {kind} could not be probed on {report['device']} ({why})")
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 

@@ -82,22 +82,78 @@ def test_parameters_per_component_and_frozen_backbone(tmp_path: Path, capsys: py
     assert frozen["parameters"]["trainable"] == 4_549_561
 
 
-def test_counter_facts_the_report_relies_on() -> None:
-    """FlopCounterMode: 0 for both deformable paths; counts CPU SDPA and einsum (as bmm)."""
-    x, q, k = torch.randn(1, 4, 5, 6), torch.randn(1, 2, 10, 8), torch.randn(1, 2, 12, 8)
-    with FlopCounterMode(display=False) as counter:
-        F.grid_sample(x, torch.rand(1, 5, 6, 2), align_corners=False)
-        if deform.torchvision_deform_available():
-            from torchvision.ops import deform_conv2d
+class AttentionProbe(torch.nn.Module):
+    """Every op kind the report must get right: conv, linear, SDPA, einsum and grid sampling."""
 
-            deform_conv2d(x, torch.randn(1, 8, 5, 6), torch.randn(3, 4, 1, 1))
-    assert counter.get_total_flops() == 0
-    with FlopCounterMode(display=False) as counter:
-        F.scaled_dot_product_attention(q, k, k)
-    assert counter.get_total_flops() == 2 * (2 * 1 * 2 * 10 * 12 * 8)
-    with FlopCounterMode(display=False) as counter:
-        torch.einsum("bhnd,bthnd->bhnt", q, torch.randn(1, 3, 2, 10, 8))
-    assert counter.get_total_flops() == 2 * (1 * 2 * 10 * 3 * 8)
+    def __init__(self, channels: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.qkv = torch.nn.Linear(channels, 3 * channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        similarity = torch.einsum("bnc,bmc->bnm", tokens, tokens)
+        grid = torch.zeros(b, h, w, 2, device=x.device)
+        sampled = F.grid_sample(x, grid, align_corners=False)
+        return attended.sum() + similarity.sum() + sampled.sum()
+
+
+def probe_macs_by_hand(b: int = 2, c: int = 8, h: int = 4, w: int = 6, heads: int = 2) -> int:
+    """The MACs of AttentionProbe, from its layer shapes alone."""
+    n, d = h * w, c // heads
+    conv = b * c * h * w * c * 3 * 3
+    linear = b * n * c * 3 * c
+    attention = b * heads * n * n * (d + d)  # q k^T, then weights @ v
+    einsum = b * n * n * c
+    grid_sample = 4 * b * c * h * w  # 4 bilinear taps per output value
+    return conv + linear + attention + einsum + grid_sample
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_report_counts_attention_einsum_and_sampling_by_hand(device: str) -> None:
+    from demt_exp.report import count_macs
+
+    with torch.device(device):
+        model, image = AttentionProbe(), torch.randn(2, 8, 4, 6)
+    macs = count_macs(model, image)
+    assert macs["total"]["total"] == probe_macs_by_hand()
+    assert macs["unaccounted_ops"] == []
+    assert macs["added_by_op"]["aten::grid_sampler_2d"] == 4 * 2 * 8 * 4 * 6  # never counted by torch
+
+
+def test_an_op_the_counter_misses_is_found_by_probing_and_added(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take bmm out of the counter, as a torch release might: the probe notices, the totals stay exact."""
+    from torch.utils import flop_counter
+
+    from demt_exp import flops
+    from demt_exp.report import count_macs, format_report
+
+    monkeypatch.delitem(flop_counter.flop_registry, torch.ops.aten.bmm)
+    flops.counter_gaps.cache_clear()
+    try:
+        macs = count_macs(AttentionProbe(), torch.randn(2, 8, 4, 6))
+        assert macs["total"]["total"] == probe_macs_by_hand()
+        assert macs["added_by_op"]["aten::bmm"] == 2 * 24 * 24 * 8
+        assert "einsum" in macs["added_formulas"]["aten::bmm"]
+        text = format_report({"overrides": [], "parameter_note": "", "parameters": {}, "input": [2, 8, 4, 6],
+                              "device": "cpu", "mac_unit": "MACs", "macs": macs, "notes": []})
+        assert "aten::bmm: 9,216 MACs" in text and "added by formula (probed" in text
+    finally:
+        flops.counter_gaps.cache_clear()
+
+
+def test_an_op_the_counter_counts_is_never_added_twice() -> None:
+    """Where the counter covers attention (the meta device runs it as bmm), no formula is added."""
+    from demt_exp.flops import counter_gaps
+
+    kinds = {kind for kind, _ in counter_gaps("meta").formulas.values()}
+    assert "scaled_dot_product_attention" not in kinds and "einsum (bmm)" not in kinds
+    assert {"grid_sample"} <= kinds
 
 
 def raw_macs(model: torch.nn.Module, image: torch.Tensor) -> int:

@@ -1,32 +1,33 @@
-"""Atomic checkpoints: a crash while saving never corrupts the previous `last.pt`."""
+"""Checkpoint files: atomic writes, safe reads, and the folder of a run's checkpoints.
+
+Nothing is lost: a file is written to a temporary name, fsynced and renamed, so a crash, a
+signal or kill -9 while saving leaves the previous checkpoint whole (and the stale temporary
+file is removed on the next start). Nothing runs on load: files are read with
+`torch.load(weights_only=True)`, which rebuilds tensors and plain Python values only; a file
+that needs a full unpickle is refused by name unless the caller passes `trust=True`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-import random
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+log = logging.getLogger("demt_exp")
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+TRUST_HINT = "trust_checkpoints=true"
+STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step")
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A file holds pickled Python objects beyond tensors and plain values."""
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
@@ -40,22 +41,114 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        _fsync_folder(path.parent)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint written by `save_atomic`, naming the file on failure."""
+def link_atomic(source: Path, target: Path) -> None:
+    """Make `target` name the same file as `source` (hard link, else a copy), atomically."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links: copy the bytes instead
+        tmp.write_bytes(source.read_bytes())
+    os.replace(tmp, target)
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist a rename: without it a power loss can forget the new name."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the half-written `.*.tmp` files a killed save left behind."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def safe_load(path: str | Path, trust: bool = False, what: str = "checkpoint") -> Any:
+    """`torch.load` that never runs code from the file unless `trust` is given."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (trainer.resume expects a file written by a run)")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not trust:
+            reason = str(error).strip().splitlines()
+            detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+            raise UntrustedCheckpointError(
+                f"{what} {path} holds pickled Python objects that only a full unpickle can rebuild, and a full "
+                f"unpickle can run any code inside the file ({detail.strip()[:200]}). Load it only if you trust "
+                f"where it came from, with {TRUST_HINT}"
+            ) from None
     except Exception as error:
-        raise RuntimeError(f"checkpoint {path} cannot be read: {error}") from error
-    for key in ("model", "optimizer", "scheduler", "step"):
-        if key not in payload:
-            raise KeyError(f"checkpoint {path} has no {key!r} entry; expected keys model, optimizer, scheduler, step, rng")
+        raise RuntimeError(f"{what} {path} cannot be read: {error}") from error
+    log.warning("fully unpickling %s %s because %s was given", what, path, TRUST_HINT)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise RuntimeError(f"{what} {path} cannot be read: {error}") from error
+
+
+def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """Read a training checkpoint, naming the file and the missing entries on failure."""
+    payload = safe_load(path, trust, what="checkpoint")
+    if not isinstance(payload, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(payload).__name__}, expected a training checkpoint dict")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise KeyError(f"checkpoint {path} has no {missing} entries; expected keys {', '.join(REQUIRED_KEYS)}, rng")
     return payload
+
+
+class CheckpointFolder:
+    """`<run>/checkpoints/`: `step_<N>.pt` files (the newest `keep_last`), `last.pt` naming the newest
+    and, when a metric is chosen, `best.pt`; each file whole or absent."""
+
+    def __init__(self, folder: str | Path, keep_last: int = 1) -> None:
+        if keep_last < 1:
+            raise ValueError(f"trainer.checkpoint.keep_last={keep_last}; expected an integer >= 1")
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def step_files(self) -> list[tuple[int, Path]]:
+        """The kept step files, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := STEP_FILE.match(p.name))]
+        return sorted(found)
+
+    def save(self, payload: dict[str, Any], step: int, best: bool = False) -> Path:
+        """Write the step file, point `last.pt` (and `best.pt`) at it, prune beyond `keep_last`."""
+        path = save_atomic(payload, self.folder / f"step_{step:08d}.pt")
+        link_atomic(path, self.last)
+        if best:
+            link_atomic(path, self.best)
+        for _, old in self.step_files()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path

@@ -29,14 +29,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--official", required=True, type=Path, help="checkpoint to convert (any known format)")
     parser.add_argument("--out", required=True, type=Path, help="where to write our state dict")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow a full unpickle of a file that needs one (it can run code inside the file)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides describing the model, e.g. tasks=nyud")
     return parser.parse_args(argv)
 
 
-def convert(official: Path, out: Path, overrides: list[str]) -> str:
+def convert(official: Path, out: Path, overrides: list[str], trust: bool = False) -> str:
     """Build, load (strict), write; returns the one-line summary."""
     model = build_model(compose_config(overrides))
-    report = load_weights(model, official)
+    report = load_weights(model, official, trust=trust)
     state: dict[str, torch.Tensor] = model.state_dict()
     if report.scope == "backbone":
         state = {k: v for k, v in state.items() if k.startswith("backbone.")}
@@ -46,7 +48,7 @@ def convert(official: Path, out: Path, overrides: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(convert(args.official, args.out, args.overrides))
+    print(convert(args.official, args.out, args.overrides, args.trust))
     return 0
 
 

@@ -1,9 +1,19 @@
-"""Process-group set-up: single process, or torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment)."""
+"""Process-group set-up: one process, torchrun, or SLURM tasks (srun, submitit).
+
+torchrun describes a process by RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; a
+SLURM job step with several tasks (srun, or submitit's `tasks_per_node`) by SLURM_PROCID /
+SLURM_STEP_NUM_TASKS / SLURM_LOCALID and its node list; submitit's local executor by its
+SUBMITIT_LOCAL_* variables. Either way every process joins the same
+group, so `nodes=2` in the launcher config is all a multi-node run needs. The group has a
+timeout: a rank that dies makes the others fail within it instead of waiting forever.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -41,16 +51,70 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group that torchrun describes, or run as a single process."""
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: `node[03-05,9],gpu1` -> `node03`."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        raise ValueError(f"cannot read the SLURM node list {nodelist!r}")
+    prefix, ranges = match.groups()
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def _port_for(job_id: str) -> str:
+    """A port every task of one job derives alike, different between concurrent jobs."""
+    return str(20000 + int(re.sub(r"\D", "", job_id) or 0) % 40000)
+
+
+def launcher_environment(env: dict[str, str]) -> dict[str, str]:
+    """torchrun's variables for a task of a multi-task SLURM job step or submitit local job ({} else).
+
+    Only job steps (srun) have SLURM_STEP_NUM_TASKS; the batch script itself is one process even
+    when the job asked for several tasks, so it runs alone."""
+    if "RANK" in env:
+        return {}
+    if int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
+        return {
+            "RANK": env["SUBMITIT_LOCAL_GLOBALID"],
+            "WORLD_SIZE": env["SUBMITIT_LOCAL_NTASKS"],
+            "LOCAL_RANK": env.get("SUBMITIT_LOCAL_LOCALID", "0"),
+            "MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1"),
+            "MASTER_PORT": env.get("MASTER_PORT") or _port_for(env.get("SUBMITIT_LOCAL_JOB_ID", "0")),
+        }
+    if int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
+        return {}
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    port = env.get("MASTER_PORT") or _port_for(env.get("SLURM_JOB_ID", "0"))
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes),
+        "MASTER_PORT": port,
+    }
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group that torchrun or SLURM describes, or run as a single process."""
+    os.environ.update(launcher_environment(dict(os.environ)))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     info = DistInfo(rank, world_size, local_rank, pick_device(device, local_rank))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if info.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
     return info
+
+
+def gather_objects(value: object) -> list[object]:
+    """Every rank's value, in rank order, on every rank ([value] in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +37,18 @@ class Tracker:
         with self.history_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def truncate_after(self, step: int) -> int:
+        """Drop the records of steps after `step` (a killed run's, about to be logged again); returns how many."""
+        if not self.enabled or not self.history_path.is_file():
+            return 0
+        lines = self.history_path.read_text().splitlines()
+        kept = [line for line in lines if (record := _parse(line)) is not None and record["step"] <= step]
+        if len(kept) != len(lines):
+            tmp = self.history_path.with_name(f".{self.history_path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.history_path)
+        return len(lines) - len(kept)
+
     def write_summary(self, metrics: Nested, name: str = "metrics.json") -> Path | None:
         """Final metrics per task as {task: {metric: value}}."""
         if not self.enabled:
@@ -43,6 +56,15 @@ class Tracker:
         path = self.out_dir / name
         path.write_text(json.dumps({t: dict(v) for t, v in metrics.items()}, indent=2, sort_keys=True) + "\n")
         return path
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """A history record, or None for the partial line a kill -9 can leave at the end."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "step" in record else None
 
 
 def format_table(model: Nested, reference: Nested, reference_name: str = "constant baseline") -> str:

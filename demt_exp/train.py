@@ -1,53 +1,61 @@
-"""The training loop: plain PyTorch, iteration based, single process or DDP (torchrun).
+"""The training loop: plain PyTorch, iteration based, one process or DDP (torchrun, SLURM).
 
-One step: next batch -> forward (optionally autocast) -> weighted multi-task loss ->
-backward -> optimiser step -> poly lr step. Evaluation every `eval_interval` steps and at
-the end; an atomic `checkpoints/last.pt` at every evaluation; rank 0 alone logs and writes.
+One step: next batch -> forward (optionally autocast) -> weighted multi-task loss -> one
+collective that agrees on finiteness and stop signals -> backward -> optimiser step -> poly
+lr step. Evaluation every `eval_interval` steps and at the end; an atomic checkpoint every
+`trainer.checkpoint.interval` steps (default: at each evaluation), at the end and on a stop
+signal; rank 0 alone logs and writes. A non-finite loss stops the run (or skips the step)
+before it can reach the weights, so the last good checkpoint always stays good.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from demt_exp.baseline import ConstantPredictor
-from demt_exp.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from demt_exp.checkpoint import CheckpointFolder, remove_stale_temporaries
 from demt_exp.distributed import (
     DistInfo,
+    all_reduce_sum_,
     broadcast_from_main,
     cleanup,
+    gather_objects,
     init_distributed,
 )
 from demt_exp.evaluate import eval_loader, evaluate, to_device
+from demt_exp.metrics.direction import lower_is_better
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
+from demt_exp.resume import build_payload, resolve_resume, restore
+from demt_exp.rng import rng_state, seed_everything
+from demt_exp.sampling import EpochSampler, SeededSamples, batches_forever
+from demt_exp.signals import SignalWatch, StopRequested, requeue_or_exit
 from demt_exp.tracking import Tracker, flatten, format_table
+from demt_exp.validate import validate_config
 
 log = logging.getLogger("demt_exp")
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["batches_forever", "build_loss", "run", "seed_everything", "train_loader", "train_step"]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+class NonFiniteLoss(FloatingPointError):
+    """A task's loss went NaN or infinite; raised before the step can reach the weights."""
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
@@ -74,40 +82,6 @@ def build_loss(tasks_cfg: DictConfig) -> nn.Module:
     return instantiate(loss_cfg)
 
 
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler whose first epoch can start part-way, so a resumed run sees the same batches."""
-
-    def __init__(self, dataset: Dataset, info: DistInfo, seed: int) -> None:
-        super().__init__(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
-
-
-def batches_forever(loader: DataLoader, start_step: int) -> Iterator[dict[str, Any]]:
-    """Endless stream of batches, one epoch after another, positioned at `start_step`."""
-    sampler = loader.sampler
-    assert isinstance(sampler, ResumableSampler)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"the training set ({len(sampler.dataset)} samples) is smaller than one batch per process "
-            f"({loader.batch_size}); lower trainer.batch_size or enlarge the dataset"
-        )
-    epoch, offset = divmod(start_step, steps_per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        sampler.skip = offset * (loader.batch_size or 1)
-        # The loader draws its worker seeds from its own generator, seeded per epoch, never from
-        # the global RNG, so creating it on resume does not shift drop-path or augmentation streams.
-        loader.generator.manual_seed(int(np.random.SeedSequence([sampler.seed, sampler.rank, epoch]).generate_state(1)[0]))
-        yield from loader
-        epoch, offset = epoch + 1, 0
-
-
 def per_process_batch(total: int, world_size: int) -> int:
     """The configured batch is the total over all processes, split evenly (SPEC 5.1)."""
     if total % world_size:
@@ -124,27 +98,39 @@ def wrap_distributed(model: nn.Module, info: DistInfo, find_unused_parameters: b
 
 
 def train_loader(dataset: Dataset, info: DistInfo, trainer: DictConfig) -> DataLoader:
-    """Shuffled, drop-last loader over this process's share of every epoch."""
+    """Shuffled, drop-last loader over this process's share of every epoch, each sample seeded
+    from (seed, epoch, index), so workers can persist and their number does not matter."""
     workers = int(trainer.num_workers)
+    seed = int(trainer.seed)
     return DataLoader(
-        dataset,
+        SeededSamples(dataset, seed),
         batch_size=per_process_batch(int(trainer.batch_size), info.world_size),
-        sampler=ResumableSampler(dataset, info, int(trainer.seed)),
+        sampler=EpochSampler(dataset, info.rank, info.world_size, seed),
         num_workers=workers,
         drop_last=True,
         pin_memory=info.device.type == "cuda",
-        persistent_workers=False,  # workers are re-seeded per epoch from the loader's generator
-        generator=torch.Generator(),
+        persistent_workers=workers > 0,
+        generator=torch.Generator(),  # worker base seeds come from here, never from the global RNG
     )
 
 
-def resolve_resume(resume: Any, out_dir: Path) -> Path | None:
-    """`false`: start fresh; `true`: this run folder's checkpoints/last.pt; a string: that file."""
-    if resume is False or resume is None:
-        return None
-    if resume is True:
-        return out_dir / "checkpoints" / "last.pt"
-    return Path(str(resume))
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    per_task: dict[str, torch.Tensor]
+    nonfinite: list[str]  # tasks whose loss was not finite on some rank; the step was not applied
+    signal: int  # a stop signal any rank received before this step's agreement, else 0
+
+
+def agree(per_task: Mapping[str, torch.Tensor], watch: SignalWatch | None, device: torch.device) -> tuple[list[str], int]:
+    """One collective per step: which task losses are finite on every rank, and any stop signal."""
+    flags = torch.stack([torch.isfinite(v.detach()).all().double() for v in per_task.values()])
+    flags = torch.cat([flags, torch.tensor([-float(watch.received if watch else 0)], dtype=torch.float64,
+                                           device=flags.device)]).to(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    nonfinite = [t for t, ok in zip(per_task, flags[:-1].tolist()) if ok < 1]
+    return nonfinite, int(-flags[-1].item())
 
 
 def train_step(
@@ -155,56 +141,86 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     autocast: Callable[[], Any],
     grad_clip: float | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward, weighted loss, backward, optimiser and schedule step; returns the detached losses."""
+    watch: SignalWatch | None = None,
+) -> StepResult:
+    """Forward, weighted loss, agreement, backward, optimiser and schedule step.
+
+    A step whose loss is not finite on some rank is not applied on any rank (no backward, so no
+    gradient collective is left waiting); the schedule still advances with the step count."""
     with autocast():
         preds = model(batch["image"])
     preds = {t: p.float() for t, p in preds.items()}
     total, per_task = loss_fn(preds, batch)
+    nonfinite, signum = agree(per_task, watch, batch["image"].device)
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    if not nonfinite:
+        total.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
     scheduler.step()
-    return total.detach(), {t: v.detach() for t, v in per_task.items()}
+    return StepResult(total.detach(), {t: v.detach() for t, v in per_task.items()}, nonfinite, signum)
 
 
-def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> int:
-    """Load model, optimiser, schedule and RNG states from a checkpoint; returns its step."""
-    payload = load_checkpoint(path)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    set_rng_state(payload["rng"])
-    return int(payload["step"])
+class BestMetric:
+    """The best value of `trainer.checkpoint.best` seen so far, in its direction."""
+
+    def __init__(self, metric: str | None, mode: str, value: float | None = None) -> None:
+        self.metric = metric
+        self.lower = (lower_is_better(metric) if mode == "auto" else mode == "min") if metric else False
+        self.value = value
+
+    def improved(self, results: Mapping[str, Mapping[str, float]]) -> bool:
+        if not self.metric or not results:
+            return False
+        task, name = self.metric.split("/", 1)
+        if name not in results.get(task, {}):
+            raise KeyError(f"trainer.checkpoint.best={self.metric!r}: evaluation gives {sorted(results[task])} for {task}")
+        value = float(results[task][name])
+        better = self.value is None or (value < self.value if self.lower else value > self.value)
+        if better:
+            self.value = value
+        return better
 
 
-def checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, step: int, cfg: DictConfig) -> dict[str, Any]:
-    """Everything needed to continue a run bit for bit."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "rng": rng_state(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+def params_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def weights_checksum(model: nn.Module) -> tuple[float, float]:
+    """Sum and sum of squares of all parameters (float64): equal on ranks holding equal weights."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for p in model.parameters():
+        values = p.detach().double().cpu()
+        total += torch.stack([values.sum(), values.square().sum()])
+    return float(total[0]), float(total[1])
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns the final validation metrics."""
-    info = init_distributed(str(cfg.trainer.device))
+    validate_config(cfg)
+    info = init_distributed(str(cfg.trainer.device), float(cfg.trainer.dist_timeout_s))
+    watch = SignalWatch()
     try:
-        return _run(cfg, Path(broadcast_from_main(str(out_dir))), info)
+        return _run(cfg, Path(broadcast_from_main(str(out_dir))), info, watch)
+    except StopRequested as stop:
+        previous = watch.previous.get(stop.signum)
+        watch.close()
+        cleanup()
+        log.info("%s; checkpoint written, the run continues from it when started again", stop)
+        requeue_or_exit(stop.signum, previous, info.is_main)
+        raise
     finally:
+        watch.close()
         cleanup()
 
 
-def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, float]]:
+def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> dict[str, dict[str, float]]:
     trainer = cfg.trainer
     tasks = list(cfg.tasks.names)
     num_classes = int(cfg.dataset.num_semseg_classes)
+    folder = CheckpointFolder(out_dir / "checkpoints", int(trainer.checkpoint.keep_last))
+    resume_path = resolve_resume(trainer.resume, out_dir, folder)
     seed_everything(int(trainer.seed))
     train_set = instantiate(cfg.dataset.train)
     val_set = instantiate(cfg.dataset.val)
@@ -214,29 +230,57 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     loss_fn = build_loss(cfg.tasks)
     optimizer = build_optimizer(cfg.optimizer, model, float(trainer.head_lr_mult))
     scheduler = build_poly_scheduler(optimizer, int(trainer.steps), float(trainer.poly_power))
-    seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path, augmentation)
-    resume_path = resolve_resume(trainer.resume, out_dir)
-    start_step = 0 if resume_path is None else restore(resume_path, model, optimizer, scheduler)
-    if resume_path is not None and info.is_main:
-        log.info("resumed from %s at step %d", resume_path, start_step)
+    seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path)
+    tracker = Tracker(out_dir, info.is_main)
+    best = BestMetric(trainer.checkpoint.best, str(trainer.checkpoint.best_mode))
+    start_step, skipped = 0, 0
+    if info.is_main:
+        for stale in remove_stale_temporaries(folder.folder):
+            log.info("removed %s, left by a save that did not finish", stale)
+    if resume_path is not None:
+        payload = restore(resume_path, model, optimizer, scheduler, cfg, info.rank, info.world_size,
+                          trust=bool(cfg.get("trust_checkpoints", False)))
+        start_step, skipped = int(payload["step"]), int(payload.get("skipped_steps", 0))
+        best.value = payload.get("best_value")
+        if info.is_main:
+            dropped = tracker.truncate_after(start_step)
+            log.info("resumed from %s at step %d%s", resume_path, start_step,
+                     f" (dropped {dropped} history records of later steps)" if dropped else "")
+    elif info.is_main and tracker.truncate_after(0):
+        log.warning("%s held the history of a run that wrote no checkpoint; starting it again", out_dir)
     net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
     autocast = autocast_factory(str(trainer.precision), info.device)
-    tracker = Tracker(out_dir, info.is_main)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    tracker.log(start_step, {"model/parameters": total, "model/trainable_parameters": trainable})
+    if start_step == 0:
+        tracker.log(0, {"model/parameters": total, "model/trainable_parameters": trainable,
+                        "dist/world_size": info.world_size})
     if info.is_main:
         log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     steps = int(trainer.steps)
     stop_at = None if trainer.stop_at_step is None else int(trainer.stop_at_step)
-    if info.is_main:
-        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    eval_every = int(trainer.eval_interval)
+    save_every = int(trainer.checkpoint.interval or eval_every)
     evaluate_now = partial(
         evaluate, loader=val_loader, tasks=tasks, num_semseg_classes=num_classes, device=info.device,
         loss_fn=loss_fn, autocast=autocast,
     )
+
+    def save(step: int, is_best: bool) -> None:
+        """Every rank takes part (their RNG states are gathered); rank 0 writes."""
+        gathered = gather_objects((rng_state(), weights_checksum(model)))
+        states = [state for state, _ in gathered]
+        if len({checksum for _, checksum in gathered}) != 1:
+            raise RuntimeError(f"the ranks hold different weights at step {step}: {[c for _, c in gathered]}")
+        if not params_finite(model):
+            raise NonFiniteLoss(f"the weights are not finite at step {step}; the checkpoint of an earlier step is kept")
+        if info.is_main:
+            extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value}
+            folder.save(build_payload(model, optimizer, scheduler, step, cfg, states, extra), step, best=is_best)
+
     results: dict[str, dict[str, float]] = {}
     batches = batches_forever(loader, start_step)
     bar = tqdm(total=steps, initial=start_step, disable=not (info.is_main and cfg.logger.progress_bar), desc="train")
@@ -244,24 +288,42 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     for step in range(start_step + 1, steps + 1):
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
-        loss, per_task = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip)
+        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch)
+        if outcome.nonfinite:
+            if trainer.nonfinite == "stop":
+                raise NonFiniteLoss(
+                    f"non-finite loss at step {step} in task(s) {', '.join(outcome.nonfinite)}; the step was not "
+                    f"applied and the last checkpoint ({folder.last}) is untouched. Lower optimizer.lr, set "
+                    f"trainer.grad_clip, or pass trainer.nonfinite=skip to skip such steps")
+            skipped += 1
+            log.warning("skipped step %d: non-finite loss in %s (%d skipped so far)", step, outcome.nonfinite, skipped)
         images_seen += batch["image"].shape[0] * info.world_size
         if step % int(trainer.log_interval) == 0 or step == steps:
+            losses = torch.stack([outcome.loss, *outcome.per_task.values()]).double()
+            all_reduce_sum_(losses)  # the mean over all ranks, not rank 0's half-batch alone
+            losses /= info.world_size
             elapsed = time.perf_counter() - clock
             throughput = images_seen / max(elapsed, 1e-9)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{throughput:.2f}")
-            record = {"train/loss": loss.item(), "train/lr": lr, "train/images_per_s": throughput}
-            record.update({f"train/{t}/loss": v.item() for t, v in per_task.items()})
+            bar.set_postfix(loss=f"{losses[0].item():.4f}", img_s=f"{throughput:.2f}")
+            record = {"train/loss": losses[0].item(), "train/lr": lr, "train/images_per_s": throughput,
+                      "train/skipped_steps": skipped}
+            record.update({f"train/{t}/loss": v.item() for t, v in zip(outcome.per_task, losses[1:])})
             tracker.log(step, record)
             images_seen, clock = 0, time.perf_counter()
         bar.update(1)
-        stopping = step == stop_at
-        if step % int(trainer.eval_interval) == 0 or step == steps:
+        is_best = False
+        if step % eval_every == 0 or step == steps:
             results = evaluate_now(net)
             tracker.log(step, flatten("val", results))
-        if info.is_main and (step % int(trainer.eval_interval) == 0 or step == steps or stopping):
-            save_atomic(checkpoint_payload(model, optimizer, scheduler, step, cfg), out_dir / "checkpoints" / "last.pt")
-        if stopping:
+            is_best = best.improved(results)
+        stopping = step == stop_at or bool(outcome.signal)
+        if step % save_every == 0 or step == steps or stopping or is_best:
+            save(step, is_best)
+        if outcome.signal:
+            tracker.log(step, {"stop/signal": outcome.signal})
+            bar.close()
+            raise StopRequested(outcome.signal, step)
+        if step == stop_at:
             break
     bar.close()
     if stop_at is not None and stop_at < steps:

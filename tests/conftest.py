@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from demt_exp.config import compose_config
@@ -41,6 +43,48 @@ def run_cli(*overrides: str, check: bool = True, env: dict[str, str] | None = No
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def start_cli(*overrides: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """`python -m demt_exp <overrides>` in the background (to signal or kill it mid-run)."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child process
+    return subprocess.Popen([sys.executable, "-m", "demt_exp", *overrides], cwd=REPO_ROOT, env=full_env,
+                            stdout=output, stderr=subprocess.STDOUT)
+
+
+def logged_steps(run_dir: Path, key: str = "train/loss") -> list[int]:
+    """Steps of the history records that hold `key` (a partial last line is not a record yet)."""
+    path = run_dir / "metrics.jsonl"
+    steps = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in record:
+            steps.append(int(record["step"]))
+    return steps
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+
+
+def final_weights(run_dir: Path) -> dict[str, Any]:
+    """The model tensors of a run folder's last checkpoint."""
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_bit_identical(first: dict[str, Any], second: dict[str, Any]) -> None:
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
 
 
 def short_training_run(run_dir: Path, dataset: str, root: Path, image_size: str,

@@ -18,7 +18,6 @@ from official_reference import (
 from omegaconf import DictConfig
 from torch import nn
 
-from demt_exp.checkpoint import rng_state
 from demt_exp.models.convert import (
     ConversionError,
     cycle_offset,
@@ -29,6 +28,7 @@ from demt_exp.models.convert import (
 )
 from demt_exp.models.model import MultiTaskModel, build_model
 from demt_exp.models.swin import SwinBackbone
+from demt_exp.rng import rng_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_DIRS = [root / "shared" / "reference" / "official_keys" for root in (REPO_ROOT, REPO_ROOT.parent)]

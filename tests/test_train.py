@@ -138,14 +138,3 @@ def test_bf16_training_runs_and_stays_finite(tmp_path: Path) -> None:
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert records[0]["model/parameters"] > 0
     assert len(losses) == 2 and all(0 < loss < float("inf") for loss in losses)
-
-
-@pytest.mark.slow
-def test_zero_steps_only_evaluates(tmp_path: Path) -> None:
-    """`trainer.steps=0` evaluates the initial (or loaded) weights: how a converted checkpoint is scored."""
-    run_dir = tmp_path / "run"
-    run_cli(*TINY, "trainer.steps=0", f"hydra.run.dir={run_dir}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert "mIoU" in metrics["semseg"]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert not any("train/loss" in r for r in records)

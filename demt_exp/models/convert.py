@@ -450,8 +450,8 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     return ConversionReport("ours", len(state))
 
 
-def load_weights(model: nn.Module, path: str | Path) -> ConversionReport:
+def load_weights(model: nn.Module, path: str | Path, trust: bool = False) -> ConversionReport:
     """Load a weights file in whichever format it is (`model.weights` in the config)."""
-    report = load_state(model, read_state_dict(path), str(path))
+    report = load_state(model, read_state_dict(path, trust), str(path))
     log.info("%s: %s", path, report.summary())
     return report

@@ -76,5 +76,6 @@ def build_model(cfg: Any) -> MultiTaskModel:
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
     )
     if model_cfg.get("weights"):
-        load_weights(model, str(model_cfg.weights))  # ours, official DeMT/DeGMix, or mmseg backbone-only
+        # ours, official DeMT/DeGMix, or mmseg backbone-only; never fully unpickled unless trusted
+        load_weights(model, str(model_cfg.weights), trust=bool(cfg.get("trust_checkpoints", False)))
     return model

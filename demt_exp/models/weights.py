@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from demt_exp.checkpoint import safe_load
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """State dict from a file, unwrapping Lightning's "state_dict" or our trainer's "model" entry.
 
-    Tensor-only files load with `weights_only`; Lightning and our training checkpoints also
-    pickle plain Python objects (hyper-parameters, RNG states), so those fall back to a full load.
+    Files load with `weights_only=True` (tensors and plain values; our checkpoints are such
+    files); one that pickles other Python objects (some Lightning hyper-parameters) is refused
+    by name unless `trust` is given, since a full unpickle can run code inside the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload: Any = safe_load(path, trust, what="weights file")
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]

@@ -1,0 +1,66 @@
+"""The training data stream: which samples each process sees, in which order, with which randomness.
+
+Order: a seeded shuffle per epoch split over the processes (DistributedSampler, drop_last),
+positioned at any step, so a resumed run continues with the very batch it would have drawn.
+Randomness: each sample's augmentation is seeded from (seed, epoch, index), so it does not
+depend on the loader worker that decodes it, on the number of workers, or on a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from demt_exp.rng import seeded
+
+EpochIndex = tuple[int, int]
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler yielding (epoch, index) pairs, whose epoch can start part-way."""
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[EpochIndex]:  # type: ignore[override]
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter([(self.epoch, index) for index in indices[skip:]])
+
+
+class SeededSamples(Dataset):
+    """`dataset[index]` computed with every RNG seeded from (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: EpochIndex) -> Any:
+        epoch, index = key
+        with seeded([self.seed, epoch, index]):
+            return self.dataset[index]
+
+
+def batches_forever(loader: DataLoader, start_step: int) -> Iterator[dict[str, Any]]:
+    """Endless stream of batches, one epoch after another, positioned at `start_step`."""
+    sampler = loader.sampler
+    if not isinstance(sampler, EpochSampler):
+        raise TypeError(f"batches_forever needs a loader over an EpochSampler, got {type(sampler).__name__}")
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training set ({len(sampler.dataset)} samples) is smaller than one batch per process "
+            f"({loader.batch_size}); lower trainer.batch_size or enlarge the dataset"
+        )
+    epoch, offset = divmod(start_step, steps_per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        sampler.skip = offset * (loader.batch_size or 1)
+        yield from loader
+        epoch, offset = epoch + 1, 0

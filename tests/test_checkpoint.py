@@ -1,0 +1,139 @@
+"""Checkpoint files: never unpickle code, keep-last / best / last, stale temporaries, payloads that
+load with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from demt_exp.checkpoint import (
+    CheckpointFolder,
+    UntrustedCheckpointError,
+    load_checkpoint,
+    remove_stale_temporaries,
+    safe_load,
+    save_atomic,
+)
+from demt_exp.rng import rng_state, set_rng_state
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class MarkerOnUnpickle:
+    """Unpickling this runs `open(marker, 'w')`: what a malicious file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return (open, (str(self.marker), "w"))
+
+
+def crafted_file(tmp_path: Path, wrap_as_checkpoint: bool = True) -> tuple[Path, Path]:
+    """A torch file whose pickle creates a marker file when fully unpickled."""
+    marker = tmp_path / "pwned"
+    payload: object = {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": 1,
+                       "evil": MarkerOnUnpickle(marker)} if wrap_as_checkpoint else {"w": MarkerOnUnpickle(marker)}
+    path = tmp_path / "crafted.pt"
+    torch.save(payload, path)
+    assert not marker.exists()
+    return path, marker
+
+
+def test_a_crafted_pickle_is_refused_by_name_and_never_runs(tmp_path: Path) -> None:
+    path, marker = crafted_file(tmp_path)
+    with pytest.raises(UntrustedCheckpointError, match=str(path)) as error:
+        load_checkpoint(path)
+    assert "trust_checkpoints=true" in str(error.value)
+    assert not marker.exists()
+
+
+def test_trust_opts_in_to_a_full_unpickle(tmp_path: Path) -> None:
+    path, marker = crafted_file(tmp_path)
+    load_checkpoint(path, trust=True)
+    assert marker.exists()  # the full unpickle really ran the file's code: that is what trust means
+
+
+@pytest.mark.parametrize("entry", ["weights", "resume"])
+def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> None:
+    from conftest import TINY_RUN, run_cli
+
+    path, marker = crafted_file(tmp_path, wrap_as_checkpoint=entry == "resume")
+    option = f"model.weights={path}" if entry == "weights" else f"trainer.resume={path}"
+    result = run_cli(*TINY_RUN, "trainer.steps=1", option, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode != 0
+    assert str(path) in result.stderr and "trust_checkpoints=true" in result.stderr
+    assert not marker.exists()
+
+
+def test_convert_command_refuses_a_crafted_file(tmp_path: Path) -> None:
+    path, marker = crafted_file(tmp_path, wrap_as_checkpoint=False)
+    done = subprocess.run([sys.executable, "-m", "demt_exp.convert", "--official", str(path), "--out",
+                           str(tmp_path / "out.pt"), "encoder.dim=32"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode != 0 and str(path) in done.stderr and "trust" in done.stderr
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_training_payload_loads_with_weights_only(tmp_path: Path) -> None:
+    """RNG states, config and optimiser state are tensors and plain values: weights_only reads them."""
+    torch.manual_seed(3)
+    state = rng_state()
+    expected = torch.rand(4)
+    path = save_atomic({"model": {}, "optimizer": {}, "scheduler": {}, "step": 2, "rng": [state],
+                        "config": {"trainer": {"steps": 4, "lr": 0.1, "names": ["a", None]}}}, tmp_path / "c.pt")
+    payload = torch.load(path, weights_only=True)
+    torch.manual_seed(99)
+    set_rng_state(payload["rng"][0])
+    assert torch.equal(torch.rand(4), expected)
+    assert payload["config"]["trainer"]["names"] == ["a", None]
+
+
+def test_rng_state_round_trip_covers_python_numpy_and_torch() -> None:
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    set_rng_state(state)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
+
+
+def test_folder_keeps_the_newest_steps_and_points_last_and_best(tmp_path: Path) -> None:
+    folder = CheckpointFolder(tmp_path / "checkpoints", keep_last=2)
+    for step in (2, 4, 6):
+        folder.save({"step": step, "model": {}, "optimizer": {}, "scheduler": {}}, step, best=step == 4)
+    assert [s for s, _ in folder.step_files()] == [4, 6]
+    assert load_checkpoint(folder.last)["step"] == 6
+    assert load_checkpoint(folder.best)["step"] == 4  # best.pt outlives the pruning of its step file
+    assert not (tmp_path / "checkpoints" / "step_00000002.pt").exists()
+    with pytest.raises(ValueError, match="keep_last=0"):
+        CheckpointFolder(tmp_path, keep_last=0)
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".step_00000004.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    save_atomic({"step": 2}, folder / "last.pt")
+    removed = remove_stale_temporaries(folder)
+    assert [p.name for p in removed] == [".step_00000004.pt.abc123.tmp"]
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]
+
+
+def test_missing_file_and_wrong_content_are_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        safe_load(tmp_path / "nowhere.pt")
+    torch.save({"model": {}}, tmp_path / "partial.pt")
+    with pytest.raises(KeyError, match="partial.pt"):
+        load_checkpoint(tmp_path / "partial.pt")
+    (tmp_path / "garbage.pt").write_bytes(os.urandom(64))
+    with pytest.raises((RuntimeError, pickle.UnpicklingError), match="garbage.pt"):
+        load_checkpoint(tmp_path / "garbage.pt")

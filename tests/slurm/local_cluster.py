@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,15 +88,26 @@ class Cluster:
         return done
 
 
+def munge_folder(root: Path) -> Path:
+    """munged runs as user munge, which must reach its folder: one under /tmp (the test's own folder
+    may sit below a mode-700 parent), named in `root/munge_folder`."""
+    record = root / "munge_folder"
+    if record.is_file():
+        return Path(record.read_text().strip())
+    folder = Path(tempfile.mkdtemp(prefix="demt-munge-", dir="/tmp"))
+    record.write_text(str(folder))
+    return folder
+
+
 def write_config(root: Path) -> Path:
     hostname = socket.gethostname()
-    for sub in ("state", "spool", "munge", "bin"):
+    for sub in ("state", "spool", "bin"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     lines = [
         "ClusterName=demt-test",
         f"SlurmctldHost={hostname}(127.0.0.1)",
         "SlurmUser=root", "SlurmdUser=root",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={root / 'munge' / 'munge.socket.2'}",
+        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge_folder(root) / 'munge.socket.2'}",
         f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
         f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
@@ -117,7 +129,7 @@ def write_config(root: Path) -> Path:
 
 
 def _start_munge(root: Path) -> None:
-    munge_dir = root / "munge"
+    munge_dir = munge_folder(root)
     key = Path("/etc/munge/munge.key")
     if not key.is_file():
         subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True, timeout=60)
@@ -130,7 +142,8 @@ def _start_munge(root: Path) -> None:
 
 
 def _pid_files(root: Path) -> dict[str, Path]:
-    return {"slurmd": root / "slurmd.pid", "slurmctld": root / "slurmctld.pid", "munged": root / "munge" / "munged.pid"}
+    return {"slurmd": root / "slurmd.pid", "slurmctld": root / "slurmctld.pid",
+            "munged": munge_folder(root) / "munged.pid"}
 
 
 def _wait(predicate, timeout: float, what: str, root: Path) -> None:
@@ -186,6 +199,8 @@ def stop(root: str | Path) -> None:
             time.sleep(0.2)
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+    if (root / "munge_folder").is_file():
+        shutil.rmtree(munge_folder(root), ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -145,8 +145,8 @@ def train_step(
 ) -> StepResult:
     """Forward, weighted loss, agreement, backward, optimiser and schedule step.
 
-    A step whose loss is not finite on some rank is not applied on any rank (no backward, so no
-    gradient collective is left waiting); the schedule still advances with the step count."""
+    A step whose loss is not finite on some rank is not applied on any rank (all ranks know it
+    from the same collective); the schedule still advances with the step count."""
     with autocast():
         preds = model(batch["image"])
     preds = {t: p.float() for t, p in preds.items()}
@@ -158,6 +158,9 @@ def train_step(
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+    elif isinstance(model, DistributedDataParallel):
+        (total * 0).backward()  # DDP expects each forward's reduction to finish; these gradients are dropped
+        optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return StepResult(total.detach(), {t: v.detach() for t, v in per_task.items()}, nonfinite, signum)
 

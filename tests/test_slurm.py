@@ -32,6 +32,8 @@ from local_cluster import Cluster, ClusterUnavailable, start, stop  # noqa: E402
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TINY = [*TINY_RUN, "dataset.train.num_samples=12", "trainer.log_interval=1"]
 # CPU-only test node: no GPUs to ask for, one CPU per task.
+# Runs compared bit for bit must reduce in the same order: the same number of threads everywhere.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
            "hydra.launcher.timeout_min=30", "hydra.launcher.signal_delay_s=30"]
 
@@ -49,11 +51,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stop(root)
 
 
-def sweep(cluster: Cluster, sweep_dir: Path, *overrides: str, wait: bool = True) -> subprocess.Popen:
+def sweep(cluster: Cluster, sweep_dir: Path, *overrides: str, tasks: int = 1, wait: bool = True) -> subprocess.Popen:
     """`python -m demt_exp -m ... hydra/launcher=slurm`, as a user submits a sweep."""
-    command = [sys.executable, "-m", "demt_exp", "-m", *overrides, *CPU_JOB, f"hydra.sweep.dir={sweep_dir}"]
+    command = [sys.executable, "-m", "demt_exp", "-m", *overrides, *CPU_JOB, f"hydra.launcher.tasks_per_node={tasks}",
+               f"hydra.sweep.dir={sweep_dir}"]
     log = open(sweep_dir.parent / f"{sweep_dir.name}.launcher.log", "w")  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT)
+    env = {**cluster.env(), **ONE_THREAD}  # sbatch passes the environment on to the job
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if wait:
         code = process.wait(timeout=900)
         assert code == 0, (sweep_dir.parent / f"{sweep_dir.name}.launcher.log").read_text()[-4000:]
@@ -82,11 +86,11 @@ def test_a_sweep_runs_one_job_per_combination_and_fills_each_run_folder(cluster:
 def test_one_job_with_two_tasks_trains_two_gloo_ranks_like_torchrun(cluster: Cluster, tmp_path: Path) -> None:
     common = [*TINY, "trainer.steps=3", "trainer.eval_interval=3", "tasks=nyud", "dataset.num_semseg_classes=5"]
     sweep_dir = tmp_path / "ddp"
-    sweep(cluster, sweep_dir, *common, "hydra.launcher.tasks_per_node=2")
+    sweep(cluster, sweep_dir, *common, tasks=2)
     record = json.loads((sweep_dir / "0" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["dist/world_size"] == 2
     reference = tmp_path / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "demt_exp", *common, f"hydra.run.dir={reference}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -114,7 +118,7 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_uninterrupted_weights(clu
     assert logged_steps(run_dir) == list(range(1, 17))  # each step once, in the same folder
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0"]
     straight = tmp_path / "straight"
-    run_cli(*common, f"hydra.run.dir={straight}")
+    run_cli(*common, f"hydra.run.dir={straight}", env=ONE_THREAD)
     assert_bit_identical(final_weights(run_dir), final_weights(straight))
 
 

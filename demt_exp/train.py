@@ -34,6 +34,7 @@ from demt_exp.distributed import (
     init_distributed,
 )
 from demt_exp.evaluate import eval_loader, evaluate, to_device
+from demt_exp.models.init import apply_init, init_record
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.tracking import Tracker, flatten, format_table
@@ -209,6 +210,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     train_set = instantiate(cfg.dataset.train)
     val_set = instantiate(cfg.dataset.val)
     model = build_model(cfg).to(info.device)
+    init = apply_init(model, cfg)  # [init] load model.init, or warn and record init: random
     if info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build_loss(cfg.tasks)
@@ -226,7 +228,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     tracker = Tracker(out_dir, info.is_main)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    tracker.log(start_step, {"model/parameters": total, "model/trainable_parameters": trainable})
+    tracker.log(start_step, {"model/parameters": total, "model/trainable_parameters": trainable, **init_record(init)})
     if info.is_main:
         log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
     steps = int(trainer.steps)

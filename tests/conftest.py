@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from ci_skips import pytest_runtest_makereport  # noqa: F401  (hook: no silent skips under CI=true)
 from omegaconf import DictConfig
 
 from demt_exp.config import compose_config

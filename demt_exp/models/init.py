@@ -49,8 +49,8 @@ RANDOM = "random"
 def detect_format(state: Mapping[str, torch.Tensor]) -> Literal["official", "ours", "backbone"]:
     """Whole official model, whole model of ours, or a file that fills only the backbone."""
     keys = list(state)
-    if any(k.startswith("head.") for k in keys):
-        return "official"
+    if any(k.startswith("head.") for k in keys) and any(k.startswith("backbone.") for k in keys):
+        return "official"  # a timm classifier is also `head.*`, but beside unprefixed backbone keys
     if any(k.startswith(OUR_TOP_LEVEL) for k in keys):
         return "ours"
     return "backbone"

@@ -68,11 +68,13 @@ def assert_same_features(ours: list[torch.Tensor], theirs: list[torch.Tensor], a
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
 
 
-@pytest.mark.slow  # two real-size Swin-L (195M parameters each)
+@pytest.mark.slow  # two real-size Swin-B / Swin-L (87M / 195M parameters each)
+@pytest.mark.parametrize(("variant", "window"), [("swin_b", 7), ("swin_l", 12)])
 @torch.no_grad()
-def test_mmseg_upernet_swin_l_window12_loads_and_matches() -> None:
-    reference = randomize_(SwinTransformer("swin_l", window=12), seed=1).eval()
-    backbone = SwinBackbone("swin_l", window_size=12).eval()
+def test_mmseg_upernet_swin_b_and_l_load_and_match(variant: str, window: int) -> None:
+    """Swin-B (window 7) and the window-12 Swin-L of mmseg's ADE20K UperNet (Swin-T/S: tests/test_convert.py)."""
+    reference = randomize_(SwinTransformer(variant, window=window), seed=1).eval()
+    backbone = SwinBackbone(variant, window_size=window).eval()
     report = load_backbone(upernet_file(reference.state_dict(), {}), backbone)
     assert report.source_format == "mmseg_backbone" and report.dropped["upernet_head"] == 3
     assert report.dropped["relative_position_index"] == 24 and not report.kept_at_init
@@ -182,7 +184,7 @@ def test_init_names_one_file_or_random(caplog: pytest.LogCaptureFixture, tmp_pat
     assert describe_init(compose_config(["model.weights=old.pt"])) == "old.pt"  # the old key still works
     with pytest.raises(ValueError, match="give the file once, as model.init"):
         init_file(compose_config(["model.weights=a.pt", "model.init=b.pt"]))
-    with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth does not exist: .*model\.init=random"):
         cfg = compose_config([f"model.init={tmp_path / 'missing.pth'}"])
         apply_init(build_model(cfg), cfg)
 

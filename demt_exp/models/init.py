@@ -185,6 +185,11 @@ def apply_init(model: nn.Module, cfg: DictConfig) -> str:
         with open_dict(cfg):
             cfg.model.init = RANDOM
         return RANDOM
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"model.init={path} does not exist: put the file there (presets look under model.init_dir, "
+            f"$DEMT_WEIGHTS), give model.init=<file>, or model.init=random to train from random weights"
+        )
     report = load_weights(model, path)
     log.info("init: %s", report.summary())
     return path

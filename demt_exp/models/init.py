@@ -94,7 +94,7 @@ FILTERS = {
 
 
 def filter_backbone_state(state: Mapping[str, torch.Tensor], backbone: nn.Module) -> BackboneState:
-    """The backbone's own `checkpoint_filter_fn`; mmseg Swin goes through the layout entries above."""
+    """The backbone's own `checkpoint_filter_fn`; mmseg Swin goes through `convert.swin_entries` (its official layout)."""
     if isinstance(backbone, swin.SwinBackbone) and "patch_embed.projection.weight" in state:
         converted, dropped = convert_entries(state, swin_entries(backbone, official="", ours=""), backbone.state_dict())
         return BackboneState("mmseg_backbone", converted, dropped)
@@ -153,7 +153,7 @@ def load_weights(model: nn.Module, path: str | Path) -> ConversionReport:
 
 
 RANDOM_WARNING = (
-    "model.init is not set: this run starts from RANDOM weights (backbone included) and is recorded "
+    "model.init is not set (or is `random`): this run starts from RANDOM weights (backbone included) and is recorded "
     "as init: random. The paper recipes start from the official backbone checkpoint; give it with "
     "model.init=<file> (see the experiment preset, or `python -m demt_exp.report presets`)."
 )

@@ -198,3 +198,13 @@ def test_random_init_run_warns_and_records_it(tmp_path: Path) -> None:
     assert OmegaConf.load(run_dir / "config.yaml").model.init == RANDOM
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert first["model/init"] == RANDOM
+
+
+def test_a_file_of_another_backbone_is_refused_naming_the_keys() -> None:
+    with torch.device("meta"):
+        backbone = SwinBackbone("swin_t")
+        state = HRNetBackbone("hrnet18").state_dict()
+    converted, _ = backbone_to_ours(state, backbone)
+    with pytest.raises(ValueError, match=r"cannot load hrnet\.pth into SwinBackbone: missing keys \['patch_embed\..*"
+                                         r"unexpected keys \['bn1\.bias'"):
+        load_state_dict_strict(backbone, converted, "hrnet.pth")

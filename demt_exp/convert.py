@@ -3,9 +3,9 @@
 The Hydra overrides describe the model the checkpoint belongs to (e.g. `tasks=nyud
 encoder=degmix decoder=degmix dataset.num_semseg_classes=40`); the model is built from
 `conf/`, the checkpoint converted and strict-loaded into it (which verifies every key and
-shape), and our state dict is written atomically. A file that `model.weights=OURS.pt` or
-`backbone.weights=OURS.pt` can then load without conversion. mmseg UperNet files fill only
-the backbone, so only the backbone (`backbone.*` keys) is written for them.
+shape), and our state dict is written atomically: a file that `model.init=OURS.pt` then loads
+without conversion. Backbone-only files (mmseg UperNet, ImageNet HRNet, timm) fill only the
+backbone, so only the backbone (`backbone.*` keys) is written for them.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import torch
 
 from demt_exp.checkpoint import save_atomic
 from demt_exp.config import compose_config
-from demt_exp.models.convert import load_weights
+from demt_exp.models.init import load_weights
 from demt_exp.models.model import build_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m demt_exp.convert",
-        description="Convert an official DeMT/DeGMix (or mmseg UperNet Swin) checkpoint to our state dict.",
+        description="Convert an official DeMT/DeGMix checkpoint (or a backbone file: mmseg, timm, HRNet) to our state dict.",
     )
     parser.add_argument("--official", required=True, type=Path, help="checkpoint to convert (any known format)")
     parser.add_argument("--out", required=True, type=Path, help="where to write our state dict")

@@ -1,4 +1,4 @@
-"""Model report: parameters and multiply-accumulates per component (SPEC 1.9, 1.10).
+"""Model report: parameters and multiply-accumulates per component (SPEC 1.9, 1.10); every preset at a glance.
 
 `python -m demt_exp.report model [--input-size H W] [--batch B] [--device meta|cpu] [--json PATH]
 [hydra overrides...]`, e.g.
@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
-from demt_exp.config import compose_config
+from demt_exp.config import CONF_DIR, compose_config
 from demt_exp.flops import OP_KINDS, count_flops, counter_gaps, op_name
+from demt_exp.models.init import describe_init
 from demt_exp.models.model import build_model
 
 COUNTED_NOTE = (
@@ -141,10 +142,78 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- presets
+
+
+def preset_names() -> list[str]:
+    """Every experiment preset shipped in conf/experiment."""
+    return sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def published_text(paper: Any) -> str:
+    """The README row's published numbers in one cell: params, FLOPs, metrics, and the SPEC note."""
+    if not paper or not paper.get("row"):
+        return (paper or {}).get("note") or "no published row"
+    parts = [f"{label} {paper[key]}" for key, label in (("params", "params"), ("flops", "FLOPs")) if paper.get(key)]
+    parts += [f"{name} {value}" for name, value in (paper.get("metrics") or {}).items()]
+    text = ", ".join(parts)
+    return f"{text} ({paper['note']})" if paper.get("note") else text
+
+
+def preset_row(name: str, macs: bool) -> dict[str, Any]:
+    """One preset on the meta device: counts, MACs at its input size, init file, README row."""
+    cfg = compose_config([f"experiment={name}"])
+    size = [int(s) for s in cfg.dataset.image_size]
+    with torch.device("meta"):
+        model = build_model(cfg)
+    counts = count_parameters(model)
+    init = describe_init(cfg)
+    row: dict[str, Any] = {
+        "preset": name,
+        "input": size,
+        "parameters": counts["total"],
+        "trainable": counts["trainable"],
+        "init": init,
+        "init_present": Path(init).is_file(),
+        "readme_row": (cfg.paper or {}).get("row"),
+        "published": published_text(cfg.paper),
+    }
+    if macs:
+        row["macs"] = count_macs(model, torch.randn(1, 3, *size, device="meta"))["total"]["total"]
+    return row
+
+
+def presets_report(names: Sequence[str], macs: bool = True) -> dict[str, Any]:
+    """The `presets` table as JSON-ready rows."""
+    unknown = sorted(set(names) - set(preset_names()))
+    if unknown:
+        raise ValueError(f"unknown presets {unknown}; conf/experiment has {preset_names()}")
+    return {"presets": [preset_row(name, macs) for name in names], "mac_unit": "multiply-accumulates (G)",
+            "init_dir_note": "init: the model.init file (`present` when it exists on this machine)"}
+
+
+def format_presets(report: dict[str, Any]) -> str:
+    """One plain-text table: a row per preset."""
+    header = ("preset", "input", "params", "trainable", "GMACs", "init", "README row", "published")
+    rows = [header]
+    for r in report["presets"]:
+        init = Path(r["init"]).name + (" (present)" if r["init_present"] else "")
+        gmacs = f"{r['macs'] / 1e9:.2f}" if "macs" in r else "-"
+        rows.append((r["preset"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['trainable']:,}",
+                     gmacs, init, r["readme_row"] or "-", r["published"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))
+    lines.append("params/trainable: exact counts (buffers excluded); GMACs: one image at the preset's input size, "
+                 "deformable and grid-sampling ops added by formula; init: model.init (official file of the row)")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Intermixed parsing, so hydra overrides may come before or after the options."""
     parser = argparse.ArgumentParser(prog="python -m demt_exp.report", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model"], help="what to report on")
+    parser.add_argument("what", choices=["model", "presets"],
+                        help="model: one config in detail; presets: one table of every conf/experiment preset")
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. backbone=swin_b tasks=nyud")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                         help="network input size (default: dataset.image_size)")
@@ -158,8 +227,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Print the report (and write JSON); returned for in-process callers such as the tests."""
     args = parse_args(argv)
-    report = model_report(args.overrides, args.input_size, args.batch, args.device, macs=not args.no_macs)
-    print(format_report(report))
+    if args.what == "presets":  # overrides name the presets to show (default: all)
+        report = presets_report(args.overrides or preset_names(), macs=not args.no_macs)
+        print(format_presets(report))
+    else:
+        report = model_report(args.overrides, args.input_size, args.batch, args.device, macs=not args.no_macs)
+        print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -29,11 +29,11 @@ class Tracker:
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    def log(self, step: int, values: Mapping[str, float]) -> None:
-        """Append one record {"step": step, **values} to the history."""
+    def log(self, step: int, values: Mapping[str, float | str]) -> None:
+        """Append one record {"step": step, **values} to the history (numbers as floats, labels as text)."""
         if not self.enabled:
             return
-        record: dict[str, Any] = {"step": step, **{k: float(v) for k, v in values.items()}}
+        record: dict[str, Any] = {"step": step, **{k: v if isinstance(v, str) else float(v) for k, v in values.items()}}
         with self.history_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 

@@ -39,6 +39,7 @@ from demt_exp.distributed import (
 )
 from demt_exp.evaluate import eval_loader, evaluate, to_device
 from demt_exp.metrics.direction import lower_is_better
+from demt_exp.models.init import apply_init, init_record
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.resume import build_payload, resolve_resume, restore
@@ -228,6 +229,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     train_set = instantiate(cfg.dataset.train)
     val_set = instantiate(cfg.dataset.val)
     model = build_model(cfg).to(info.device)
+    init = apply_init(model, cfg)  # [init] load model.init, or warn and record init: random
     if info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build_loss(cfg.tasks)
@@ -259,7 +261,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if start_step == 0:
         tracker.log(0, {"model/parameters": total, "model/trainable_parameters": trainable,
-                        "dist/world_size": info.world_size})
+                        "dist/world_size": info.world_size, **init_record(init)})
     if info.is_main:
         log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)

@@ -117,8 +117,19 @@ def check_model_fits(cfg: DictConfig) -> None:
                           f"{type(error).__name__}: {error}") from error
 
 
+def check_init_file(cfg: DictConfig) -> None:
+    """The `model.init` file must exist now, not after the datasets are built."""
+    from demt_exp.models.init import init_file
+
+    path = init_file(cfg)
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"model.init={path} does not exist; give the file (presets look under model.init_dir, "
+                          f"$DEMT_WEIGHTS), or model.init=random to train from random weights on purpose")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Every check, cheapest first."""
     check_tasks(cfg)
     check_trainer(cfg)
+    check_init_file(cfg)
     check_model_fits(cfg)

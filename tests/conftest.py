@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from ci_skips import pytest_runtest_makereport  # noqa: F401  (hook: no silent skips under CI=true)
 from omegaconf import DictConfig
 
 from demt_exp.config import compose_config

@@ -26,6 +26,7 @@ SWIN_SIZES: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
     "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
     "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24)),
     "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48)),  # mmseg's ADE20K UperNet Swin-L: window 12
 }
 WINDOW = 7
 HEAD_DIM = 256
@@ -218,13 +219,13 @@ class SwinBlockSequence(nn.Module):
 class SwinTransformer(nn.Module):
     """mmseg Swin with `norm0`..`norm3` on the four stage outputs, returned as NCHW maps."""
 
-    def __init__(self, size: str = "swin_t") -> None:
+    def __init__(self, size: str = "swin_t", window: int = WINDOW) -> None:
         super().__init__()
         embed, depths, heads = SWIN_SIZES[size]
         self.num_features = [embed * 2**i for i in range(len(depths))]
         self.patch_embed = PatchEmbed(3, embed, 4)
         self.stages = nn.ModuleList(
-            SwinBlockSequence(self.num_features[i], depths[i], heads[i], WINDOW, i < len(depths) - 1)
+            SwinBlockSequence(self.num_features[i], depths[i], heads[i], window, i < len(depths) - 1)
             for i in range(len(depths))
         )
         for i, channels in enumerate(self.num_features):

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from demt_exp.config import compose_config
 from demt_exp.models.hrnet import HRNetBackbone, hr_module_forward
+from demt_exp.models.init import apply_init
+from demt_exp.models.model import build_model
 from demt_exp.models.necks import FeatConvNeck
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.models.vit import VitBackbone, grid_pos_embed, vit_grid
@@ -177,7 +180,7 @@ def test_featconv_shapes_and_upsampling() -> None:
 def test_backbone_configs_compose_and_instantiate(compose, name: str) -> None:
     cfg = compose([f"backbone={name}"]).backbone
     assert cfg.variant == name
-    assert cfg.weights is None
+    assert "weights" not in cfg  # one entry point for weights files: model.init
     with torch.device("meta"):
         backbone = instantiate(cfg)
     assert len(backbone.out_channels) == len(backbone.strides) == 4
@@ -202,6 +205,9 @@ def test_hrnet18_config_instantiates_and_runs(compose) -> None:
 def test_hrnet_weights_file_round_trip(hrnet18: HRNetBackbone, tmp_path: Path) -> None:
     path = tmp_path / "hrnet18.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in hrnet18.state_dict().items()}}, path)
-    loaded = HRNetBackbone("hrnet18", weights=str(path))
+    cfg = compose_config(["backbone=hrnet18", f"model.init={path}"])
+    model = build_model(cfg)
+    report = apply_init(model, cfg)
+    assert report == str(path)
     for key, value in hrnet18.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value)
+        assert torch.equal(model.backbone.state_dict()[key], value)

@@ -21,17 +21,17 @@ from torch import nn
 from demt_exp.models.convert import (
     ConversionError,
     cycle_offset,
-    load_weights,
     mmseg_backbone_to_ours,
     official_to_ours,
     ours_to_official,
 )
+from demt_exp.models.init import apply_init, load_weights
 from demt_exp.models.model import MultiTaskModel, build_model
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.rng import rng_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KEY_DIRS = [root / "shared" / "reference" / "official_keys" for root in (REPO_ROOT, REPO_ROOT.parent)]
+KEY_DIR = Path(__file__).resolve().parent / "fixtures" / "official_keys"  # copies of the official state-dict listings
 
 TASK_CHANNELS = {
     "nyud": {"semseg": 40, "depth": 1, "normals": 3, "edge": 1},
@@ -49,11 +49,7 @@ def overrides(head: str, data: str) -> list[str]:
 
 
 def official_keys(head: str, data: str) -> KeyList:
-    name = f"{head}_swin-t_{data}.txt"
-    path = next((d / name for d in KEY_DIRS if (d / name).is_file()), None)
-    if path is None:
-        pytest.skip(f"official key list {name} not found under {[str(d) for d in KEY_DIRS]}")
-    lines = path.read_text().splitlines()
+    lines = (KEY_DIR / f"{head}_swin-t_{data}.txt").read_text().splitlines()
     return [tuple(line.split("\t")) for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -222,5 +218,7 @@ def test_cli_converts_and_model_weights_loads_both_formats(
     training = tmp_path / "last.pt"
     torch.save({"model": model.state_dict(), "optimizer": {}, "step": 7, "rng": rng_state()}, training)
     for path in (official, out, training):
-        loaded = build_model(compose([*args, f"model.weights={path}"]))
+        cfg = compose([*args, f"model.init={path}"])
+        loaded = build_model(cfg)
+        assert apply_init(loaded, cfg) == str(path)
         assert_same_tensors(loaded.state_dict(), model.state_dict())

@@ -46,7 +46,12 @@ def test_bad_value_is_named_with_what_is_expected(override: str, message: str,
 
 def test_the_default_and_every_paper_preset_pass(compose: Callable[[list[str]], DictConfig]) -> None:
     validate_config(compose([]))
-    validate_config(compose(["experiment=degmix_nyud_vit_b"]))
+    validate_config(compose(["experiment=degmix_nyud_vit_b", "model.init=random"]))
+
+
+def test_a_missing_init_file_is_named_before_anything_is_built(compose: Callable[[list[str]], DictConfig]) -> None:
+    with pytest.raises(ConfigError, match="model.init=/nowhere/swin.pth does not exist"):
+        validate_config(compose(["model.init=/nowhere/swin.pth"]))
 
 
 def test_a_backbone_and_encoder_that_do_not_fit_are_refused_before_building(

@@ -1,11 +1,13 @@
 """Official DeMT / DeGMix checkpoints <-> our state dict, and loading weights in any known format.
 
-Three formats are recognised:
+Formats recognised by `model.init` (loaded in `demt_exp.models.init`):
   * ours: our own state dict, bare or under "model" as our training checkpoints store it;
   * official: a DeMT or DeGMix Lightning checkpoint, keys `backbone.*` (mmseg Swin) and `head.*`
     under "state_dict" (SPEC 1.2, 1.5, 1.6);
-  * mmseg backbone: an mmseg UperNet checkpoint (`backbone.*`, plus `decode_head.*` and
-    `auxiliary_head.*` that are ignored), which fills only the backbone.
+  * backbone files, which fill only the backbone: mmseg UperNet checkpoints (Swin here, ViT in
+    `vit.checkpoint_filter_fn`; their `decode_head.*`, `auxiliary_head.*` and `neck.*` are
+    ignored), the mmseg third-party ImageNet HRNets and timm ImageNet files (`.pth` or
+    `.safetensors`), each converted by its backbone's `checkpoint_filter_fn`.
 
 The mapping is a list of `Entry`s in the official state-dict order, built from our model's
 structure, so it serves every Swin size, mixer depth and task list and both directions.
@@ -16,11 +18,9 @@ synthesised on export, so an exported file has exactly the official keys, shapes
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -35,11 +35,8 @@ from demt_exp.models.encoder import (
     PixelProjection,
 )
 from demt_exp.models.swin import SwinBackbone
-from demt_exp.models.weights import load_state_dict_strict, read_state_dict
 
-log = logging.getLogger(__name__)
-
-Format = Literal["ours", "official", "mmseg_backbone"]
+Format = Literal["ours", "official", "mmseg_backbone", "timm", "imagenet"]
 Transform = Literal["copy", "merge_vector", "merge_columns", "squeeze"]
 Synthetic = Literal["cycle_offset", "relative_position_index", "unused_linear1"]
 
@@ -48,9 +45,9 @@ DROP_REASONS: dict[str, str] = {
     "relative_position_index": "relative_position_index buffers (rebuilt by our Swin)",
     "unused_linear1": "DeGMix linear1, never used (SPEC 8 item 9)",
     "upernet_head": "UperNet decode/auxiliary head",
+    "upernet_neck": "UperNet neck (ViT multi-level neck)",
 }
 UPERNET_HEAD_PREFIXES: tuple[str, ...] = ("decode_head.", "auxiliary_head.")
-OUR_TOP_LEVEL: tuple[str, ...] = ("encoder.", "decoder.", "heads.")
 
 
 class ConversionError(ValueError):
@@ -76,11 +73,14 @@ class ConversionReport:
     converted: int
     dropped: Counter[str] = field(default_factory=Counter)
     scope: str = "model"
+    kept_at_init: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         dropped = sum(self.dropped.values())
         reasons = ", ".join(f"{n} {DROP_REASONS.get(r, r)}" for r, n in self.dropped.items())
         tail = f"; dropped {dropped}: {reasons}" if dropped else "; dropped 0"
+        if self.kept_at_init:
+            tail += f"; {len(self.kept_at_init)} tensors not in the file keep their initialisation ({self.kept_at_init[0]} ...)"
         verb = "loaded" if self.source_format == "ours" else "converted"
         return f"{self.source_format} checkpoint: {verb} {self.converted} tensors into the {self.scope}{tail}"
 
@@ -407,51 +407,3 @@ def ours_to_official(model: nn.Module, state: Mapping[str, torch.Tensor] | None 
     unexpected = sorted(set(state) - {e.ours for e in entries})
     raise_problems([str(k) for k in missing], unexpected, [])
     return {e.official: synthesise(e) if e.ours is None else to_official(e, state[e.ours]) for e in entries}
-
-
-# ----------------------------------------------------------------------------- files and formats
-
-
-def detect_format(state: Mapping[str, torch.Tensor]) -> Format:
-    """Which layout a state dict is in, from its key names."""
-    keys = list(state)
-    if any(k.startswith("head.") for k in keys):
-        return "official"
-    if any(k.startswith(OUR_TOP_LEVEL) or k.startswith(("backbone.norms.", "backbone.patch_embed.proj.")) for k in keys):
-        return "ours"
-    if "backbone.patch_embed.projection.weight" in state or any(k.startswith(UPERNET_HEAD_PREFIXES) for k in keys):
-        return "mmseg_backbone"
-    raise ValueError(f"unrecognised weights layout (first keys: {keys[:5]})")
-
-
-def with_backbone_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Bare mmseg Swin files (`patch_embed.projection.weight` at the top) get the UperNet `backbone.` prefix."""
-    if "patch_embed.projection.weight" in state and not any(k.startswith("backbone.") for k in state):
-        return {f"backbone.{k}": v for k, v in state.items()}
-    return dict(state)
-
-
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> ConversionReport:
-    """Strict-load a state dict of any known format into a MultiTaskModel (backbone-only files into the backbone)."""
-    state = with_backbone_prefix(state)
-    fmt = detect_format(state)
-    if fmt == "official":
-        converted, report = official_to_ours(state, model)
-        load_state_dict_strict(model, converted, source)
-        return report
-    if fmt == "mmseg_backbone":
-        converted, report = mmseg_backbone_to_ours(state, model.backbone)
-        load_state_dict_strict(model.backbone, converted, source)
-        return report
-    if all(k.startswith("backbone.") for k in state):
-        load_state_dict_strict(model.backbone, {k.removeprefix("backbone."): v for k, v in state.items()}, source)
-        return ConversionReport("ours", len(state), scope="backbone")
-    load_state_dict_strict(model, dict(state), source)
-    return ConversionReport("ours", len(state))
-
-
-def load_weights(model: nn.Module, path: str | Path, trust: bool = False) -> ConversionReport:
-    """Load a weights file in whichever format it is (`model.weights` in the config)."""
-    report = load_state(model, read_state_dict(path, trust), str(path))
-    log.info("%s: %s", path, report.summary())
-    return report

@@ -15,12 +15,15 @@ timm's classification head ('incre' modules, downsampling, final layer, classifi
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import load_backbone_weights
+from demt_exp.models.weights import BackboneState
 
 HRNET_VARIANTS: dict[str, str] = {
     # W18-small (v2): modules per stage (1, 1, 3, 2), 2 blocks per branch, widths 18/36/72/144.
@@ -68,7 +71,7 @@ def _transition(layers: nn.ModuleList, ys: list[torch.Tensor]) -> list[torch.Ten
 class HRNetBackbone(nn.Module):
     """HRNetV2 feature extractor returning the four branch maps at strides 4, 8, 16 and 32."""
 
-    def __init__(self, variant: str = "hrnet18", weights: str | None = None) -> None:
+    def __init__(self, variant: str = "hrnet18") -> None:
         super().__init__()
         body = create_timm_body(HRNET_VARIANTS, variant, "HRNet", head="none")
         for name in _TRUNK:
@@ -77,8 +80,6 @@ class HRNetBackbone(nn.Module):
             _bilinear_fusion_upsampling(stage)
         self.out_channels: list[int] = [info["num_chs"] for info in body.feature_info[1:]]
         self.strides: list[int] = [info["reduction"] for info in body.feature_info[1:]]
-        if weights:
-            load_backbone_weights(self, weights)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(image)))
@@ -93,3 +94,20 @@ class HRNetBackbone(nn.Module):
             for module in stage:
                 ys = hr_module_forward(module, ys)
         return ys
+
+
+# The ImageNet classification head of HRNet-Image-Classification (and timm): not part of the trunk.
+CLASSIFIER_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+
+
+def checkpoint_filter_fn(state: Mapping[str, torch.Tensor], backbone: HRNetBackbone) -> BackboneState:
+    """mmseg third-party ImageNet HRNet (`hrnetv2_w18_small`, `hrnetv2_w48`), timm's, or ours -> our keys.
+
+    All three use the HRNet-Image-Classification names for the trunk, so only the classification
+    head is dropped (SPEC 1.2: the official code loads the rest strictly).
+    """
+    converted = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    dropped: Counter[str] = Counter()
+    if len(converted) < len(state):
+        dropped["ImageNet classification head"] = len(state) - len(converted)
+    return BackboneState("imagenet" if dropped else "ours", converted, dropped)

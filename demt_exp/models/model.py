@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from torch import nn
 
 from demt_exp.data.tasks import output_channels
-from demt_exp.models.convert import load_weights
 from demt_exp.models.heads import TaskHeads
 
 
@@ -59,7 +58,8 @@ def build_model(cfg: Any) -> MultiTaskModel:
     """Instantiate backbone, encoder and decoder from their config groups and wire them together.
 
     Only the values that follow from other components (backbone channels, task list) are
-    passed here; everything else comes from the `_target_` entries of the config.
+    passed here; everything else comes from the `_target_` entries of the config. Weights are
+    not loaded here: `demt_exp.models.init.apply_init(model, cfg)` loads `model.init`.
     """
     tasks = list(cfg.tasks.names)
     channels = output_channels(tasks, int(cfg.dataset.num_semseg_classes))
@@ -67,7 +67,7 @@ def build_model(cfg: Any) -> MultiTaskModel:
     encoder = instantiate(cfg.encoder, in_channels=list(backbone.out_channels), tasks=tasks)
     decoder = instantiate(cfg.decoder, tasks=tasks)
     model_cfg = cfg.get("model", {}) or {}
-    model = MultiTaskModel(
+    return MultiTaskModel(
         backbone,
         encoder,
         decoder,
@@ -75,7 +75,3 @@ def build_model(cfg: Any) -> MultiTaskModel:
         bottleneck_channels=model_cfg.get("bottleneck_channels"),
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
     )
-    if model_cfg.get("weights"):
-        # ours, official DeMT/DeGMix, or mmseg backbone-only; never fully unpickled unless trusted
-        load_weights(model, str(model_cfg.weights), trust=bool(cfg.get("trust_checkpoints", False)))
-    return model

@@ -10,6 +10,9 @@ grid with -100, crop back. Each of the four stage outputs gets its own LayerNorm
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Mapping
 from functools import lru_cache
 
 import torch
@@ -17,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import load_backbone_weights
+from demt_exp.models.weights import BackboneState
 
 SWIN_VARIANTS: dict[str, str] = {
     "swin_t": "swin_tiny_patch4_window7_224",
@@ -92,7 +95,6 @@ class SwinBackbone(nn.Module):
         variant: str = "swin_t",
         drop_path_rate: float = 0.1,
         window_size: int = 7,
-        weights: str | None = None,
     ) -> None:
         super().__init__()
         body = create_timm_body(
@@ -111,8 +113,6 @@ class SwinBackbone(nn.Module):
         self.strides: list[int] = [info["reduction"] for info in body.feature_info]
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
         self.patch_size = self.patch_embed.patch_size[0]
-        if weights:
-            load_backbone_weights(self, weights)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         height, width = image.shape[-2:]
@@ -126,3 +126,37 @@ class SwinBackbone(nn.Module):
                 x = swin_block_forward(block, x)
             features.append(norm(x).permute(0, 3, 1, 2).contiguous())
         return features
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+TIMM_REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
+OLD_LAYOUT_KEY = "layers.0.downsample.reduction.weight"  # Microsoft's files merge at the end of a stage
+
+
+def checkpoint_filter_fn(state: Mapping[str, torch.Tensor], backbone: SwinBackbone) -> BackboneState:
+    """timm (or Microsoft Swin) ImageNet state dict, or ours, -> our SwinBackbone keys.
+
+    timm's `layers.i` are our `stages.i` (same modules, same patch-merging channel order). Old-layout
+    files merge patches at the end of stage i, timm at the start of stage i + 1, so their indices move
+    up by one. The classifier (`head.*`) and its final `norm` are dropped, as are the index and mask
+    buffers both rebuild. Our per-stage output norms (`norms.*`, mmseg's norm0..norm3) have no
+    ImageNet counterpart and keep their initialisation, as when mmseg starts Swin from ImageNet.
+    (mmseg UperNet files are converted in `demt_exp.models.convert`, with their own layout.)
+    """
+    if any(k.startswith(("stages.", "norms.")) for k in state):
+        return BackboneState("ours", dict(state))
+    old_layout = OLD_LAYOUT_KEY in state
+    converted: dict[str, torch.Tensor] = {}
+    dropped: Counter[str] = Counter()
+    for key, value in state.items():
+        if key.startswith(("head.", "norm.")):
+            dropped["ImageNet classifier and its final norm"] += 1
+            continue
+        if key.endswith(TIMM_REBUILT_BUFFERS):
+            dropped["relative_position_index / attn_mask buffers (rebuilt)"] += 1
+            continue
+        if old_layout:
+            key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
+        converted[re.sub(r"^layers\.", "stages.", key)] = value
+    return BackboneState("timm", converted, dropped, keep_init=("norms.",))

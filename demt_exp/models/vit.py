@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +23,7 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import load_backbone_weights
+from demt_exp.models.weights import BackboneState
 
 VIT_VARIANTS: dict[str, str] = {
     "vit_b": "vit_base_patch16_224",
@@ -80,7 +82,6 @@ class VitBackbone(nn.Module):
         self,
         variant: str = "vit_b",
         drop_path_rate: float = 0.0,
-        weights: str | None = None,
         out_indices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -108,8 +109,6 @@ class VitBackbone(nn.Module):
         self.out_channels: list[int] = [self.embed_dim] * len(self.out_indices)
         self.strides: list[int] = [PATCH_SIZE] * len(self.out_indices)
         self.table_grid: tuple[int, int] = (POS_GRID, POS_GRID)
-        if weights:
-            load_backbone_weights(self, weights)
 
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Corner-padded patch tokens with class token and position embedding: (B, 1 + h*w, C), (h, w)."""
@@ -135,3 +134,70 @@ class VitBackbone(nn.Module):
 def vit_grid(height: int, width: int) -> tuple[int, int]:
     """Token grid of an input size: ceil(H/16) x ceil(W/16) after corner padding."""
     return math.ceil(height / PATCH_SIZE), math.ceil(width / PATCH_SIZE)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+# mmseg ViT (UperNet ViT-B/16 "ln_mln") -> timm names, per encoder layer.
+MMSEG_LAYER_NAMES: tuple[tuple[str, str], ...] = (
+    ("ln1.", "norm1."),
+    ("attn.attn.in_proj_weight", "attn.qkv.weight"),  # nn.MultiheadAttention stacks q, k, v as timm's qkv
+    ("attn.attn.in_proj_bias", "attn.qkv.bias"),
+    ("attn.attn.out_proj.", "attn.proj."),
+    ("ln2.", "norm2."),
+    ("ffn.layers.0.0.", "mlp.fc1."),
+    ("ffn.layers.1.", "mlp.fc2."),
+)
+PATCH_BIAS_REASON = "patch-embedding bias (the DeGMix ViT has none, SPEC 1.2)"
+FINAL_NORM_REASON = "final norm (the DeGMix ViT has none, SPEC 1.2)"
+
+
+def mmseg_layer_key(key: str) -> str:
+    """`layers.i.<mmseg name>` -> `blocks.i.<timm name>`."""
+    match = re.match(r"^layers\.(\d+)\.(.*)$", key)
+    if match is None:
+        raise ValueError(f"unexpected mmseg ViT key {key!r}")
+    index, rest = match.groups()
+    for old, new in MMSEG_LAYER_NAMES:
+        if rest.startswith(old):
+            return f"blocks.{index}.{new}{rest[len(old):]}"
+    raise ValueError(f"unexpected mmseg ViT key {key!r}")
+
+
+def fit_pos_embed(pos_embed: torch.Tensor, table_grid: tuple[int, int]) -> torch.Tensor:
+    """A square (1, 1 + n*n, C) table of another resolution, resized bicubically to ours (as mmseg's init)."""
+    tokens = pos_embed.shape[1] - 1
+    if tokens == table_grid[0] * table_grid[1]:
+        return pos_embed
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)}: expected a class token and a square grid")
+    return resize_pos_embed(pos_embed, table_grid, (side, side))
+
+
+def checkpoint_filter_fn(state: Mapping[str, torch.Tensor], backbone: VitBackbone) -> BackboneState:
+    """mmseg UperNet ViT, timm ImageNet ViT, or our own state dict -> our VitBackbone keys.
+
+    Both foreign layouts lose what the DeGMix ViT does not have (the patch-embedding bias and the
+    final norm; the official non-strict load drops them the same way) and the classifier; a
+    position table of another grid (e.g. timm's 14x14 at 224) is resized bicubically to 32x32.
+    """
+    mmseg = any(k.startswith("layers.") for k in state)
+    converted: dict[str, torch.Tensor] = {}
+    dropped: Counter[str] = Counter()
+    for key, value in state.items():
+        if key in ("patch_embed.projection.bias", "patch_embed.proj.bias"):
+            dropped[PATCH_BIAS_REASON] += 1
+        elif key.startswith(("ln1.", "norm.", "fc_norm.")):
+            dropped[FINAL_NORM_REASON] += 1
+        elif key.startswith("head."):
+            dropped["ImageNet classifier"] += 1
+        elif key == "patch_embed.projection.weight":
+            converted["patch_embed.proj.weight"] = value
+        elif key == "pos_embed":
+            converted[key] = fit_pos_embed(value, backbone.table_grid)
+        elif mmseg and key.startswith("layers."):
+            converted[mmseg_layer_key(key)] = value
+        else:
+            converted[key] = value
+    return BackboneState("mmseg_backbone" if mmseg else "timm", converted, dropped)

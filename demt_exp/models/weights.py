@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,21 @@ import torch
 from torch import nn
 
 from demt_exp.checkpoint import safe_load
+
+
+@dataclass
+class BackboneState:
+    """A backbone checkpoint rewritten to our key names by the backbone's `checkpoint_filter_fn`.
+
+    `dropped` counts the file's tensors we do not use, by reason; `keep_init` lists prefixes of our
+    tensors the file cannot provide (e.g. Swin's per-stage output norms in an ImageNet file), which
+    keep their initialisation instead of failing the strict load.
+    """
+
+    layout: str
+    state: dict[str, torch.Tensor]
+    dropped: Counter[str] = field(default_factory=Counter)
+    keep_init: tuple[str, ...] = ()
 
 
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
@@ -19,6 +36,12 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     by name unless `trust` is given, since a full unpickle can run code inside the file.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":  # timm's (Hugging Face) format: tensors only, nothing to unpickle
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
     payload: Any = safe_load(path, trust, what="weights file")
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
@@ -48,10 +71,3 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
     if problems:
         raise ValueError(f"cannot load {source} into {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load a backbone from a local file in our own layout; a leading `backbone.` prefix is stripped."""
-    state = read_state_dict(path)
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    load_state_dict_strict(backbone, state, str(path))

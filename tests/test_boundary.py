@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from demt_exp.metrics.boundary import BoundaryMetric, gt_boundary_map, image_counts, png_values
-from demt_exp.metrics.thinning import bwmorph_thin
+from demt_exp.metrics.boundary import (
+    BoundaryMetric,
+    gt_boundary_map,
+    image_counts,
+    png_values,
+)
 from demt_exp.metrics.boundary_protocol import (
     ATRC_THRESHOLDS,
     INVPT_THRESHOLDS,
@@ -21,6 +25,7 @@ from demt_exp.metrics.boundary_protocol import (
     boundary_protocol,
     invpt_protocol,
 )
+from demt_exp.metrics.thinning import bwmorph_thin
 
 ONE_THRESHOLD = BoundaryProtocol("test", (0.5,), "ge", False, 0.075)
 

@@ -8,7 +8,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 
 from demt_exp.data.edges import thin as plain_thin
-from demt_exp.metrics.correspond import ToleranceGraph, maximum_matching_size, tolerance_offsets
+from demt_exp.metrics.correspond import (
+    ToleranceGraph,
+    maximum_matching_size,
+    tolerance_offsets,
+)
 from demt_exp.metrics.thinning import bwmorph_thin
 
 
@@ -74,3 +78,34 @@ def test_tolerance_disc_includes_its_rim() -> None:
     offsets = {tuple(o) for o in tolerance_offsets(2.0).tolist()}
     assert (0, 2) in offsets and (2, 0) in offsets and (1, 1) in offsets
     assert (1, 2) not in offsets and len(offsets) == 13  # d^2 in {0, 1, 2, 4}: 1 + 4 + 4 + 4
+
+
+def _bsds_min_cost_real_pairs(pred: np.ndarray, gt: np.ndarray, radius: float) -> int:
+    """BSDS's formulation solved exactly: a min-cost perfect matching in which a pixel pair
+    costs its distance (if within radius) and every pixel may take an outlier at 100 * radius
+    (outliers also match each other); returns how many real pairs the optimum uses."""
+    p, g = np.argwhere(pred), np.argwhere(gt)
+    n1, n2 = len(p), len(g)
+    outlier = 100.0 * radius
+    blocked = 1e9
+    cost = np.full((n1 + n2, n2 + n1), blocked)
+    if n1 and n2:
+        d = np.sqrt(((p[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+        cost[:n1, :n2] = np.where(d <= radius, np.rint(d * 100) / 100, blocked)
+    cost[:n1, n2:] = outlier      # predicted pixel -> outlier
+    cost[n1:, :n2] = outlier      # outlier -> ground-truth pixel
+    cost[n1:, n2:] = outlier      # outlier -> outlier
+    rows, cols = linear_sum_assignment(cost)
+    return int(np.count_nonzero((rows < n1) & (cols < n2)))
+
+
+def test_maximum_matching_equals_the_bsds_min_cost_assignment() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(6, 16, 2))
+        gt = np.zeros((h, w), dtype=bool)
+        gt[rng.integers(0, h), :] = True  # a GT line and a noisy, partly displaced prediction
+        pred = np.roll(gt, int(rng.integers(-2, 3)), axis=0) & (rng.random((h, w)) < 0.7)
+        pred |= rng.random((h, w)) < 0.05
+        graph = ToleranceGraph(gt, 0.1)
+        assert graph.match_count(pred) == _bsds_min_cost_real_pairs(pred, gt, graph.radius)

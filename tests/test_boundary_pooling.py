@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from demt_exp.metrics.boundary import BoundaryMetric
-from demt_exp.metrics.boundary_pooling import general_ap, ods_ois_ap, pooled_precision_recall
+from demt_exp.metrics.boundary_pooling import (
+    general_ap,
+    ods_ois_ap,
+    pooled_precision_recall,
+)
 from demt_exp.metrics.boundary_protocol import BoundaryProtocol
 
 # Two images x two thresholds; fields (matched pred, pred, matched GT, GT).

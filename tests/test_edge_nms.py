@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from demt_exp.metrics.edge_nms import conv_tri, edge_orientation, edges_nms, gradient2, nms_edge_map
+from demt_exp.metrics.edge_nms import (
+    conv_tri,
+    edge_orientation,
+    edges_nms,
+    gradient2,
+    nms_edge_map,
+)
 
 BORDER_RAMP = np.array([0, 0.2, 0.4, 0.6, 0.8] + [1.0] * 10 + [0.8, 0.6, 0.4, 0.2, 0], dtype=np.float32)
 

@@ -2,9 +2,19 @@
 boundary evaluation (`boundary` with its protocol, pooling, thinning, NMS and matching parts);
 multi-task delta metrics join them as their own module."""
 
-from demt_exp.metrics.boundary import BoundaryMetric, gt_boundary_map, image_counts, png_values
+from demt_exp.metrics.boundary import (
+    BoundaryMetric,
+    gt_boundary_map,
+    image_counts,
+    png_values,
+)
 from demt_exp.metrics.boundary_parallel import BoundaryCounter, evaluate_boundaries
-from demt_exp.metrics.boundary_protocol import BoundaryProtocol, atrc_protocol, boundary_protocol, invpt_protocol
+from demt_exp.metrics.boundary_protocol import (
+    BoundaryProtocol,
+    atrc_protocol,
+    boundary_protocol,
+    invpt_protocol,
+)
 from demt_exp.metrics.dense import (
     DepthRMSE,
     EdgePixelMaxF,

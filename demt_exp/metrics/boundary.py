@@ -29,14 +29,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from demt_exp.metrics.boundary_pooling import COUNT_FIELDS, best_threshold_counts, ods_ois_ap
+from demt_exp.metrics.boundary_pooling import (
+    COUNT_FIELDS,
+    best_threshold_counts,
+    ods_ois_ap,
+)
 from demt_exp.metrics.boundary_protocol import BoundaryProtocol
 from demt_exp.metrics.correspond import ToleranceGraph
 from demt_exp.metrics.dense import Metric
 from demt_exp.metrics.edge_nms import nms_edge_map
 from demt_exp.metrics.thinning import thin_pixels
 
-__all__ = ["COUNT_FIELDS", "gt_boundary_map", "png_values", "image_counts", "BoundaryMetric"]
+__all__ = ["COUNT_FIELDS", "BoundaryMetric", "gt_boundary_map", "image_counts", "png_values"]
 
 
 def gt_boundary_map(labels: np.ndarray) -> np.ndarray:

@@ -2,22 +2,23 @@
 
 Counting is CPU-bound Python/NumPy work per image, so images are spread over processes
 (threads would serialise on the interpreter lock). Workers start with "forkserver", which
-is safe next to CUDA and torch threads, and import only this package.
+is safe next to CUDA and torch threads; the server imports this module once and forks
+workers from it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Iterable
 
 import numpy as np
 
 from demt_exp.metrics.boundary import BoundaryMetric, image_counts, png_values
 from demt_exp.metrics.boundary_protocol import BoundaryProtocol
 
-__all__ = ["BoundaryCounter", "evaluate_boundaries", "default_workers"]
+__all__ = ["BoundaryCounter", "default_workers", "evaluate_boundaries"]
 
 
 def default_workers() -> int:
@@ -48,6 +49,7 @@ class BoundaryCounter:
             return
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])  # import once in the server, not per worker
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
         self._pending.append(self._pool.submit(image_counts, values, gt, self.metric.protocol))
         if len(self._pending) > 4 * self.workers:  # bound the memory held in flight
@@ -67,10 +69,10 @@ class BoundaryCounter:
                 self._pool = None
         return self.metric
 
-    def __enter__(self) -> "BoundaryCounter":
+    def __enter__(self) -> BoundaryCounter:  # noqa: PYI034 - a final class in practice
         return self
 
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.finish()
         elif self._pool is not None:

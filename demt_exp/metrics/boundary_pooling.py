@@ -21,12 +21,12 @@ import numpy as np
 
 __all__ = [
     "COUNT_FIELDS",
-    "f_measure",
-    "image_precision_recall",
-    "pooled_precision_recall",
     "best_threshold_counts",
-    "ods_ois_ap",
+    "f_measure",
     "general_ap",
+    "image_precision_recall",
+    "ods_ois_ap",
+    "pooled_precision_recall",
 ]
 
 COUNT_FIELDS = ("matched_pred", "pred", "matched_gt", "gt")

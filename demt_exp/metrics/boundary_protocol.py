@@ -28,13 +28,13 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
-    "BoundaryProtocol",
-    "MAX_DIST",
     "ATRC_THRESHOLDS",
     "INVPT_THRESHOLDS",
+    "MAX_DIST",
+    "BoundaryProtocol",
     "atrc_protocol",
-    "invpt_protocol",
     "boundary_protocol",
+    "invpt_protocol",
 ]
 
 # SEISM maxDist per data set (fraction of the image diagonal).
@@ -77,7 +77,7 @@ class BoundaryProtocol:
     def num_thresholds(self) -> int:
         return len(self.thresholds)
 
-    def fast(self, num_thresholds: int) -> "BoundaryProtocol":
+    def fast(self, num_thresholds: int) -> BoundaryProtocol:
         """Same rules on the thresholds nearest to i / (N + 1), i = 1..N, named e.g. 'atrc-fast-9thr'."""
         if not 1 <= num_thresholds <= self.num_thresholds:
             raise ValueError(f"fast protocol needs 1..{self.num_thresholds} thresholds, got {num_thresholds}")

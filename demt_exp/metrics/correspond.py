@@ -31,7 +31,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 
-__all__ = ["tolerance_radius", "tolerance_offsets", "ToleranceGraph", "maximum_matching_size"]
+__all__ = ["ToleranceGraph", "maximum_matching_size", "tolerance_offsets", "tolerance_radius"]
 
 
 def tolerance_radius(shape: tuple[int, int], max_dist: float) -> float:
@@ -44,7 +44,7 @@ def tolerance_radius(shape: tuple[int, int], max_dist: float) -> float:
 
 def tolerance_offsets(radius: float) -> np.ndarray:
     """(N, 2) integer (dy, dx) with dy^2 + dx^2 <= radius^2, the BSDS search disc."""
-    r = int(math.ceil(radius))
+    r = math.ceil(radius)
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     inside = (dy * dy + dx * dx).astype(np.float64) <= radius * radius
     return np.stack([dy[inside], dx[inside]], axis=1).astype(np.int64)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["conv_tri", "gradient2", "edge_orientation", "edges_nms", "nms_edge_map"]
+__all__ = ["conv_tri", "edge_orientation", "edges_nms", "gradient2", "nms_edge_map"]
 
 
 def conv_tri(image: np.ndarray, radius: int) -> np.ndarray:

@@ -166,6 +166,10 @@ def test_protocol_presets_and_fast_variants() -> None:
         boundary_protocol("seism", "nyud")
     with pytest.raises(ValueError, match="unknown data set"):
         atrc_protocol("cityscapes")
+    with pytest.raises(ValueError, match="comparison must be 'ge' or 'gt'"):
+        BoundaryProtocol("bad", (0.5,), ">=", False, 0.011)
+    with pytest.raises(ValueError, match="increasing values in"):
+        BoundaryProtocol("bad", (0.6, 0.5), "ge", False, 0.011)
 
 
 def test_metric_state_sums_across_processes_and_records_the_protocol() -> None:

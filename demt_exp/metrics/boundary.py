@@ -23,6 +23,7 @@ the ground-truth side of the matching graph is built once per image.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -70,7 +71,7 @@ def png_values(edge: np.ndarray) -> np.ndarray:
     return (np.float32(255) * values.astype(np.float32)).astype(np.uint8)
 
 
-def _binary_maps(values: np.ndarray, protocol: BoundaryProtocol):
+def _binary_maps(values: np.ndarray, protocol: BoundaryProtocol) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (threshold index, flat indices of the on pixels), lowest threshold first."""
     if protocol.nms:
         scores = nms_edge_map(values).reshape(-1)

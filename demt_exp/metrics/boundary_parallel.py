@@ -30,7 +30,7 @@ class BoundaryCounter:
     """Submit (edge, gt_boundary) pairs; `finish()` adds every image's counts to `metric`.
 
     workers=0 counts in this process (no pool), which is what tests and tiny sets want.
-    Images are sent as uint8 PNG values and packed bool ground truth to keep the pipes small.
+    Images are sent as uint8 PNG values and bool ground truth to keep the pipes small.
     """
 
     def __init__(self, metric: BoundaryMetric, workers: int | None = None) -> None:

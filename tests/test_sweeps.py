@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from demt_exp.compare import main as compare_main
 from demt_exp.config import SWEEPS_DIR, compose_config
 from demt_exp.models.model import build_model
-from tests.conftest import REPO_ROOT, TINY_RUN
+from conftest import REPO_ROOT, TINY_RUN
 
 SWEEPS = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
 EXPECTED = {"encoder_decoder", "backbone_scaling", "attention", "mixer_depth", "loss_weights", "seeds",

@@ -11,9 +11,8 @@ from PIL import Image
 
 from demt_exp.tracking import read_history
 from demt_exp.tracking.wandb_file import read_wandb_run, run_files
-from tests.conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, run_cli
 
-pytest.importorskip("wandb", reason="logger=wandb tests need the wandb extra (pip install '.[wandb]')")
 
 # No WANDB_MODE: offline must be the default. An unreachable server in case anything tried to upload.
 OFFLINE = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_SILENT": "true"}

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from demt_exp.tracking import read_history
+from demt_exp.signals import StopRequested
+from demt_exp.tracking import Tracker, finish_open, read_history
 from demt_exp.tracking.wandb_file import read_wandb_run, run_files
 from conftest import TINY_RUN, run_cli
 
@@ -45,6 +46,7 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
 
     files = run_files(tmp_path / "wandb")
     assert len(files) == 2, files  # one per start, both of the same run
+    assert all(f.parent.name.startswith("offline-run-") for f in files)  # no WANDB_MODE: offline
     first, second = (read_wandb_run(f) for f in files)
     assert first.run_id == second.run_id == first_id
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["wandb_run_id"] == first_id
@@ -75,3 +77,26 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
             assert found, name
             with Image.open(found[0]) as image:
                 assert image.size[1] == 2 * 32  # prediction row above the ground-truth row
+
+
+@pytest.mark.slow
+def test_a_signalled_stop_marks_the_wandb_run_preempting_and_a_failure_fails_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    for folder, error in (("stopped", StopRequested(10, 3)), ("failed", RuntimeError("boom"))):
+        tracker = Tracker(tmp_path / folder, True, wandb_settings={"panels": 0}, config={"a": 1})
+        tracker.start()
+        tracker.log(3, {"train/loss": 0.5})
+        with pytest.raises(type(error)):
+            try:
+                raise error
+            finally:
+                finish_open()
+        run = read_wandb_run(run_files(tmp_path / folder)[0])
+        assert run.history[-1]["train/loss"] == 0.5 and run.config["a"] == 1
+        if folder == "stopped":
+            assert "preempting" in run.kinds and run.exit_code == 0
+        else:
+            assert "preempting" not in run.kinds and run.exit_code == 1

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from demt_exp.signals import StopRequested
 from demt_exp.tracking.jsonl import JsonlHistory
 from demt_exp.tracking.records import Nested
 from demt_exp.tracking.run_identity import hydra_group_and_name
@@ -108,7 +109,11 @@ def build_tracker(cfg: DictConfig, out_dir: str | Path, is_main: bool) -> Tracke
 
 
 def finish_open() -> None:
-    """Close W&B runs a failed or stopped run left open (exit code 1 when an exception is on its way)."""
-    failed = sys.exc_info()[0] is not None
+    """Close W&B runs a failed or stopped run left open: a signalled stop (checkpoint written, job
+    requeued) is marked preempting, so W&B waits for the job to continue it; other exceptions fail it."""
+    error = sys.exc_info()[1]
+    stopped = any(isinstance(e, StopRequested) for e in (error, getattr(error, "__context__", None)))
     for tracker in list(_OPEN):
-        tracker.finish(1 if failed else 0)
+        if stopped and tracker.wandb is not None:
+            tracker.wandb.run.mark_preempting()
+        tracker.finish(0 if stopped or error is None else 1)

@@ -64,6 +64,8 @@ class WandbRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # record kinds in order (run, history, preempting, exit ...)
+    exit_code: int | None = None
 
 
 def read_wandb_run(path: Path) -> WandbRun:
@@ -75,7 +77,10 @@ def read_wandb_run(path: Path) -> WandbRun:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
-        if kind == "run":
+        run.kinds.append(kind)
+        if kind == "exit":
+            run.exit_code = int(record.exit.exit_code)
+        elif kind == "run":
             _read_run(run, record.run)
         elif kind == "config":
             run.config.update({_key(i): json.loads(i.value_json) for i in record.config.update})

@@ -38,7 +38,7 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT", "WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
-    common = [*TINY_RUN, "logger=wandb", "logger.wandb.panels=2", "logger.wandb.tags=[ablation]",
+    common = [*TINY_RUN, "logger=wandb", "logger.wandb.panels=2", "logger.wandb.tags=[ablation]", "trainer.head_lr_mult=10",
               "trainer.steps=2", "trainer.eval_interval=1", "trainer.log_interval=1", f"hydra.run.dir={tmp_path}"]
     run_cli(*common, "trainer.stop_at_step=1", env=OFFLINE)
     first_id = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["wandb_run_id"]
@@ -64,6 +64,9 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
         assert rows, f"no W&B history row of step {step} holds {sorted(record)}"
         assert all(rows[-1][key] == pytest.approx(value) for key, value in record.items())
     keys = set().union(*logged)
+    first_train = next(r for r in read_history(tmp_path / "metrics.jsonl") if "train/loss" in r)
+    assert first_train["step"] == 1 and first_train["train/lr/backbone"] == pytest.approx(1e-3)  # adamw's lr
+    assert first_train["train/lr/head"] == pytest.approx(10 * 1e-3)  # trainer.head_lr_mult=10
     assert {"val/semseg/mIoU", "train/semseg/loss", "train/lr/backbone", "train/lr/head", "train/images_per_s",
             "model/parameters"} <= keys
 

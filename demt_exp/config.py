@@ -10,13 +10,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_ROOT = PACKAGE_DIR.parent
+
+
+def _shipped(folder: str, marker: str) -> Path:
+    """`<checkout>/<folder>` in a source checkout (what users edit), else the copy inside the wheel."""
+    source = SOURCE_ROOT / folder
+    return source if (source / marker).is_file() and (SOURCE_ROOT / "pyproject.toml").is_file() else PACKAGE_DIR / folder
+
+
+CONF_DIR = str(_shipped("conf", "config.yaml"))
+# The ready ablations (`+sweep=NAME`) live in the top-level `sweeps/` folder, a second config root
+# that conf/config.yaml adds to hydra.searchpath through this resolver.
+SWEEPS_DIR = str(_shipped("sweeps", "README.md"))
+OmegaConf.register_new_resolver("demt_exp_sweeps_dir", lambda: SWEEPS_DIR, replace=True)
 CONFIG_NAME = "config"
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
-    """The config `python -m demt_exp <overrides>` would run with."""
+def compose_config(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME,
+                   return_hydra_config: bool = False) -> DictConfig:
+    """The config `python -m demt_exp <overrides>` would run with (and its `hydra` node if asked)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)

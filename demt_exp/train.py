@@ -46,7 +46,8 @@ from demt_exp.resume import build_payload, resolve_resume, restore
 from demt_exp.rng import rng_state, seed_everything
 from demt_exp.sampling import EpochSampler, SeededSamples, batches_forever
 from demt_exp.signals import SignalWatch, StopRequested, requeue_or_exit
-from demt_exp.tracking import Tracker, flatten, format_table
+from demt_exp.tracking import build_tracker, finish_open, flatten, format_table
+from demt_exp.tracking.panels import validation_panels
 from demt_exp.validate import validate_config
 
 log = logging.getLogger("demt_exp")
@@ -215,6 +216,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
         requeue_or_exit(stop.signum, previous, info.is_main)
         raise
     finally:
+        finish_open()
         watch.close()
         cleanup()
 
@@ -236,9 +238,9 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     optimizer = build_optimizer(cfg.optimizer, model, float(trainer.head_lr_mult))
     scheduler = build_poly_scheduler(optimizer, int(trainer.steps), float(trainer.poly_power))
     seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path)
-    tracker = Tracker(out_dir, info.is_main)
+    tracker = build_tracker(cfg, out_dir, info.is_main)
     best = BestMetric(trainer.checkpoint.best, str(trainer.checkpoint.best_mode))
-    start_step, skipped = 0, 0
+    start_step, skipped, wandb_run_id = 0, 0, None
     if info.is_main:
         for stale in remove_stale_temporaries(folder.folder):
             log.info("removed %s, left by a save that did not finish", stale)
@@ -247,12 +249,14 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
                           trust=bool(cfg.get("trust_checkpoints", False)))
         start_step, skipped = int(payload["step"]), int(payload.get("skipped_steps", 0))
         best.value = payload.get("best_value")
+        wandb_run_id = payload.get("wandb_run_id")
         if info.is_main:
             dropped = tracker.truncate_after(start_step)
             log.info("resumed from %s at step %d%s", resume_path, start_step,
                      f" (dropped {dropped} history records of later steps)" if dropped else "")
     elif info.is_main and tracker.truncate_after(0):
         log.warning("%s held the history of a run that wrote no checkpoint; starting it again", out_dir)
+    tracker.start(wandb_run_id)  # a resumed run continues its W&B run
     net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
@@ -283,7 +287,8 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         if not params_finite(model):
             raise NonFiniteLoss(f"the weights are not finite at step {step}; the checkpoint of an earlier step is kept")
         if info.is_main:
-            extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value}
+            extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value,
+                     "wandb_run_id": tracker.run_id}
             folder.save(build_payload(model, optimizer, scheduler, step, cfg, states, extra), step, best=is_best)
 
     results: dict[str, dict[str, float]] = {}
@@ -293,6 +298,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     for step in range(start_step + 1, steps + 1):
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
+        group_lrs = {f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
         outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch)
         if outcome.nonfinite:
             if trainer.nonfinite == "stop":
@@ -311,7 +317,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
             throughput = images_seen / max(elapsed, 1e-9)
             bar.set_postfix(loss=f"{losses[0].item():.4f}", img_s=f"{throughput:.2f}")
             record = {"train/loss": losses[0].item(), "train/lr": lr, "train/images_per_s": throughput,
-                      "train/skipped_steps": skipped}
+                      "train/skipped_steps": skipped, **group_lrs}
             record.update({f"train/{t}/loss": v.item() for t, v in zip(outcome.per_task, losses[1:])})
             tracker.log(step, record)
             images_seen, clock = 0, time.perf_counter()
@@ -320,6 +326,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         if step % eval_every == 0 or step == steps:
             results = evaluate_now(net)
             tracker.log(step, flatten("val", results))
+            tracker.log_images(step, "val/panels", partial(validation_panels, model, val_set, tasks, info.device))
             is_best = best.improved(results)
         stopping = step == stop_at or bool(outcome.signal)
         if step % save_every == 0 or step == steps or stopping or is_best:
@@ -345,4 +352,5 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         tracker.write_summary(results)
         tracker.write_summary(reference, "baseline_metrics.json")
         log.info("final validation metrics at step %d:\n%s", steps, format_table(results, reference))
+    tracker.finish()
     return results

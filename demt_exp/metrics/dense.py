@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from demt_exp.data.tasks import IGNORE_INDEX, squeeze_index_map
+from demt_exp.data.tasks import IGNORE_INDEX, TASKS, squeeze_index_map
 from demt_exp.distributed import all_reduce_sum_
 
 __all__ = [
     "Metric",
     "MeanIoU",
+    "PartsMeanIoU",
     "DepthRMSE",
     "NormalsMeanAngle",
     "MaxF",
@@ -70,6 +71,11 @@ class Metric:
         """
         all_reduce_sum_(self.state)
 
+    @classmethod
+    def from_context(cls, context: Any) -> "Metric":
+        """Build from a `registry.MetricContext` (class count, dataset, options); most need nothing."""
+        return cls()
+
     def update_from_batch(self, pred: Tensor, batch: Mapping[str, Any], task: str) -> None:
         """Update from the whole batch dict; metrics that need `meta` (ids, original sizes) override this."""
         self.update(pred, batch[task])
@@ -97,6 +103,10 @@ class MeanIoU(Metric):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         super().__init__(num_classes * num_classes)
         self.num_classes = num_classes
+
+    @classmethod
+    def from_context(cls, context: Any) -> "MeanIoU":
+        return cls(int(context.num_semseg_classes))
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -149,6 +159,16 @@ class DepthRMSE(Metric):
     def compute(self) -> dict[str, float]:
         sse, count = (float(v) for v in self.state)
         return {"rmse": math.sqrt(sse / count) if count > 0 else math.nan}
+
+
+class PartsMeanIoU(MeanIoU):
+    """MeanIoU over the 7 human-part classes (background and 6 part groups, SPEC 3.3)."""
+
+    @classmethod
+    def from_context(cls, context: Any) -> "PartsMeanIoU":
+        classes = TASKS["human_parts"].fixed_output_channels
+        assert classes is not None
+        return cls(classes)
 
 
 def _unit_or_zero(vectors: Tensor) -> Tensor:

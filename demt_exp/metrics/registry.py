@@ -2,21 +2,21 @@
 
 `TASK_METRICS` is the one list: a task's numbers are the union of its metrics' `compute()`
 dicts, so adding a metric to a task (e.g. the boundary odsF/oisF/AP next to the edge pixel
-proxy) is one more factory in its tuple. Factories get a `MetricContext`, which carries what
-some metrics need beyond the task (class count, dataset name, protocol options).
+proxy) is one more class in its tuple. Each class builds itself with `from_context(MetricContext)`,
+which carries what some metrics need beyond the task (class count, dataset name, options).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from demt_exp.data.tasks import TASK_NAMES, TASKS
-from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, NormalsMeanAngle
+from demt_exp.data.tasks import TASK_NAMES
+from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, NormalsMeanAngle, PartsMeanIoU
 from demt_exp.metrics.depth import DepthRelativeErrors
 from demt_exp.metrics.normals import NormalsAngleDistribution
 from demt_exp.metrics.saliency import SaliencyMeanIoU
@@ -31,29 +31,30 @@ class MetricContext:
     options: Mapping[str, Any] = field(default_factory=dict)  # per-metric settings, e.g. {"boundary": {...}}
 
 
-MetricFactory = Callable[[MetricContext], Metric]
-
-
-def _parts_miou(_: MetricContext) -> Metric:
-    classes = TASKS["human_parts"].fixed_output_channels
-    assert classes is not None
-    return MeanIoU(classes)
-
-
-TASK_METRICS: dict[str, tuple[MetricFactory, ...]] = {
-    "semseg": (lambda c: MeanIoU(c.num_semseg_classes),),
-    "human_parts": (_parts_miou,),
-    "sal": (lambda c: MaxF(), lambda c: SaliencyMeanIoU()),
-    "normals": (lambda c: NormalsMeanAngle(), lambda c: NormalsAngleDistribution()),
-    "depth": (lambda c: DepthRMSE(), lambda c: DepthRelativeErrors()),
-    "edge": (lambda c: EdgePixelMaxF(),),
+# Each class builds itself from the context (`Metric.from_context`).
+TASK_METRICS: dict[str, tuple[type[Metric], ...]] = {
+    "semseg": (MeanIoU,),
+    "human_parts": (PartsMeanIoU,),
+    "sal": (MaxF, SaliencyMeanIoU),
+    "normals": (NormalsMeanAngle, NormalsAngleDistribution),
+    "depth": (DepthRMSE, DepthRelativeErrors),
+    "edge": (EdgePixelMaxF,),
 }
 
 
-def build_task_metrics(task: str, context: MetricContext) -> list[Metric]:
+def _metric_classes(task: str) -> tuple[type[Metric], ...]:
     if task not in TASK_METRICS:
         raise ValueError(f"unknown task {task!r}; known tasks: {list(TASK_NAMES)}")
-    return [factory(context) for factory in TASK_METRICS[task]]
+    return TASK_METRICS[task]
+
+
+def build_task_metrics(task: str, context: MetricContext) -> list[Metric]:
+    return [cls.from_context(context) for cls in _metric_classes(task)]
+
+
+def metric_directions(tasks: Iterable[str] = TASK_NAMES) -> dict[str, dict[str, bool]]:
+    """{task: {name: higher_is_better}} for every number the tasks report (no metric is built)."""
+    return {task: {n: up for cls in _metric_classes(task) for n, up in cls.higher_is_better.items()} for task in tasks}
 
 
 class MultiTaskMetrics:
@@ -113,7 +114,4 @@ class MultiTaskMetrics:
 
     def higher_is_better(self) -> dict[str, dict[str, bool]]:
         """Direction of every reported number, e.g. for checkpoint selection or Delta_m."""
-        return {
-            task: {name: up for metric in group for name, up in type(metric).higher_is_better.items()}
-            for task, group in self.metrics.items()
-        }
+        return metric_directions(self.tasks)

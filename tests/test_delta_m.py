@@ -70,3 +70,4 @@ def test_reference_errors_name_the_source(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("semseg: {mIoU: high}\n")
     with pytest.raises(ValueError, match="bad.yaml.*non-numeric"):
         load_references([tmp_path / "bad.yaml"])
+

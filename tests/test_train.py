@@ -11,6 +11,7 @@ from conftest import TINY_RUN, run_cli
 from omegaconf import OmegaConf
 
 from demt_exp.checkpoint import load_checkpoint, save_atomic
+from demt_exp.train import wants_chance_reference
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
@@ -149,3 +150,10 @@ def test_zero_steps_only_evaluates(tmp_path: Path) -> None:
     assert "mIoU" in metrics["semseg"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert not any("train/loss" in r for r in records)
+
+
+def test_chance_reference_setting() -> None:
+    assert wants_chance_reference("auto", "synthetic") and not wants_chance_reference("auto", "nyud")
+    assert wants_chance_reference(True, "nyud") and not wants_chance_reference(False, "synthetic")
+    with pytest.raises(ValueError, match="trainer.chance_reference='sometimes'"):
+        wants_chance_reference("sometimes", "nyud")

@@ -39,6 +39,13 @@ BOUNDARY_PROTOCOLS = ("atrc", "invpt")
 SEISM_EDGE_DIR = "edge_preds"
 
 
+def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Numbers per task, and the text a metric reports beside them (e.g. its protocol) as "task/name"."""
+    numbers = {t: {k: float(v) for k, v in values.items() if not isinstance(v, str)} for t, values in results.items()}
+    labels = {f"{t}/{k}": v for t, values in results.items() for k, v in values.items() if isinstance(v, str)}
+    return numbers, labels
+
+
 def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
     """Delta_m against the configured references ({} when none are given) and what it was computed over."""
     settings = cfg.eval.delta_m
@@ -72,15 +79,15 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
         writer.write_batch(batch, preds, [next(positions) for _ in range(batch["image"].shape[0])])
 
     context = MetricContext(num_classes, str(cfg.dataset.name), {"boundary": {"protocol": protocol}})
-    results = evaluate(model, loader, tasks, num_classes, info.device,
-                       autocast=autocast_factory(str(cfg.trainer.precision), info.device), on_batch=write, context=context)
+    results, labels = split_labels(evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
+                                            autocast=autocast_factory(str(cfg.trainer.precision), info.device)))
     multi_task, delta_protocol = delta_m_record(cfg, results)
     record: dict[str, Any] = dict(results)
     if multi_task:
         record["multi_task"] = multi_task
     record["protocol"] = {
         "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), "boundary": protocol,
-        "edge_metrics": ",".join(sorted(results.get("edge", {}))), **delta_protocol,
+        "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
     }
     if "edge" in tasks and "odsF" not in results.get("edge", {}):
         log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from demt_exp.config import CONF_DIR
 from demt_exp.metrics.delta_m import STANDARD_METRICS, delta_m, load_references, standard_metrics
 from demt_exp.metrics.registry import metric_directions
 
@@ -71,3 +73,10 @@ def test_reference_errors_name_the_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad.yaml.*non-numeric"):
         load_references([tmp_path / "bad.yaml"])
 
+
+
+@pytest.mark.parametrize("dataset, sweep", [("nyud", "single_task_nyud"), ("pascal_context", "single_task_pascal")])
+def test_single_task_sweep_runs_one_job_per_task_of_the_standard_set(dataset: str, sweep: str) -> None:
+    params = OmegaConf.load(Path(CONF_DIR) / "sweep" / f"{sweep}.yaml").hydra.sweeper.params
+    jobs = [value.strip("[]") for value in str(params["tasks.names"]).split(",")]
+    assert sorted(jobs) == sorted({key.split("/")[0] for key in STANDARD_METRICS[dataset]})

@@ -117,6 +117,7 @@ def test_normals_distribution_hand_value() -> None:
     metric.update(pred, gt)
     got = metric.compute()
     assert got["median_angle"] == pytest.approx(20.0, abs=6e-4)
+    assert got["mean_angle"] == pytest.approx(20.0, rel=1e-5)
     assert got["rmse_angle"] == pytest.approx(math.sqrt((25 + 100 + 400 + 625 + 1600) / 5), rel=1e-5)
     assert (got["within_11_25"], got["within_22_5"], got["within_30"]) == pytest.approx((40.0, 60.0, 80.0))
     # An even count: np.median's mean of the two middle values.
@@ -137,6 +138,7 @@ def test_normals_distribution_matches_numpy_and_pools_over_batches() -> None:
         parts[b % 2].update(torch.tensor(pred[b : b + 1]), torch.tensor(gt[b : b + 1]))
     parts[0].state += parts[1].state  # what all_reduce(SUM) does across two processes
     got, angles = parts[0].compute(), np_angles(pred, gt)
+    assert got["mean_angle"] == pytest.approx(np.mean(angles), rel=1e-5)
     assert got["median_angle"] == pytest.approx(np.median(angles), abs=6e-4)
     assert got["rmse_angle"] == pytest.approx(np.sqrt(np.mean(angles**2)), rel=1e-4)
     for t, key in [(11.25, "within_11_25"), (22.5, "within_22_5"), (30.0, "within_30")]:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from demt_exp.data.tasks import TASK_NAMES
-from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, NormalsMeanAngle, PartsMeanIoU
+from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, PartsMeanIoU
 from demt_exp.metrics.depth import DepthRelativeErrors
 from demt_exp.metrics.normals import NormalsAngleDistribution
 from demt_exp.metrics.saliency import SaliencyMeanIoU
@@ -36,7 +36,7 @@ TASK_METRICS: dict[str, tuple[type[Metric], ...]] = {
     "semseg": (MeanIoU,),
     "human_parts": (PartsMeanIoU,),
     "sal": (MaxF, SaliencyMeanIoU),
-    "normals": (NormalsMeanAngle, NormalsAngleDistribution),
+    "normals": (NormalsAngleDistribution,),  # mean_angle (SPEC 4) and the rest from one angle computation
     "depth": (DepthRMSE, DepthRelativeErrors),
     "edge": (EdgePixelMaxF,),
 }

@@ -92,6 +92,6 @@ def evaluate(
 
 
 if __name__ == "__main__":  # `python -m demt_exp.evaluate checkpoint=...`: the Hydra app lives beside the loop
-    from demt_exp.evaluate_app import cli
+    from demt_exp.evaluate_app import main
 
-    cli()
+    main()

@@ -46,7 +46,7 @@ def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str
     return numbers, labels
 
 
-def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
+def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
     """Delta_m against the configured references ({} when none are given) and what it was computed over."""
     settings = cfg.eval.delta_m
     if not settings.references:
@@ -54,8 +54,9 @@ def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]]) -> tup
     metrics = list(settings.metrics) if settings.metrics else list(standard_metrics(str(cfg.dataset.name)))
     result = delta_m(results, load_references(list(settings.references)), metrics,
                      metric_directions(results), allow_missing=True)
-    log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
-    if result.missing:
+    if verbose:
+        log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
+    if verbose and result.missing:
         log.warning("Delta_m leaves out %s (not in the results or references): not comparable with the full set",
                     list(result.missing))
     return {"delta_m": result.value}, {"delta_m_metrics": ",".join(result.terms), "delta_m_missing": ",".join(result.missing)}
@@ -81,7 +82,7 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
     context = MetricContext(num_classes, str(cfg.dataset.name), {"boundary": {"protocol": protocol}})
     results, labels = split_labels(evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
                                             autocast=autocast_factory(str(cfg.trainer.precision), info.device)))
-    multi_task, delta_protocol = delta_m_record(cfg, results)
+    multi_task, delta_protocol = delta_m_record(cfg, results, info.is_main)
     record: dict[str, Any] = dict(results)
     if multi_task:
         record["multi_task"] = multi_task
@@ -89,7 +90,7 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
         "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), "boundary": protocol,
         "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
     }
-    if "edge" in tasks and "odsF" not in results.get("edge", {}):
+    if info.is_main and "edge" in tasks and "odsF" not in results.get("edge", {}):
         log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")
     tracker = Tracker(out_dir, info.is_main)
     tracker.log(0, flatten("val", {**results, **({"multi_task": multi_task} if multi_task else {})}))
@@ -110,7 +111,3 @@ def main(cfg: DictConfig) -> None:
         evaluate_checkpoint(config, payload, out_dir, info)
     finally:
         cleanup()
-
-
-def cli() -> None:
-    main()

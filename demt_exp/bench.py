@@ -3,6 +3,7 @@
 deform: forward+backward time of the ChlSpl backends at a head-sized input, and their ratio.
 step:   training-step throughput (images/s) of a composed config, e.g. the default job.
 data:   samples/s of one data-loading worker through a data set's train and val pipelines.
+boundary: images/s of the SEISM boundary evaluation (odsF) on generated edge maps.
 Figures are medians over repeats in one process, so ratios are comparable on a noisy machine.
 """
 
@@ -93,6 +94,31 @@ def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
     return rates
 
 
+def bench_boundary(images: int, size: tuple[int, int], protocol_name: str, dataset: str,
+                   workers: int) -> tuple[float, float, dict[str, float | str]]:
+    """(wall images/s, CPU seconds per image of this process, scores) on generated maps.
+
+    Map generation is not timed. With workers=0 the CPU time is the cost of one image on one
+    core, which stays meaningful on a busy machine where wall time does not."""
+    import numpy as np
+
+    from demt_exp.metrics.boundary import gt_boundary_map
+    from demt_exp.metrics.boundary_parallel import evaluate_boundaries
+    from demt_exp.metrics.boundary_protocol import boundary_protocol
+    from demt_exp.metrics.synthetic_edges import synthetic_edge_pair
+
+    rng = np.random.default_rng(0)
+    protocol = boundary_protocol(protocol_name, dataset)
+    pairs = []
+    for _ in range(images):
+        pred, edge = synthetic_edge_pair(size[0], size[1], rng)
+        pairs.append((pred, gt_boundary_map(edge)))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    metric = evaluate_boundaries(pairs, protocol, workers)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return images / wall, cpu / images, metric.compute()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -106,7 +132,21 @@ def main(argv: list[str] | None = None) -> None:
     dl = sub.add_parser("data", help="data-loading samples/s per worker")
     dl.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=nyud dataset.root=/data/NYUDv2")
     dl.add_argument("--samples", type=int, default=50)
+    b = sub.add_parser("boundary", help="SEISM boundary evaluation images/s on generated maps")
+    b.add_argument("--images", type=int, default=16)
+    b.add_argument("--size", type=int, nargs=2, default=(425, 560), metavar=("H", "W"))
+    b.add_argument("--protocol", default="atrc", help="atrc, invpt or e.g. atrc-fast-9thr")
+    b.add_argument("--dataset", default="nyud", choices=["nyud", "pascal_context"])
+    b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
     args = parser.parse_args(argv)
+    if args.what == "boundary":
+        rate, cpu, scores = bench_boundary(args.images, tuple(args.size), args.protocol, args.dataset, args.workers)
+        print(f"boundary {scores['protocol']} ({args.dataset}, {args.size[0]}x{args.size[1]}, {args.images} images, "
+              f"{args.workers} workers): {rate:.2f} images/s wall; 654 images in {654 / rate / 60:.1f} min; "
+              f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}")
+        if args.workers == 0:
+            print(f"  CPU time per image {cpu:.2f} s: 654 images on 2 cores in {654 * cpu / 2 / 60:.1f} min")
+        return
     if args.what == "data":
         torch.set_num_threads(1)  # a loader worker runs single-threaded
         for split, rate in bench_data(args.overrides, args.samples).items():

@@ -35,3 +35,10 @@ def test_data_bench_prints_samples_per_worker(tmp_path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     rates = dict(re.findall(r"(train|val) pipeline .*: ([\d.]+) samples/s per worker", out))
     assert set(rates) == {"train", "val"} and all(float(r) > 0 for r in rates.values())
+
+
+def test_boundary_bench_prints_images_per_second(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["boundary", "--images", "2", "--size", "40", "56", "--protocol", "atrc-fast-9thr", "--workers", "0"])
+    out = capsys.readouterr().out
+    assert "boundary atrc-fast-9thr" in out and float(re.search(r": ([\d.]+) images/s", out).group(1)) > 0
+    assert re.search(r"odsF \d+\.\d\d", out)

@@ -21,7 +21,7 @@ from demt_exp.crop import edge_uint8
 from demt_exp.distributed import DistInfo
 from demt_exp.evaluate_app import evaluate_checkpoint
 from demt_exp.inference import inference_config, load_inference_model
-from demt_exp.metrics.registry import metric_directions
+from demt_exp.metrics import BoundaryMetric, MultiTaskMetrics, atrc_protocol, gt_boundary_map
 
 REPO = Path(__file__).resolve().parent.parent
 ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -46,7 +46,8 @@ def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(synthetic_checkpoint: Path, tmp_path: Path) -> None:
     metrics = run_evaluation(synthetic_checkpoint, tmp_path, "eval.panels=2", "eval.num_workers=0")
     tasks = ["semseg", "human_parts", "sal", "normals", "edge", "depth"]
-    assert {t: set(metrics[t]) for t in tasks} == {t: set(v) for t, v in metric_directions(tasks).items()}
+    expected = MultiTaskMetrics(tasks, 8).higher_is_better()  # synthetic data: no SEISM boundary ground truth
+    assert {t: set(metrics[t]) for t in tasks} == {t: set(v) for t, v in expected.items()}
     # The stored config decides the data: the checkpoint's 5 val scenes at 32 x 32, not the default 64.
     assert metrics["protocol"]["boundary"] == "atrc" and metrics["protocol"]["images"] == "5"
     assert metrics["protocol"]["split"] == "val"
@@ -84,6 +85,15 @@ def test_val_split_only_and_edge_maps_cropped_to_the_original_size(tmp_path: Pat
     saved = np.asarray(Image.open(tmp_path / "eval" / "edge_preds" / f"{val.ids[0]}.png"))
     assert saved.shape == (60, 80)
     assert np.array_equal(saved, expected)
+    # The boundary numbers equal SEISM's recipe run on the files on disk: the written PNGs against
+    # the boundary map of the NYUD edge label files.
+    assert metrics["protocol"]["edge/protocol"] == "atrc"
+    reference = BoundaryMetric(atrc_protocol("nyud"))
+    for sample_id in val.ids:
+        prediction = np.asarray(Image.open(tmp_path / "eval" / "edge_preds" / f"{sample_id}.png"))
+        reference.update_image(prediction, gt_boundary_map(np.asarray(Image.open(root / "edge" / f"{sample_id}.png"))))
+    for name in ("odsF", "oisF", "AP"):
+        assert metrics["edge"][name] == pytest.approx(reference.compute()[name], abs=1e-9), name
 
 
 @pytest.mark.slow

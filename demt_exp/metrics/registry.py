@@ -18,6 +18,7 @@ from torch import Tensor
 from demt_exp.data.tasks import TASK_NAMES
 from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, PartsMeanIoU
 from demt_exp.metrics.depth import DepthRelativeErrors
+from demt_exp.metrics.edge_boundary import EdgeBoundary
 from demt_exp.metrics.normals import NormalsAngleDistribution
 from demt_exp.metrics.saliency import SaliencyMeanIoU
 
@@ -38,7 +39,7 @@ TASK_METRICS: dict[str, tuple[type[Metric], ...]] = {
     "sal": (MaxF, SaliencyMeanIoU),
     "normals": (NormalsAngleDistribution,),  # mean_angle (SPEC 4) and the rest from one angle computation
     "depth": (DepthRMSE, DepthRelativeErrors),
-    "edge": (EdgePixelMaxF,),
+    "edge": (EdgePixelMaxF, EdgeBoundary),  # EdgeBoundary only where the evaluation asks for it (None otherwise)
 }
 
 
@@ -49,11 +50,13 @@ def _metric_classes(task: str) -> tuple[type[Metric], ...]:
 
 
 def build_task_metrics(task: str, context: MetricContext) -> list[Metric]:
-    return [cls.from_context(context) for cls in _metric_classes(task)]
+    """The task's metrics; a class whose `from_context` returns None does not run in this context."""
+    built = (cls.from_context(context) for cls in _metric_classes(task))
+    return [metric for metric in built if metric is not None]
 
 
 def metric_directions(tasks: Iterable[str] = TASK_NAMES) -> dict[str, dict[str, bool]]:
-    """{task: {name: higher_is_better}} for every number the tasks report (no metric is built)."""
+    """{task: {name: higher_is_better}} for every number the tasks can report (no metric is built)."""
     return {task: {n: up for cls in _metric_classes(task) for n, up in cls.higher_is_better.items()} for task in tasks}
 
 
@@ -113,5 +116,5 @@ class MultiTaskMetrics:
         return self
 
     def higher_is_better(self) -> dict[str, dict[str, bool]]:
-        """Direction of every reported number, e.g. for checkpoint selection or Delta_m."""
-        return metric_directions(self.tasks)
+        """Direction of every number these metrics report, e.g. for checkpoint selection or Delta_m."""
+        return {task: {n: up for m in group for n, up in type(m).higher_is_better.items()} for task, group in self.metrics.items()}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,6 +33,12 @@ CONFIG_NAME = "config"
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME,
                    return_hydra_config: bool = False) -> DictConfig:
-    """The config `python -m demt_exp <overrides>` would run with (and its `hydra` node if asked)."""
+    """The config `python -m demt_exp <overrides>` would run with (and its `hydra` node if asked).
+
+    Inside a running Hydra app (e.g. evaluate re-composing for a checkpoint's dataset) Hydra is
+    already initialised on `CONF_DIR`, so compose directly.
+    """
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)

@@ -1,4 +1,7 @@
-"""Evaluation: pooled metrics over the whole validation set, summed across processes (SPEC 4)."""
+"""Evaluation: pooled metrics over the whole validation set, summed across processes (SPEC 4).
+
+The loop is here (training uses it too); `python -m demt_exp.evaluate` runs `evaluate_app`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from demt_exp.distributed import all_reduce_sum_
-from demt_exp.metrics import MultiTaskMetrics
+from demt_exp.metrics import MetricContext, MultiTaskMetrics
+
+BatchHook = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
 
 
 class ShardSampler(Sampler[int]):
@@ -52,11 +57,16 @@ def evaluate(
     device: torch.device,
     loss_fn: Callable[..., Any] | None = None,
     autocast: Callable[[], Any] = nullcontext,
+    on_batch: BatchHook | None = None,
+    context: MetricContext | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics per task ({task: {name: value}}), plus the mean unweighted loss per task when `loss_fn` is given."""
+    """Metrics per task ({task: {name: value}}), plus the mean unweighted loss per task when `loss_fn` is given.
+
+    `on_batch(batch, preds)` sees every batch with its float predictions (e.g. to write files).
+    """
     was_training = model.training
     model.eval()
-    metrics = MultiTaskMetrics(list(tasks), num_semseg_classes)
+    metrics = MultiTaskMetrics(list(tasks), num_semseg_classes, context)
     loss_sums = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=device)  # per task, then image count
     for batch in loader:
         batch = to_device(batch, device)
@@ -64,13 +74,14 @@ def evaluate(
             preds = model(batch["image"])
         preds = {t: p.float() for t, p in preds.items()}
         metrics.update(preds, batch)
+        if on_batch is not None:
+            on_batch(batch, preds)
         if loss_fn is not None:
             _, per_task = loss_fn(preds, batch)
             images = batch["image"].shape[0]
             loss_sums[:-1] += torch.stack([per_task[t].detach().double() for t in tasks]) * images
             loss_sums[-1] += images
-    for state in metrics.states():
-        all_reduce_sum_(state)
+    metrics.to(device).sync()  # a process that saw no image still holds CPU states
     results = metrics.compute()
     if loss_fn is not None:
         all_reduce_sum_(loss_sums)
@@ -78,3 +89,9 @@ def evaluate(
             results.setdefault(task, {})["loss"] = float(loss_sums[i] / loss_sums[-1].clamp_min(1))
     model.train(was_training)
     return results
+
+
+if __name__ == "__main__":  # `python -m demt_exp.evaluate checkpoint=...`: the Hydra app lives beside the loop
+    from demt_exp.evaluate_app import main
+
+    main()

@@ -72,6 +72,15 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
+def wants_chance_reference(setting: Any, dataset: str) -> bool:
+    """`trainer.chance_reference`: true, false, or auto (only the synthetic demo: a real run should not pay for it)."""
+    if setting == "auto":
+        return dataset == "synthetic"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"trainer.chance_reference={setting!r}; expected auto, true or false")
+
+
 def build_loss(tasks_cfg: DictConfig) -> nn.Module:
     """The `tasks.loss` config restricted to the selected `tasks.names` (so task subsets need no new file)."""
     weights = tasks_cfg.loss.weights
@@ -344,13 +353,16 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         return results
     if not results:  # resumed at the end: nothing left to train, still report
         results = evaluate_now(net)
-    reference = evaluate(
-        ConstantPredictor.fit(train_set, tasks, num_classes).to(info.device),
-        val_loader, tasks, num_classes, info.device, loss_fn=loss_fn,
-    )
+    reference: dict[str, dict[str, float]] = {}
+    if wants_chance_reference(trainer.get("chance_reference", "auto"), str(cfg.dataset.name)):
+        reference = evaluate(
+            ConstantPredictor.fit(train_set, tasks, num_classes).to(info.device),
+            val_loader, tasks, num_classes, info.device, loss_fn=loss_fn,
+        )
     if info.is_main:
         tracker.write_summary(results)
-        tracker.write_summary(reference, "baseline_metrics.json")
+        if reference:
+            tracker.write_summary(reference, "baseline_metrics.json")
         log.info("final validation metrics at step %d:\n%s", steps, format_table(results, reference))
     tracker.finish()
     return results

@@ -66,6 +66,9 @@ def check_tasks(cfg: DictConfig) -> None:
 
 
 def check_trainer(cfg: DictConfig) -> None:
+    if cfg.trainer.steps == 0:
+        raise ConfigError("trainer.steps=0; expected an integer >= 1 (to score a checkpoint without training: "
+                          "python -m demt_exp.evaluate checkpoint=FILE)")
     for key in ("trainer.steps", "trainer.batch_size", "trainer.eval_batch_size", "trainer.eval_interval",
                 "trainer.log_interval", "trainer.checkpoint.keep_last"):
         _integer_at_least(cfg, key, 1)

@@ -383,13 +383,16 @@ def test_multitask_metrics_reset_states_and_directions() -> None:
     assert all(bool(s.abs().sum() == 0) for s in metrics.states())
     directions = metrics.higher_is_better()
     assert directions == {
-        "semseg": {"mIoU": True},
-        "human_parts": {"mIoU": True},
-        "sal": {"maxF": True},
-        "normals": {"mean_angle": False},
-        "depth": {"rmse": False},
+        "semseg": {"mIoU": True, "pixel_acc": True},
+        "human_parts": {"mIoU": True, "pixel_acc": True},
+        "sal": {"maxF": True, "mIoU": True},
+        "normals": {"mean_angle": False, "median_angle": False, "rmse_angle": False,
+                    "within_11_25": True, "within_22_5": True, "within_30": True},
+        "depth": {"rmse": False, "abs_rel": False, "log10": False, "delta1": True, "delta2": True, "delta3": True},
         "edge": {"pixel_maxF": True},
     }
+    computed = metrics.compute()
+    assert {t: set(v) for t, v in computed.items()} == {t: set(v) for t, v in directions.items()}
     with pytest.raises(ValueError):
         MultiTaskMetrics(["semseg", "flow"], 6)
 

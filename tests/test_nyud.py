@@ -171,3 +171,4 @@ def test_short_training_run_on_nyud(tmp_path: Path) -> None:
     metrics = short_training_run(tmp_path / "run", "nyud", root, "[64,80]")
     assert set(metrics) == {"semseg", "depth", "normals", "edge"}
     assert np.isfinite(metrics["depth"]["rmse"]) and "mIoU" in metrics["semseg"]
+    assert not (tmp_path / "run" / "baseline_metrics.json").exists()  # chance level only for the synthetic demo

@@ -11,6 +11,7 @@ from conftest import TINY_RUN, run_cli
 from omegaconf import OmegaConf
 
 from demt_exp.checkpoint import load_checkpoint, save_atomic
+from demt_exp.train import wants_chance_reference
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
@@ -138,3 +139,10 @@ def test_bf16_training_runs_and_stays_finite(tmp_path: Path) -> None:
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert records[0]["model/parameters"] > 0
     assert len(losses) == 2 and all(0 < loss < float("inf") for loss in losses)
+
+
+def test_chance_reference_setting() -> None:
+    assert wants_chance_reference("auto", "synthetic") and not wants_chance_reference("auto", "nyud")
+    assert wants_chance_reference(True, "nyud") and not wants_chance_reference(False, "synthetic")
+    with pytest.raises(ValueError, match="trainer.chance_reference='sometimes'"):
+        wants_chance_reference("sometimes", "nyud")

@@ -10,22 +10,24 @@ e.g. on a process that saw no data, before a NCCL all_reduce).
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, TASKS, squeeze_index_map
+from demt_exp.data.tasks import IGNORE_INDEX, TASKS, squeeze_index_map
+from demt_exp.distributed import all_reduce_sum_
 
 __all__ = [
     "Metric",
     "MeanIoU",
+    "PartsMeanIoU",
     "DepthRMSE",
     "NormalsMeanAngle",
     "MaxF",
     "EdgePixelMaxF",
-    "MultiTaskMetrics",
+    "angular_error_degrees",
 ]
 
 
@@ -61,6 +63,23 @@ class Metric:
         """Zero the sums, keeping the device."""
         self.state.zero_()
 
+    def sync(self) -> None:
+        """Pool the state over all processes (a no-op in one process); sums by default.
+
+        A metric whose result is not a function of summed statistics (e.g. one that needs
+        per-image values) overrides this to gather instead.
+        """
+        all_reduce_sum_(self.state)
+
+    @classmethod
+    def from_context(cls, context: Any) -> "Metric":
+        """Build from a `registry.MetricContext` (class count, dataset, options); most need nothing."""
+        return cls()
+
+    def update_from_batch(self, pred: Tensor, batch: Mapping[str, Any], task: str) -> None:
+        """Update from the whole batch dict; metrics that need `meta` (ids, original sizes) override this."""
+        self.update(pred, batch[task])
+
     def update(self, pred: Tensor, target: Tensor) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -69,20 +88,25 @@ class Metric:
 
 
 class MeanIoU(Metric):
-    """Macro-averaged IoU from a pooled confusion matrix over pixels with gt != 255.
+    """Macro-averaged IoU and pixel accuracy from a pooled confusion matrix over pixels with gt != 255.
 
     Classes with an empty union (absent from both prediction and ground truth) give NaN,
-    which counts as 0 and is still averaged (SPEC 4, oddity 21). The state is the
-    row-major (gt, pred) confusion matrix, num_classes**2 entries.
+    which counts as 0 and is still averaged (SPEC 4, oddity 21). Pixel accuracy is the
+    trace over the total (NaN without valid pixels). The state is the row-major (gt, pred)
+    confusion matrix, num_classes**2 entries.
     """
 
-    higher_is_better: ClassVar[dict[str, bool]] = {"mIoU": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"mIoU": True, "pixel_acc": True}
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         super().__init__(num_classes * num_classes)
         self.num_classes = num_classes
+
+    @classmethod
+    def from_context(cls, context: Any) -> "MeanIoU":
+        return cls(int(context.num_semseg_classes))
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -104,7 +128,9 @@ class MeanIoU(Metric):
         intersection = confusion.diagonal()
         union = confusion.sum(dim=0) + confusion.sum(dim=1) - intersection
         iou = torch.nan_to_num(intersection / union, nan=0.0)
-        return {"mIoU": 100.0 * float(iou.mean())}
+        total = float(confusion.sum())
+        pixel_acc = 100.0 * float(intersection.sum()) / total if total > 0 else math.nan
+        return {"mIoU": 100.0 * float(iou.mean()), "pixel_acc": pixel_acc}
 
 
 class DepthRMSE(Metric):
@@ -135,16 +161,40 @@ class DepthRMSE(Metric):
         return {"rmse": math.sqrt(sse / count) if count > 0 else math.nan}
 
 
+class PartsMeanIoU(MeanIoU):
+    """MeanIoU over the 7 human-part classes (background and 6 part groups, SPEC 3.3)."""
+
+    @classmethod
+    def from_context(cls, context: Any) -> "PartsMeanIoU":
+        classes = TASKS["human_parts"].fixed_output_channels
+        assert classes is not None
+        return cls(classes)
+
+
 def _unit_or_zero(vectors: Tensor) -> Tensor:
     """Normalise along dim 1; zero vectors stay zero instead of becoming NaN."""
     norm = vectors.norm(dim=1, keepdim=True)
     return torch.where(norm == 0, torch.zeros_like(vectors), vectors / torch.where(norm == 0, 1.0, norm))
 
 
+def angular_error_degrees(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel angle (B, H, W) between raw predicted and target normals, and the valid mask.
+
+    Uses 2*atan2(|p - t|, |p + t|) on unit vectors, a numerically stable arccos(p . t);
+    valid pixels have all 3 target channels != 255.
+    """
+    _check_spatial(pred, target, "normals metric")
+    if pred.shape[1] != 3 or target.shape[1] != 3:
+        raise ValueError("normals metric: expected 3-channel prediction and target")
+    valid = (target != IGNORE_INDEX).all(dim=1)
+    p = _unit_or_zero(pred.detach().float())
+    t = _unit_or_zero(target.float())
+    return torch.rad2deg(2.0 * torch.atan2((p - t).norm(dim=1), (p + t).norm(dim=1))), valid
+
+
 class NormalsMeanAngle(Metric):
     """Mean angular error in degrees over pixels whose 3 label channels are all != 255.
 
-    Uses 2*atan2(|p - t|, |p + t|) on unit vectors, a numerically stable arccos(p . t).
     State: [sum of angles in degrees, pixel count]. NaN if no valid pixel was seen.
     """
 
@@ -156,13 +206,7 @@ class NormalsMeanAngle(Metric):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """pred: (B, 3, H, W) raw normals; target: (B, 3, H, W) unit vectors, 255 = invalid."""
-        _check_spatial(pred, target, "NormalsMeanAngle")
-        if pred.shape[1] != 3 or target.shape[1] != 3:
-            raise ValueError("NormalsMeanAngle: expected 3-channel prediction and target")
-        valid = (target != IGNORE_INDEX).all(dim=1)
-        p = _unit_or_zero(pred.detach().float())
-        t = _unit_or_zero(target.float())
-        angle = torch.rad2deg(2.0 * torch.atan2((p - t).norm(dim=1), (p + t).norm(dim=1)))
+        angle, valid = angular_error_degrees(pred, target)
         selected = angle[valid].double()
         self._accumulate(torch.stack([selected.sum(), valid.sum().double()]))
 
@@ -244,63 +288,3 @@ class EdgePixelMaxF(MaxF):
 
     key: ClassVar[str] = "pixel_maxF"
     higher_is_better: ClassVar[dict[str, bool]] = {"pixel_maxF": True}
-
-
-def _metric_for(task: str, num_semseg_classes: int) -> Metric:
-    """The SPEC 4 metric of each task."""
-    if task == "semseg":
-        return MeanIoU(num_semseg_classes)
-    if task == "human_parts":
-        classes = TASKS["human_parts"].fixed_output_channels
-        assert classes is not None
-        return MeanIoU(classes)
-    if task == "sal":
-        return MaxF()
-    if task == "normals":
-        return NormalsMeanAngle()
-    if task == "depth":
-        return DepthRMSE()
-    if task == "edge":
-        return EdgePixelMaxF()
-    raise ValueError(f"unknown task {task!r}; known tasks: {list(TASK_NAMES)}")
-
-
-class MultiTaskMetrics:
-    """One metric per task, updated from a prediction dict and a batch dict.
-
-    `states()` lists the state tensors themselves (task order), so a distributed caller
-    can all_reduce them in place before `compute()`.
-    """
-
-    def __init__(self, tasks: Iterable[str], num_semseg_classes: int) -> None:
-        self.tasks: list[str] = [str(t) for t in tasks]
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"duplicate tasks in {self.tasks}")
-        self.metrics: dict[str, Metric] = {t: _metric_for(t, int(num_semseg_classes)) for t in self.tasks}
-
-    def update(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
-        for task, metric in self.metrics.items():
-            if task not in preds:
-                raise KeyError(f"no prediction for task {task!r}; got {sorted(preds)}")
-            if task not in batch:
-                raise KeyError(f"no target for task {task!r} in the batch; got {sorted(batch)}")
-            metric.update(preds[task], batch[task])
-
-    def compute(self) -> dict[str, dict[str, float]]:
-        return {task: metric.compute() for task, metric in self.metrics.items()}
-
-    def reset(self) -> None:
-        for metric in self.metrics.values():
-            metric.reset()
-
-    def states(self) -> list[Tensor]:
-        return [metric.state for metric in self.metrics.values()]
-
-    def to(self, device: torch.device | str) -> "MultiTaskMetrics":
-        for metric in self.metrics.values():
-            metric.to(device)
-        return self
-
-    def higher_is_better(self) -> dict[str, dict[str, bool]]:
-        """Direction of every reported number, e.g. for checkpoint selection or Delta_m."""
-        return {task: dict(type(metric).higher_is_better) for task, metric in self.metrics.items()}

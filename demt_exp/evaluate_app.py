@@ -1,0 +1,113 @@
+"""`python -m demt_exp.evaluate checkpoint=PATH [overrides]`: score a checkpoint on the val split.
+
+Builds model and data from the checkpoint's stored config (or the composed one for files
+without a config), evaluates the val split only, at batch 1 by default, on one process or
+sharded under torchrun (every image exactly once; pooled sums make the result the same).
+Writes to the Hydra run folder: `metrics.json` ({task: {metric: value}}, Delta_m under
+`multi_task` when references are given, and a `protocol` record), `metrics.jsonl`,
+`edge_preds/<id>.png` (SEISM's input, cropped to the original size) and `panels/<id>.png`
+for the first `eval.panels` images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from demt_exp.config import CONF_DIR
+from demt_exp.distributed import DistInfo, broadcast_from_main, cleanup, init_distributed
+from demt_exp.evaluate import eval_loader, evaluate
+from demt_exp.inference import inference_config, load_inference_model
+from demt_exp.metrics import MetricContext
+from demt_exp.metrics.delta_m import delta_m, format_delta_m, load_references, standard_metrics
+from demt_exp.metrics.registry import metric_directions
+from demt_exp.prediction_writer import PredictionWriter
+from demt_exp.tracking import Tracker, flatten, format_table
+from demt_exp.train import autocast_factory
+
+log = logging.getLogger("demt_exp")
+
+CONFIG_NAME = "evaluate"
+BOUNDARY_PROTOCOLS = ("atrc", "invpt")
+SEISM_EDGE_DIR = "edge_preds"
+
+
+def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Numbers per task, and the text a metric reports beside them (e.g. its protocol) as "task/name"."""
+    numbers = {t: {k: float(v) for k, v in values.items() if not isinstance(v, str)} for t, values in results.items()}
+    labels = {f"{t}/{k}": v for t, values in results.items() for k, v in values.items() if isinstance(v, str)}
+    return numbers, labels
+
+
+def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
+    """Delta_m against the configured references ({} when none are given) and what it was computed over."""
+    settings = cfg.eval.delta_m
+    if not settings.references:
+        return {}, {}
+    metrics = list(settings.metrics) if settings.metrics else list(standard_metrics(str(cfg.dataset.name)))
+    result = delta_m(results, load_references(list(settings.references)), metrics,
+                     metric_directions(results), allow_missing=True)
+    if verbose:
+        log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
+    if verbose and result.missing:
+        log.warning("Delta_m leaves out %s (not in the results or references): not comparable with the full set",
+                    list(result.missing))
+    return {"delta_m": result.value}, {"delta_m_metrics": ",".join(result.terms), "delta_m_missing": ",".join(result.missing)}
+
+
+def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, info: DistInfo) -> dict[str, Any]:
+    """Evaluate, write the per-image files and (rank 0) metrics.json; returns what metrics.json holds."""
+    protocol = str(cfg.eval.boundary_protocol)
+    if protocol not in BOUNDARY_PROTOCOLS:
+        raise ValueError(f"eval.boundary_protocol={protocol!r}; expected one of {list(BOUNDARY_PROTOCOLS)}")
+    tasks = list(cfg.tasks.names)
+    num_classes = int(cfg.dataset.num_semseg_classes)
+    model = load_inference_model(cfg.checkpoint, cfg, payload).to(info.device)
+    val_set = instantiate(cfg.dataset.val)  # the val split only: nothing here reads the training set
+    loader = eval_loader(val_set, int(cfg.eval.batch_size), info.rank, info.world_size, int(cfg.eval.num_workers))
+    task_dirs = {"edge": SEISM_EDGE_DIR} if "edge" in tasks and cfg.eval.edge_pngs else {}
+    writer = PredictionWriter(out_dir, task_dirs, panels=int(cfg.eval.panels))
+    positions = iter(loader.sampler)
+
+    def write(batch: dict[str, Any], preds: dict[str, torch.Tensor]) -> None:
+        writer.write_batch(batch, preds, [next(positions) for _ in range(batch["image"].shape[0])])
+
+    context = MetricContext(num_classes, str(cfg.dataset.name), {"boundary": {"protocol": protocol}})
+    results, labels = split_labels(evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
+                                            autocast=autocast_factory(str(cfg.trainer.precision), info.device)))
+    multi_task, delta_protocol = delta_m_record(cfg, results, info.is_main)
+    record: dict[str, Any] = dict(results)
+    if multi_task:
+        record["multi_task"] = multi_task
+    record["protocol"] = {
+        "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), "boundary": protocol,
+        "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
+    }
+    if info.is_main and "edge" in tasks and "odsF" not in results.get("edge", {}):
+        log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")
+    tracker = Tracker(out_dir, info.is_main)
+    tracker.log(0, flatten("val", {**results, **({"multi_task": multi_task} if multi_task else {})}))
+    tracker.write_summary(record)
+    if info.is_main:
+        log.info("validation metrics of %s (%d images, %d processes):\n%s", cfg.checkpoint, len(val_set),
+                 info.world_size, format_table(results, {}, reference_name="-"))
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> None:
+    overrides = list(HydraConfig.get().overrides.task)
+    info = init_distributed(str(cfg.trainer.device))
+    try:
+        out_dir = Path(broadcast_from_main(HydraConfig.get().runtime.output_dir))
+        config, payload = inference_config(str(cfg.checkpoint), overrides, CONFIG_NAME)
+        evaluate_checkpoint(config, payload, out_dir, info)
+    finally:
+        cleanup()

@@ -1,0 +1,29 @@
+"""Checkpoints for the evaluate / predict tests: a freshly initialised model saved exactly as the
+training loop saves it (train.checkpoint_payload), so the stored config travels with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from demt_exp.checkpoint import save_atomic
+from demt_exp.config import compose_config
+from demt_exp.models.model import build_model
+from demt_exp.optim import build_optimizer, build_poly_scheduler
+from demt_exp.train import checkpoint_payload, seed_everything
+
+# A narrow model on tiny synthetic scenes: seconds per evaluation on a CPU.
+TINY_MODEL = ["encoder.dim=32", "backbone.drop_path_rate=0.0", "logger.progress_bar=false"]
+TINY_SYNTHETIC = [*TINY_MODEL, "dataset.image_size=[32,32]", "dataset.val.num_samples=5", "dataset.train.num_samples=4"]
+
+
+def write_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> DictConfig:
+    """A run's checkpoints/last.pt for the model `overrides` describe; returns its config."""
+    cfg = compose_config(overrides)
+    seed_everything(seed)
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
+    save_atomic(checkpoint_payload(model, optimizer, scheduler, 0, cfg), path)
+    return cfg

@@ -1,0 +1,149 @@
+"""`python -m demt_exp.evaluate`: checkpoint -> val metrics, SEISM edge maps and panels; the val
+split only; one process and two torchrun (gloo) processes give the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, write_checkpoint
+from fake_nyud import write_fake_nyud
+from hydra.utils import instantiate
+from PIL import Image
+
+from demt_exp.crop import edge_uint8
+from demt_exp.distributed import DistInfo
+from demt_exp.evaluate_app import evaluate_checkpoint
+from demt_exp.inference import inference_config, load_inference_model
+from demt_exp.metrics import BoundaryMetric, MultiTaskMetrics, atrc_protocol, gt_boundary_map
+
+REPO = Path(__file__).resolve().parent.parent
+ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def run_evaluation(checkpoint: Path, out: Path, *overrides: str) -> dict:
+    """What `python -m demt_exp.evaluate checkpoint=... <overrides>` does, in this process."""
+    args = [f"checkpoint={checkpoint}", *overrides]
+    cfg, payload = inference_config(str(checkpoint), args, "evaluate")
+    evaluate_checkpoint(cfg, payload, out, ONE_CPU)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("run") / "checkpoints" / "last.pt"
+    write_checkpoint(path, TINY_SYNTHETIC)
+    return path
+
+
+@pytest.mark.slow
+def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    metrics = run_evaluation(synthetic_checkpoint, tmp_path, "eval.panels=2", "eval.num_workers=0")
+    tasks = ["semseg", "human_parts", "sal", "normals", "edge", "depth"]
+    expected = MultiTaskMetrics(tasks, 8).higher_is_better()  # synthetic data: no SEISM boundary ground truth
+    assert {t: set(metrics[t]) for t in tasks} == {t: set(v) for t, v in expected.items()}
+    # The stored config decides the data: the checkpoint's 5 val scenes at 32 x 32, not the default 64.
+    assert metrics["protocol"]["boundary"] == "atrc" and metrics["protocol"]["images"] == "5"
+    assert metrics["protocol"]["split"] == "val"
+    edges = sorted((tmp_path / "edge_preds").iterdir())
+    assert [p.name for p in edges] == [f"synthetic_val_{i:06d}.png" for i in range(5)]
+    assert all(Image.open(p).size == (32, 32) and Image.open(p).mode == "L" for p in edges)
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == ["synthetic_val_000000.png", "synthetic_val_000001.png"]
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert history[0]["val/semseg/mIoU"] == pytest.approx(metrics["semseg"]["mIoU"])
+
+
+@pytest.mark.slow
+def test_val_split_only_and_edge_maps_cropped_to_the_original_size(tmp_path: Path) -> None:
+    root = write_fake_nyud(tmp_path / "NYUDv2", n_train=3, n_val=2, size=(60, 80))
+    overrides = [*TINY_MODEL, "dataset=nyud", f"dataset.root={root}", "dataset.image_size=[64,96]"]
+    checkpoint = tmp_path / "last.pt"
+    write_checkpoint(checkpoint, overrides)
+    # Nothing of the training split is left: evaluation must not touch it.
+    train_ids = (root / "gt_sets" / "train.txt").read_text().split()
+    (root / "gt_sets" / "train.txt").unlink()
+    for folder in ("images", "segmentation", "depth", "normals", "edge"):
+        for sample_id in train_ids:
+            next((root / folder).glob(f"{sample_id}.*")).unlink()
+    metrics = run_evaluation(checkpoint, tmp_path / "eval", "eval.num_workers=0")
+    assert set(metrics) == {"semseg", "depth", "normals", "edge", "protocol"}
+    # The official code saves 255 * sigmoid, cropped out of the centred padding (2 rows, 8 columns).
+    cfg, payload = inference_config(str(checkpoint), [f"checkpoint={checkpoint}"], "evaluate")
+    model = load_inference_model(checkpoint, cfg, payload)
+    val = instantiate(cfg.dataset.val)
+    sample = val[0]
+    assert sample["image"].shape[-2:] == (64, 96)
+    with torch.no_grad():
+        logits = model(sample["image"][None])["edge"][0, 0]
+    expected = edge_uint8(logits[2:62, 8:88]).numpy()
+    saved = np.asarray(Image.open(tmp_path / "eval" / "edge_preds" / f"{val.ids[0]}.png"))
+    assert saved.shape == (60, 80)
+    assert np.array_equal(saved, expected)
+    # The boundary numbers equal SEISM's recipe run on the files on disk: the written PNGs against
+    # the boundary map of the NYUD edge label files.
+    assert metrics["protocol"]["edge/protocol"] == "atrc"
+    reference = BoundaryMetric(atrc_protocol("nyud"))
+    for sample_id in val.ids:
+        prediction = np.asarray(Image.open(tmp_path / "eval" / "edge_preds" / f"{sample_id}.png"))
+        reference.update_image(prediction, gt_boundary_map(np.asarray(Image.open(root / "edge" / f"{sample_id}.png"))))
+    for name in ("odsF", "oisF", "AP"):
+        assert metrics["edge"][name] == pytest.approx(reference.compute()[name], abs=1e-9), name
+
+
+@pytest.mark.slow
+def test_delta_m_against_reference_files(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "refs.yaml"
+    reference.write_text("semseg: {mIoU: 20.0}\ndepth: {rmse: 2.0}\n")
+    metrics = run_evaluation(synthetic_checkpoint, tmp_path / "eval", "eval.panels=0", "eval.num_workers=0",
+                             f"eval.delta_m.references=[{reference}]", "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]")
+    expected = 0.5 * (100 * (metrics["semseg"]["mIoU"] - 20.0) / 20.0 - 100 * (metrics["depth"]["rmse"] - 2.0) / 2.0)
+    assert metrics["multi_task"]["delta_m"] == pytest.approx(expected, rel=1e-9)
+    assert metrics["protocol"]["delta_m_metrics"] == "semseg/mIoU,depth/rmse"
+
+
+def test_unknown_boundary_protocol_is_refused(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="eval.boundary_protocol='bsds'.*atrc"):
+        run_evaluation(synthetic_checkpoint, tmp_path, "eval.boundary_protocol=bsds")
+
+
+@pytest.mark.slow
+def test_weights_only_file_uses_the_command_line_config(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    # A bare state dict (what `python -m demt_exp.convert` writes) has no config: the overrides describe the model.
+    bare = tmp_path / "weights.pt"
+    torch.save(torch.load(synthetic_checkpoint, weights_only=False)["model"], bare)
+    from_bare = run_evaluation(bare, tmp_path / "bare", *TINY_SYNTHETIC, "eval.panels=0", "eval.num_workers=0")
+    from_run = run_evaluation(synthetic_checkpoint, tmp_path / "run", "eval.panels=0", "eval.num_workers=0")
+    for task in ("semseg", "depth", "edge"):
+        assert from_bare[task] == pytest.approx(from_run[task], rel=1e-12), task
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    common = [f"checkpoint={synthetic_checkpoint}", "eval.panels=5", "eval.num_workers=0", "trainer.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    single = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'two'}"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert one["protocol"] == two["protocol"]
+    for task in ("semseg", "human_parts", "sal", "normals", "edge", "depth"):
+        assert set(one[task]) == set(two[task])
+        for name, value in one[task].items():
+            assert two[task][name] == pytest.approx(value, rel=1e-9, abs=1e-12), (task, name)
+    # 5 images over 2 processes: each written exactly once, byte for byte as in one process.
+    for folder in ("edge_preds", "panels"):
+        names = sorted(p.name for p in (tmp_path / "one" / folder).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "two" / folder).iterdir()) and len(names) == 5
+        for name in names:
+            assert (tmp_path / "one" / folder / name).read_bytes() == (tmp_path / "two" / folder / name).read_bytes()
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs

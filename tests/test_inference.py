@@ -1,0 +1,51 @@
+"""Which config a checkpoint is evaluated with: the stored one, except every key the command line names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from demt_exp.config import compose_config
+from demt_exp.inference import merge_stored_config, named_keys, read_training_checkpoint
+
+
+def stored_run(**extra: str) -> dict:
+    """The resolved config a NYUD training run stores in its checkpoint."""
+    overrides = ["dataset=nyud", "dataset.root=/data/train-machine/NYUDv2", "backbone=swin_s",
+                 "backbone.drop_path_rate=0.3", "tasks.names=[semseg,depth]", "model.weights=/init/upernet.pth",
+                 "dataset.image_size=[448,576]"]
+    return OmegaConf.to_container(compose_config(overrides), resolve=True)  # type: ignore[return-value]
+
+
+def merged(overrides: list[str]) -> OmegaConf:
+    composed = compose_config(["dataset=nyud", "checkpoint=x.pt", *overrides], "evaluate")
+    return merge_stored_config(stored_run(), composed, ["checkpoint=x.pt", *overrides])
+
+
+def test_model_and_dataset_come_from_the_checkpoint() -> None:
+    cfg = merged([])
+    assert cfg.backbone.variant == "swin_s" and cfg.backbone.drop_path_rate == 0.3
+    assert list(cfg.tasks.names) == ["semseg", "depth"] and list(cfg.dataset.val.tasks) == ["semseg", "depth"]
+    assert cfg.dataset.val.root == "/data/train-machine/NYUDv2" and list(cfg.dataset.val.image_size) == [448, 576]
+    assert cfg.dataset.val.split == "val"
+    assert cfg.model.weights is None  # the checkpoint's own weights replace the initialisation file
+
+
+def test_keys_named_on_the_command_line_win() -> None:
+    cfg = merged(["dataset.root=/here/NYUDv2", "backbone.drop_path_rate=0.0", "tasks.names=[semseg]"])
+    assert cfg.dataset.val.root == "/here/NYUDv2"  # the val split follows the new root
+    assert cfg.backbone.variant == "swin_s" and cfg.backbone.drop_path_rate == 0.0
+    assert list(cfg.dataset.val.tasks) == ["semseg"]
+    cfg = merged(["backbone=swin_t"])
+    assert cfg.backbone.variant == "swin_t"
+
+
+def test_named_keys_strip_prefixes_and_skip_hydra() -> None:
+    assert named_keys(["+eval.x=1", "~model.weights", "dataset=nyud", "hydra.run.dir=o"]) == ["eval.x", "model.weights", "dataset"]
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing.pt")):
+        read_training_checkpoint(tmp_path / "missing.pt")

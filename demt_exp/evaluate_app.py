@@ -22,11 +22,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from demt_exp.config import CONF_DIR
-from demt_exp.distributed import DistInfo, broadcast_from_main, cleanup, init_distributed
+from demt_exp.distributed import (
+    DistInfo,
+    broadcast_from_main,
+    cleanup,
+    init_distributed,
+)
 from demt_exp.evaluate import eval_loader, evaluate
 from demt_exp.inference import inference_config, load_inference_model
 from demt_exp.metrics import MetricContext
-from demt_exp.metrics.delta_m import delta_m, format_delta_m, load_references, standard_metrics
+from demt_exp.metrics.delta_m import (
+    delta_m,
+    format_delta_m,
+    load_references,
+    standard_metrics,
+)
 from demt_exp.metrics.registry import metric_directions
 from demt_exp.prediction_writer import PredictionWriter
 from demt_exp.tracking import Tracker, flatten, format_table

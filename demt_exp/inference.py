@@ -21,7 +21,7 @@ from torch import nn
 
 from demt_exp.checkpoint import load_checkpoint
 from demt_exp.config import compose_config
-from demt_exp.models.convert import load_weights
+from demt_exp.models.init import load_weights
 from demt_exp.models.model import build_model
 
 log = logging.getLogger("demt_exp")

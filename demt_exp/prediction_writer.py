@@ -14,7 +14,14 @@ from PIL import Image
 from torch import Tensor
 
 from demt_exp.crop import crop_to_original, image_id
-from demt_exp.visualize import LABEL_TASKS, colour_depth, colour_normals, label_png, predicted_map, prediction_panel
+from demt_exp.visualize import (
+    LABEL_TASKS,
+    colour_depth,
+    colour_normals,
+    label_png,
+    predicted_map,
+    prediction_panel,
+)
 
 PANEL_DIR = "panels"
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_cityscapes import write_fake_cityscapes
+from fake_nyud import write_fake_nyud
+from fake_pascal import write_fake_pascal
 from hydra.utils import instantiate
 
 from demt_exp.config import CONF_DIR, compose_config
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer
 from demt_exp.train import build_loss
-from fake_cityscapes import write_fake_cityscapes
-from fake_nyud import write_fake_nyud
-from fake_pascal import write_fake_pascal
 
 CONF = Path(CONF_DIR)
 # Options that only make sense beside another one (the concat encoder has no `dim` for a mixer decoder).

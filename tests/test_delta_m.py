@@ -9,7 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from demt_exp.config import SWEEPS_DIR
-from demt_exp.metrics.delta_m import STANDARD_METRICS, delta_m, load_references, standard_metrics
+from demt_exp.metrics.delta_m import (
+    STANDARD_METRICS,
+    delta_m,
+    load_references,
+    standard_metrics,
+)
 from demt_exp.metrics.registry import metric_directions
 
 DIRECTIONS = {**metric_directions(), "edge": {**metric_directions()["edge"], "odsF": True}}

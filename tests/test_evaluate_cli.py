@@ -21,7 +21,12 @@ from demt_exp.crop import edge_uint8
 from demt_exp.distributed import DistInfo
 from demt_exp.evaluate_app import evaluate_checkpoint
 from demt_exp.inference import inference_config, load_inference_model
-from demt_exp.metrics import BoundaryMetric, MultiTaskMetrics, atrc_protocol, gt_boundary_map
+from demt_exp.metrics import (
+    BoundaryMetric,
+    MultiTaskMetrics,
+    atrc_protocol,
+    gt_boundary_map,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))

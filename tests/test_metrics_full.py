@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from demt_exp.data.tasks import IGNORE_INDEX
-from demt_exp.metrics import DepthRelativeErrors, MeanIoU, NormalsAngleDistribution, SaliencyMeanIoU
+from demt_exp.metrics import (
+    DepthRelativeErrors,
+    MeanIoU,
+    NormalsAngleDistribution,
+    SaliencyMeanIoU,
+)
 
 # ---------------------------------------------------------------- semseg pixel accuracy
 

@@ -6,12 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import REPO_ROOT
 
 SHIPPED = ["conf", "sweeps", "demt_exp", "pyproject.toml", "setup.py", "README.md"]

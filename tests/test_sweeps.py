@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, TINY_RUN
 from omegaconf import OmegaConf
 
 from demt_exp.compare import main as compare_main
 from demt_exp.config import SWEEPS_DIR, compose_config
 from demt_exp.models.model import build_model
-from conftest import REPO_ROOT, TINY_RUN
 
 SWEEPS = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
 EXPECTED = {"encoder_decoder", "backbone_scaling", "attention", "mixer_depth", "loss_weights", "seeds",

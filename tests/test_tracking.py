@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, run_cli
 from PIL import Image
 
 from demt_exp.signals import StopRequested
 from demt_exp.tracking import Tracker, finish_open, read_history
 from demt_exp.tracking.wandb_file import read_wandb_run, run_files
-from conftest import TINY_RUN, run_cli
-
 
 # No WANDB_MODE: offline must be the default. An unreachable server in case anything tried to upload.
 OFFLINE = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_SILENT": "true"}

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 
 from demt_exp.data.tasks import TASK_NAMES
-from demt_exp.metrics.dense import DepthRMSE, EdgePixelMaxF, MaxF, MeanIoU, Metric, PartsMeanIoU
+from demt_exp.metrics.dense import (
+    DepthRMSE,
+    EdgePixelMaxF,
+    MaxF,
+    MeanIoU,
+    Metric,
+    PartsMeanIoU,
+)
 from demt_exp.metrics.depth import DepthRelativeErrors
 from demt_exp.metrics.edge_boundary import EdgeBoundary
 from demt_exp.metrics.normals import NormalsAngleDistribution

@@ -93,6 +93,40 @@ def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
     return rates
 
 
+WEIGHTING_METHODS = ("fixed", "uncertainty", "dwa", "gradnorm", "pcgrad")
+
+
+def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...] = WEIGHTING_METHODS) -> dict[str, float]:
+    """Seconds per training step (train_step: forward, weighting, backward(s), optimiser) for each
+    `weighting` method on one composed config, the same batch and a fresh model each."""
+    from contextlib import nullcontext
+
+    from hydra.utils import instantiate
+    from torch.utils.data import default_collate
+
+    from demt_exp.models.model import build_model
+    from demt_exp.optim import build_optimizer, build_poly_scheduler
+    from demt_exp.train import build_loss, train_step
+    from demt_exp.weighting import build_weighting
+
+    seconds: dict[str, float] = {}
+    for method in methods:
+        cfg = compose_config([*overrides, f"weighting={method}"])
+        model = build_model(cfg).train()
+        loss_fn = build_loss(cfg.tasks)
+        weighting = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
+        optimizer = build_optimizer(cfg.optimizer, model)
+        if (group := weighting.param_group(float(cfg.optimizer.lr))) is not None:
+            optimizer.add_param_group(group)
+        scheduler = build_poly_scheduler(optimizer, 10**9)
+        dataset = instantiate(cfg.dataset.train)
+        batch = default_collate([dataset[i % len(dataset)] for i in range(int(cfg.trainer.batch_size))])
+        seconds[method] = median_seconds(
+            lambda: train_step(model, batch, loss_fn, optimizer, scheduler, nullcontext, None, weighting=weighting),
+            repeats)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -106,7 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     dl = sub.add_parser("data", help="data-loading samples/s per worker")
     dl.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=nyud dataset.root=/data/NYUDv2")
     dl.add_argument("--samples", type=int, default=50)
+    w = sub.add_parser("weighting", help="step time of each loss-weighting method relative to fixed")
+    w.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tasks=nyud trainer.batch_size=2")
+    w.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.what == "weighting":
+        times = bench_weighting(args.overrides, args.repeats)
+        print(f"training step per weighting method ({' '.join(args.overrides) or 'default config'}), relative to fixed")
+        for method, value in times.items():
+            print(f"  {method:12s} {value * 1e3:9.1f} ms  x{value / times['fixed']:.2f}")
+        return
     if args.what == "data":
         torch.set_num_threads(1)  # a loader worker runs single-threaded
         for split, rate in bench_data(args.overrides, args.samples).items():

@@ -17,6 +17,7 @@ from demt_exp.distributed import cleanup, init_distributed
 from demt_exp.evaluate import to_device
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
+from demt_exp.weighting import build_weighting
 from demt_exp.train import (
     batches_forever,
     build_loss,
@@ -33,12 +34,22 @@ def main(out_dir: str, overrides: list[str]) -> None:
     seed_everything(int(cfg.trainer.seed))
     model = build_model(cfg)
     optimizer = build_optimizer(cfg.optimizer, model)
+    loss_fn = build_loss(cfg.tasks)
+    weighting = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
+    if (group := weighting.param_group(float(cfg.optimizer.lr))) is not None:
+        optimizer.add_param_group(group)
     scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
     net = wrap_distributed(model, info, bool(cfg.trainer.find_unused_parameters))
-    batch = next(batches_forever(train_loader(instantiate(cfg.dataset.train), info, cfg.trainer), 0))
-    indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
-    train_step(net, to_device(batch, info.device), build_loss(cfg.tasks), optimizer, scheduler, lambda: torch.autocast("cpu", enabled=False), None)
-    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices},
+    batches = batches_forever(train_loader(instantiate(cfg.dataset.train), info, cfg.trainer), 0)
+    losses = []
+    for _ in range(int(cfg.get("worker_steps", 1))):
+        batch = next(batches)
+        indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
+        result = train_step(net, to_device(batch, info.device), loss_fn, optimizer, scheduler,
+                            lambda: torch.autocast("cpu", enabled=False), None, weighting=weighting)
+        losses.append([float(v) for v in result.per_task.values()])
+    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices,
+                "weighting": weighting.state_dict(), "weights": weighting.weights(), "losses": losses},
                Path(out_dir) / f"rank{info.rank}.pt")
     cleanup()
 

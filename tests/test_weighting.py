@@ -4,6 +4,8 @@ problem whose per-task gradients are known: L_t = a_t . theta + k_t h_t, so dL_t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,17 @@ def test_fixed_strategy_matches_config_group_defaults(compose) -> None:
         assert type(strategy) is cls
     assert compose(["weighting=dwa"]).weighting.temperature == 2.0
     assert compose(["weighting=gradnorm"]).weighting.alpha == 1.5
+
+
+def test_sweep_weighting_is_a_multirun_over_every_method_on_one_preset() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from demt_exp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=weighting"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.hydra.runtime.choices.experiment == "demt_nyud_swin_t"
+    methods = str(cfg.hydra.sweeper.params.weighting).split(",")
+    assert methods == ["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad"]
+    assert sorted(methods) == sorted(p.stem for p in (Path(CONF_DIR) / "weighting").glob("*.yaml"))

@@ -30,6 +30,10 @@ def mean_over_ranks_(tensors: Sequence[Tensor]) -> None:
     """Average tensors over all processes in place, in ONE collective (no-op in a single process)."""
     if not distributed() or not tensors:
         return
+    if len(tensors) == 1 and tensors[0].is_contiguous():  # no staging copy
+        dist.all_reduce(tensors[0], op=dist.ReduceOp.SUM)
+        tensors[0].div_(dist.get_world_size())
+        return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= dist.get_world_size()

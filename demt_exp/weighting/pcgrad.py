@@ -54,21 +54,19 @@ class PCGradWeighting(LossWeighting):
     def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
         params = [p for _, p in trainable(model)]
         per_task = task_gradients(self.terms(losses), params)
-        reached = [[g is not None for g in grads] for grads in per_task]
-        used = [k for k in range(len(params)) if any(r[k] for r in reached)]
-        shared = [k for k in used if sum(r[k] for r in reached) > 1]
-        stacked = {k: torch.stack([g[k] if g[k] is not None else torch.zeros_like(params[k]) for g in per_task])
-                   for k in used}
-        mean_over_ranks_(list(stacked.values()))  # the one collective: every task's whole-batch gradient
-        if shared:
-            flat = torch.cat([stacked[k].reshape(len(self.tasks), -1) for k in shared], dim=1)
-            combined = project_conflicts(flat, self.orders()).sum(dim=0)
-            offset = 0
-            for k in shared:
-                params[k].grad = combined[offset:offset + params[k].numel()].view_as(params[k]).clone()
-                offset += params[k].numel()
-        for k in set(used) - set(shared):
-            params[k].grad = stacked[k].sum(dim=0)
+        reach = [sum(grads[k] is not None for grads in per_task) for k in range(len(params))]
+        shared = [k for k, n in enumerate(reach) if n > 1]
+        layout = shared + [k for k, n in enumerate(reach) if n == 1]  # shared first: one slice to project
+        flat = torch.stack([torch.cat([(grads[k] if grads[k] is not None else torch.zeros_like(params[k])).reshape(-1)
+                                       for k in layout]) for grads in per_task])
+        del per_task
+        mean_over_ranks_([flat])  # the one collective: every task's whole-batch gradient
+        width = sum(params[k].numel() for k in shared)
+        combined = torch.cat([project_conflicts(flat[:, :width], self.orders()).sum(dim=0), flat[:, width:].sum(dim=0)])
+        offset = 0
+        for k in layout:
+            params[k].grad = combined[offset:offset + params[k].numel()].view_as(params[k])
+            offset += params[k].numel()
         self.steps += 1
         return self.combine({t: v.detach() for t, v in losses.items()})
 

@@ -1,7 +1,9 @@
 """Run by torchrun in test_distributed.py: one DDP training step with the suite's own pieces.
 
 Each rank saves its parameters and the indices of its half-batch so the test can compare
-both ranks with a single process that averages the gradients of the two half-batches.
+both ranks with a single process that averages the gradients of the two half-batches; with
+the configured `weighting` strategy, also its state, its weights and every step's losses
+(`+worker_steps=N` runs N steps, for strategies whose weights need a history).
 """
 
 from __future__ import annotations

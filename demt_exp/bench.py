@@ -100,6 +100,7 @@ def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...]
     """Seconds per training step (train_step: forward, weighting, backward(s), optimiser) for each
     `weighting` method on one composed config, the same batch and a fresh model each."""
     from contextlib import nullcontext
+    from functools import partial
 
     from hydra.utils import instantiate
     from torch.utils.data import default_collate
@@ -121,9 +122,8 @@ def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...]
         scheduler = build_poly_scheduler(optimizer, 10**9)
         dataset = instantiate(cfg.dataset.train)
         batch = default_collate([dataset[i % len(dataset)] for i in range(int(cfg.trainer.batch_size))])
-        seconds[method] = median_seconds(
-            lambda: train_step(model, batch, loss_fn, optimizer, scheduler, nullcontext, None, weighting=weighting),
-            repeats)
+        step = partial(train_step, model, batch, loss_fn, optimizer, scheduler, nullcontext, None, weighting=weighting)
+        seconds[method] = median_seconds(step, repeats)
     return seconds
 
 

@@ -10,8 +10,8 @@ user lists them in `trainer.resume_allow_changes` (e.g. `[optimizer.lr]`).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf

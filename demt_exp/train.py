@@ -152,7 +152,8 @@ def train_step(
     one that combines per-task gradients itself runs under DDP's no_sync() and reduces them once.
     A step whose loss is not finite on some rank is not applied on any rank (no backward, so no
     gradient collective is left waiting); the schedule still advances with the step count."""
-    weighting = weighting or FixedWeighting(list(loss_fn.weights), loss_fn.weights)
+    if weighting is None:
+        weighting = FixedWeighting(list(loss_fn.weights), loss_fn.weights)
     manual = weighting.manual_sync and isinstance(model, DistributedDataParallel)
     with model.no_sync() if manual else nullcontext():
         with autocast():

@@ -19,7 +19,6 @@ from demt_exp.distributed import cleanup, init_distributed
 from demt_exp.evaluate import to_device
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.weighting import build_weighting
 from demt_exp.train import (
     batches_forever,
     build_loss,
@@ -28,6 +27,7 @@ from demt_exp.train import (
     train_step,
     wrap_distributed,
 )
+from demt_exp.weighting import build_weighting
 
 
 def main(out_dir: str, overrides: list[str]) -> None:

@@ -4,9 +4,8 @@ problem whose per-task gradients are known: L_t = a_t . theta + k_t h_t, so dL_t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,14 @@ from torch.utils.data import default_collate
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.train import build_loss, seed_everything, train_step
-from demt_exp.weighting import (DWAWeighting, FixedWeighting, GradNormWeighting, PCGradWeighting,
-                                UncertaintyWeighting, build_weighting)
+from demt_exp.weighting import (
+    DWAWeighting,
+    FixedWeighting,
+    GradNormWeighting,
+    PCGradWeighting,
+    UncertaintyWeighting,
+    build_weighting,
+)
 
 TASKS = ["semseg", "depth"]
 A = np.array([[1.0, 2.0, 0.0], [-3.0, 0.5, 1.0]])  # dL_t / dtheta, conflicting: a0 . a1 = -2
@@ -54,22 +59,22 @@ def test_fixed_is_bit_identical_to_the_official_loss_and_step(compose) -> None:
     loss_fn = build_loss(cfg.tasks)
     batch = default_collate([instantiate(cfg.dataset.train)[i] for i in range(2)])
     params = []
-    for use_strategy in (False, True):
-        seed_everything(0)
-        model = build_model(cfg).train()
-        optimizer = build_optimizer(cfg.optimizer, model)
-        if use_strategy:
-            strategy = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
-            result = train_step(model, batch, loss_fn, optimizer, build_poly_scheduler(optimizer, 10),
-                                lambda: torch.autocast("cpu", enabled=False), None, weighting=strategy)
-            assert torch.equal(result.loss, official)
-            assert strategy.weights() == dict(cfg.tasks.loss.weights)
-        else:  # the loop as it was: one backward of MultiTaskLoss's total
-            official, _ = loss_fn(model(batch["image"]), batch)
-            official.backward()
-            optimizer.step()
-            official = official.detach()
-        params.append([p.detach().clone() for p in model.parameters()])
+    seed_everything(0)  # the loop as it was: one backward of MultiTaskLoss's total
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(cfg.optimizer, model)
+    official, _ = loss_fn(model(batch["image"]), batch)
+    official.backward()
+    optimizer.step()
+    params.append([p.detach().clone() for p in model.parameters()])
+    seed_everything(0)  # the loop now, with the default strategy
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(cfg.optimizer, model)
+    strategy = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
+    result = train_step(model, batch, loss_fn, optimizer, build_poly_scheduler(optimizer, 10),
+                        lambda: torch.autocast("cpu", enabled=False), None, weighting=strategy)
+    params.append([p.detach().clone() for p in model.parameters()])
+    assert torch.equal(result.loss, official.detach())
+    assert strategy.weights() == dict(cfg.tasks.loss.weights)
     assert all(torch.equal(a, b) for a, b in zip(*params))
 
 

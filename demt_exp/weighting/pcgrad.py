@@ -20,7 +20,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from demt_exp.weighting.base import LossWeighting, mean_over_ranks_, task_gradients, trainable
+from demt_exp.weighting.base import (
+    LossWeighting,
+    mean_over_ranks_,
+    task_gradients,
+    trainable,
+)
 
 
 def project_conflicts(grads: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:

@@ -119,6 +119,40 @@ def bench_boundary(images: int, size: tuple[int, int], protocol_name: str, datas
     return images / wall, cpu / images, metric.compute()
 
 
+WEIGHTING_METHODS = ("fixed", "uncertainty", "dwa", "gradnorm", "pcgrad")
+
+
+def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...] = WEIGHTING_METHODS) -> dict[str, float]:
+    """Seconds per training step (train_step: forward, weighting, backward(s), optimiser) for each
+    `weighting` method on one composed config, the same batch and a fresh model each."""
+    from contextlib import nullcontext
+    from functools import partial
+
+    from hydra.utils import instantiate
+    from torch.utils.data import default_collate
+
+    from demt_exp.models.model import build_model
+    from demt_exp.optim import build_optimizer, build_poly_scheduler
+    from demt_exp.train import build_loss, train_step
+    from demt_exp.weighting import build_weighting
+
+    seconds: dict[str, float] = {}
+    for method in methods:
+        cfg = compose_config([*overrides, f"weighting={method}"])
+        model = build_model(cfg).train()
+        loss_fn = build_loss(cfg.tasks)
+        weighting = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
+        optimizer = build_optimizer(cfg.optimizer, model)
+        if (group := weighting.param_group(float(cfg.optimizer.lr))) is not None:
+            optimizer.add_param_group(group)
+        scheduler = build_poly_scheduler(optimizer, 10**9)
+        dataset = instantiate(cfg.dataset.train)
+        batch = default_collate([dataset[i % len(dataset)] for i in range(int(cfg.trainer.batch_size))])
+        step = partial(train_step, model, batch, loss_fn, optimizer, scheduler, nullcontext, None, weighting=weighting)
+        seconds[method] = median_seconds(step, repeats)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -138,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--protocol", default="atrc", help="atrc, invpt or e.g. atrc-fast-9thr")
     b.add_argument("--dataset", default="nyud", choices=["nyud", "pascal_context"])
     b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
+    w = sub.add_parser("weighting", help="step time of each loss-weighting method relative to fixed")
+    w.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tasks=nyud trainer.batch_size=2")
+    w.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.what == "boundary":
         rate, cpu, scores = bench_boundary(args.images, tuple(args.size), args.protocol, args.dataset, args.workers)
@@ -146,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
               f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}")
         if args.workers == 0:
             print(f"  CPU time per image {cpu:.2f} s: 654 images on 2 cores in {654 * cpu / 2 / 60:.1f} min")
+    if args.what == "weighting":
+        times = bench_weighting(args.overrides, args.repeats)
+        print(f"training step per weighting method ({' '.join(args.overrides) or 'default config'}), relative to fixed")
+        for method, value in times.items():
+            print(f"  {method:12s} {value * 1e3:9.1f} ms  x{value / times['fixed']:.2f}")
         return
     if args.what == "data":
         torch.set_num_threads(1)  # a loader worker runs single-threaded

@@ -24,6 +24,7 @@ __all__ = [
     "depth_loss",
     "edge_loss",
     "MultiTaskLoss",
+    "weighted_sum",
 ]
 
 
@@ -139,6 +140,15 @@ _FIXED_LOSSES: dict[str, LossFn] = {
 }
 
 
+def weighted_sum(weights: Mapping[str, float], losses: Mapping[str, Tensor]) -> Tensor:
+    """sum_t w_t L_t in the order of `weights` (the one place the fixed total is formed)."""
+    total: Tensor | None = None
+    for task, weight in weights.items():
+        total = weight * losses[task] if total is None else total + weight * losses[task]
+    assert total is not None
+    return total
+
+
 class MultiTaskLoss(nn.Module):
     """Fixed weighted sum sum_t lambda_t L_t over the tasks listed in `weights` (SPEC 2).
 
@@ -170,20 +180,21 @@ class MultiTaskLoss(nn.Module):
             return edge_loss(pred, target, self.edge_pos_weight)
         return _FIXED_LOSSES[task](pred, target)
 
-    def forward(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return (total weighted loss, {task: unweighted loss detached for logging})."""
-        total: Tensor | None = None
-        per_task: dict[str, Tensor] = {}
-        for task, weight in self.weights.items():
+    def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """{task: unweighted loss}, still attached to the graph (for loss-weighting strategies)."""
+        losses: dict[str, Tensor] = {}
+        for task in self.weights:
             if task not in preds:
                 raise KeyError(f"no prediction for task {task!r}; got {sorted(preds)}")
             if task not in batch:
                 raise KeyError(f"no target for task {task!r} in the batch; got {sorted(batch)}")
-            loss = self.task_loss(task, preds[task], batch[task])
-            per_task[task] = loss.detach()
-            total = weight * loss if total is None else total + weight * loss
-        assert total is not None
-        return total, per_task
+            losses[task] = self.task_loss(task, preds[task], batch[task])
+        return losses
+
+    def forward(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return (total weighted loss, {task: unweighted loss detached for logging})."""
+        losses = self.task_losses(preds, batch)
+        return weighted_sum(self.weights, losses), {t: v.detach() for t, v in losses.items()}
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, edge_pos_weight={self.edge_pos_weight}"

@@ -10,6 +10,7 @@ user lists them in `trainer.resume_allow_changes` (e.g. `[optimizer.lr]`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ FORMAT = 2
 IDENTITY_KEYS = ("backbone", "encoder", "decoder", "model.bottleneck_channels", "model.freeze_backbone",
                  "tasks", "dataset.name", "dataset.num_semseg_classes", "dataset.image_size", "optimizer",
                  "trainer.steps", "trainer.batch_size", "trainer.poly_power", "trainer.head_lr_mult",
-                 "trainer.seed", "trainer.grad_clip", "trainer.precision")
+                 "trainer.seed", "trainer.grad_clip", "trainer.precision", "weighting")
 
 
 class ResumeError(RuntimeError):
@@ -130,11 +131,17 @@ def rescale_learning_rate(optimizer: Any, scheduler: Any, ratio: float) -> None:
 
 
 def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: DictConfig, rank: int,
-            world_size: int, trust: bool = False) -> dict[str, Any]:
-    """Load a checkpoint into the live objects (this rank's RNG states included); returns the payload."""
+            world_size: int, trust: bool = False, modules: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
+    """Load a checkpoint into the live objects (this rank's RNG states included); returns the payload.
+
+    `modules` are model-like states saved under their own payload key (e.g. the learned task
+    weights under "weighting"); a checkpoint written without one keeps that module's fresh state."""
     payload = load_checkpoint(path, trust=trust)
     changes = check_compatible(payload, cfg, world_size, path)
     model.load_state_dict(payload["model"])
+    for key, module in (modules or {}).items():
+        if key in payload:
+            module.load_state_dict(payload[key])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     if "optimizer.lr" in changes:

@@ -38,6 +38,7 @@ from demt_exp.distributed import (
     init_distributed,
 )
 from demt_exp.evaluate import eval_loader, evaluate, to_device
+from demt_exp.losses import weighted_sum
 from demt_exp.metrics.direction import lower_is_better
 from demt_exp.models.init import apply_init, init_record
 from demt_exp.models.model import build_model
@@ -49,6 +50,7 @@ from demt_exp.signals import SignalWatch, StopRequested, requeue_or_exit
 from demt_exp.tracking import build_tracker, finish_open, flatten, format_table
 from demt_exp.tracking.panels import validation_panels
 from demt_exp.validate import validate_config
+from demt_exp.weighting import FixedWeighting, LossWeighting, build_weighting
 
 log = logging.getLogger("demt_exp")
 
@@ -153,27 +155,40 @@ def train_step(
     autocast: Callable[[], Any],
     grad_clip: float | None,
     watch: SignalWatch | None = None,
+    weighting: LossWeighting | None = None,
 ) -> StepResult:
-    """Forward, weighted loss, agreement, backward, optimiser and schedule step.
+    """Forward, per-task losses, agreement, weighted backward, optimiser and schedule step.
 
+    `weighting` (default: the fixed official weights) leaves the step's gradients in `.grad`;
+    one that combines per-task gradients itself runs under DDP's no_sync() and reduces them once.
     A step whose loss is not finite on some rank is not applied on any rank (all ranks know it
     from the same collective); the schedule still advances with the step count."""
-    with autocast():
-        preds = model(batch["image"])
-    preds = {t: p.float() for t, p in preds.items()}
-    total, per_task = loss_fn(preds, batch)
-    nonfinite, signum = agree(per_task, watch, batch["image"].device)
-    optimizer.zero_grad(set_to_none=True)
-    if not nonfinite:
-        total.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-    elif isinstance(model, DistributedDataParallel):
-        (total * 0).backward()  # DDP expects each forward's reduction to finish; these gradients are dropped
+    if weighting is None:
+        weighting = FixedWeighting(list(loss_fn.weights), loss_fn.weights)
+    manual = weighting.manual_sync and isinstance(model, DistributedDataParallel)
+    with model.no_sync() if manual else nullcontext():
+        with autocast():
+            preds = model(batch["image"])
+        preds = {t: p.float() for t, p in preds.items()}
+        losses = loss_fn.task_losses(preds, batch)
+        per_task = {t: v.detach() for t, v in losses.items()}
+        nonfinite, signum = agree(per_task, watch, batch["image"].device)
         optimizer.zero_grad(set_to_none=True)
+        weighting.zero_grad(set_to_none=True)
+        if nonfinite:
+            total = weighted_sum(loss_fn.weights, per_task)
+            if isinstance(model, DistributedDataParallel) and not manual:
+                # DDP expects each forward's gradient reduction to finish; these gradients are dropped
+                (weighted_sum(loss_fn.weights, losses) * 0).backward()
+                optimizer.zero_grad(set_to_none=True)
+        else:
+            total = weighting.backward(losses, model)
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            weighting.after_step()
     scheduler.step()
-    return StepResult(total.detach(), {t: v.detach() for t, v in per_task.items()}, nonfinite, signum)
+    return StepResult(total.detach(), per_task, nonfinite, signum)
 
 
 class BestMetric:
@@ -245,6 +260,9 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build_loss(cfg.tasks)
     optimizer = build_optimizer(cfg.optimizer, model, float(trainer.head_lr_mult))
+    weighting = build_weighting(cfg.get("weighting"), tasks, loss_fn.weights).to(info.device)
+    if (group := weighting.param_group(float(cfg.optimizer.lr))) is not None:
+        optimizer.add_param_group(group)  # learned task weights: own group, no weight decay
     scheduler = build_poly_scheduler(optimizer, int(trainer.steps), float(trainer.poly_power))
     seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path)
     tracker = build_tracker(cfg, out_dir, info.is_main)
@@ -255,7 +273,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
             log.info("removed %s, left by a save that did not finish", stale)
     if resume_path is not None:
         payload = restore(resume_path, model, optimizer, scheduler, cfg, info.rank, info.world_size,
-                          trust=bool(cfg.get("trust_checkpoints", False)))
+                          trust=bool(cfg.get("trust_checkpoints", False)), modules={"weighting": weighting})
         start_step, skipped = int(payload["step"]), int(payload.get("skipped_steps", 0))
         best.value = payload.get("best_value")
         wandb_run_id = payload.get("wandb_run_id")
@@ -297,7 +315,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
             raise NonFiniteLoss(f"the weights are not finite at step {step}; the checkpoint of an earlier step is kept")
         if info.is_main:
             extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value,
-                     "wandb_run_id": tracker.run_id}
+                     "wandb_run_id": tracker.run_id, "weighting": weighting.state_dict()}
             folder.save(build_payload(model, optimizer, scheduler, step, cfg, states, extra), step, best=is_best)
 
     results: dict[str, dict[str, float]] = {}
@@ -308,7 +326,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
         group_lrs = {f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch)
+        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch, weighting)
         if outcome.nonfinite:
             if trainer.nonfinite == "stop":
                 raise NonFiniteLoss(
@@ -328,6 +346,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
             record = {"train/loss": losses[0].item(), "train/lr": lr, "train/images_per_s": throughput,
                       "train/skipped_steps": skipped, **group_lrs}
             record.update({f"train/{t}/loss": v.item() for t, v in zip(outcome.per_task, losses[1:])})
+            record.update({f"train/weight/{t}": w for t, w in weighting.weights().items()})
             tracker.log(step, record)
             images_seen, clock = 0, time.perf_counter()
         bar.update(1)

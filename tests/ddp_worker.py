@@ -1,7 +1,9 @@
 """Run by torchrun in test_distributed.py: one DDP training step with the suite's own pieces.
 
 Each rank saves its parameters and the indices of its half-batch so the test can compare
-both ranks with a single process that averages the gradients of the two half-batches.
+both ranks with a single process that averages the gradients of the two half-batches; with
+the configured `weighting` strategy, also its state, its weights and every step's losses
+(`+worker_steps=N` runs N steps, for strategies whose weights need a history).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from demt_exp.train import (
     train_step,
     wrap_distributed,
 )
+from demt_exp.weighting import build_weighting
 
 
 def main(out_dir: str, overrides: list[str]) -> None:
@@ -33,12 +36,22 @@ def main(out_dir: str, overrides: list[str]) -> None:
     seed_everything(int(cfg.trainer.seed))
     model = build_model(cfg)
     optimizer = build_optimizer(cfg.optimizer, model)
+    loss_fn = build_loss(cfg.tasks)
+    weighting = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
+    if (group := weighting.param_group(float(cfg.optimizer.lr))) is not None:
+        optimizer.add_param_group(group)
     scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
     net = wrap_distributed(model, info, bool(cfg.trainer.find_unused_parameters))
-    batch = next(batches_forever(train_loader(instantiate(cfg.dataset.train), info, cfg.trainer), 0))
-    indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
-    train_step(net, to_device(batch, info.device), build_loss(cfg.tasks), optimizer, scheduler, lambda: torch.autocast("cpu", enabled=False), None)
-    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices},
+    batches = batches_forever(train_loader(instantiate(cfg.dataset.train), info, cfg.trainer), 0)
+    losses = []
+    for _ in range(int(cfg.get("worker_steps", 1))):
+        batch = next(batches)
+        indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
+        result = train_step(net, to_device(batch, info.device), loss_fn, optimizer, scheduler,
+                            lambda: torch.autocast("cpu", enabled=False), None, weighting=weighting)
+        losses.append([float(v) for v in result.per_task.values()])
+    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices,
+                "weighting": weighting.state_dict(), "weights": weighting.weights(), "losses": losses},
                Path(out_dir) / f"rank{info.rank}.pt")
     cleanup()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_RUN
@@ -106,3 +107,104 @@ def test_training_command_under_torchrun_writes_one_run_folder(tmp_path: Path) -
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(2) == 2  # one train record and one validation record, written by rank 0 only
     assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+WEIGHTING_TINY = [*TINY, "tasks.names=[semseg,depth]", "trainer.batch_size=4"]  # one classification, one regression task
+
+
+def whole_batch_task_gradients(cfg, halves: list[list[int]]):
+    """Single process: every task's loss and gradient of the whole batch (the mean over the two halves,
+    as DDP defines it), per trainable parameter (None where the task does not reach it)."""
+    seed_everything(int(cfg.trainer.seed))
+    model = build_model(cfg).train()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    loss_fn = build_loss(cfg.tasks)
+    dataset = instantiate(cfg.dataset.train)
+    grads: dict[str, list] = {t: [None] * len(params) for t in cfg.tasks.names}
+    losses = {t: 0.0 for t in cfg.tasks.names}
+    for indices in halves:
+        batch = default_collate([dataset[i] for i in indices])
+        per_task = loss_fn.task_losses(model(batch["image"]), batch)
+        for t, loss in per_task.items():
+            losses[t] += float(loss.detach()) / len(halves)
+            got = torch.autograd.grad(loss, [p for _, p in params], retain_graph=True, allow_unused=True)
+            grads[t] = [old if g is None else (g / len(halves) if old is None else old + g / len(halves))
+                        for old, g in zip(grads[t], got)]
+    return model, params, grads, losses
+
+
+def pcgrad_by_hand(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+    """Yu et al. with two tasks: each projected onto the other's normal plane if they conflict."""
+    dot = g0 @ g1
+    if dot >= 0:
+        return g0 + g1
+    return (g0 - dot / (g1 @ g1) * g1) + (g1 - dot / (g0 @ g0) * g0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fixed", "uncertainty", "gradnorm", "pcgrad"])
+def test_weighting_under_ddp_equals_the_whole_batch_formula(tmp_path: Path, compose, method: str) -> None:
+    overrides = [*WEIGHTING_TINY, f"weighting={method}"]
+    if method == "pcgrad":  # a negative weight makes the two tasks' gradients conflict, so surgery happens
+        overrides.append("tasks.loss.weights.depth=-1.0")
+    result = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name
+    for name, value in rank0["weighting"].items():
+        assert torch.equal(value, rank1["weighting"][name]), name
+    cfg = compose(overrides)
+    model, params, grads, losses = whole_batch_task_gradients(cfg, [rank0["indices"], rank1["indices"]])
+    tasks, lam = list(cfg.tasks.names), dict(cfg.tasks.loss.weights)
+    as_np = {t: [None if g is None else g.double().numpy() for g in grads[t]] for t in tasks}
+    lr = float(cfg.optimizer.lr)
+    if method in ("fixed", "pcgrad"):
+        coefficient = {t: lam[t] for t in tasks}
+    elif method == "uncertainty":  # log-variances 0 at the first step: semseg exp(0) = 1, depth 1/2 exp(0)
+        coefficient = {"semseg": 1.0, "depth": 0.5}
+        expected_s = -lr * np.array([-coefficient[t] * losses[t] + 0.5 for t in tasks])  # SGD, no decay
+        np.testing.assert_allclose(rank0["weighting"]["log_vars"].numpy(), expected_s, atol=1e-6)
+    else:  # gradnorm, w = 1 at the first step; r_i = 1, so the target is the mean norm
+        coefficient = {t: 1.0 for t in tasks}
+        layer = [k for k, (n, _) in enumerate(params) if n.startswith("encoder.projection.")]
+        norms = np.array([np.sqrt(sum((as_np[t][k] ** 2).sum() for k in layer)) for t in tasks])
+        w = 1.0 - lr * np.sign(norms - norms.mean()) * norms
+        np.testing.assert_allclose(rank0["weighting"]["task_weights"].numpy(), 2 * w / w.sum(), atol=1e-6)
+    shared = [k for k in range(len(params)) if all(as_np[t][k] is not None for t in tasks)]
+    combined: dict[int, np.ndarray] = {}
+    for k in range(len(params)):
+        parts = [coefficient[t] * as_np[t][k] for t in tasks if as_np[t][k] is not None]
+        if parts:
+            combined[k] = sum(parts)
+    if method == "pcgrad":
+        flat = [np.concatenate([lam[t] * as_np[t][k].ravel() for k in shared]) for t in tasks]
+        surgery = pcgrad_by_hand(*flat)
+        offset = 0
+        for k in shared:
+            size = as_np[tasks[0]][k].size
+            combined[k] = surgery[offset:offset + size].reshape(as_np[tasks[0]][k].shape)
+            offset += size
+        assert not np.allclose(surgery, flat[0] + flat[1])  # the tiny model's tasks do conflict
+    for k, (_, param) in enumerate(params):
+        param.grad = torch.from_numpy(combined[k]).float() if k in combined else None
+    build_optimizer(cfg.optimizer, model).step()
+    for name, value in model.named_parameters():
+        assert torch.allclose(rank0["params"][name], value.detach(), atol=1e-5, rtol=0), name
+
+
+@pytest.mark.slow
+def test_dwa_under_ddp_weights_from_the_all_ranks_window_losses(tmp_path: Path) -> None:
+    overrides = [*WEIGHTING_TINY, "weighting=dwa", "weighting.window=1", "+worker_steps=3"]
+    result = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert rank0["weights"] == rank1["weights"]
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name
+    scale = np.array([1.0, 1.0])  # tasks=nyud weights of semseg and depth
+    mean = (np.array(rank0["losses"]) + np.array(rank1["losses"])) / 2 * scale  # (steps, tasks), all ranks
+    assert not np.allclose(rank0["losses"], rank1["losses"])  # the halves differ, so a per-rank DWA would too
+    ratio = mean[2] / mean[1]  # windows of one step: the last two
+    expected = 2 * np.exp(ratio / 2) / np.exp(ratio / 2).sum()
+    np.testing.assert_allclose(list(rank0["weights"].values()), expected * scale, rtol=1e-6)

@@ -40,7 +40,7 @@ from demt_exp.distributed import (
 from demt_exp.evaluate import eval_loader, evaluate, to_device
 from demt_exp.losses import weighted_sum
 from demt_exp.metrics.direction import lower_is_better
-from demt_exp.models.init import apply_init, init_record
+from demt_exp.models.init import RANDOM, RANDOM_WARNING, apply_init, describe_init, init_record
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.resume import build_payload, resolve_resume, restore
@@ -229,6 +229,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns the final validation metrics."""
     validate_config(cfg)
     info = init_distributed(str(cfg.trainer.device), float(cfg.trainer.dist_timeout_s))
+    if info.is_main and describe_init(cfg) == RANDOM:
+        log.warning(RANDOM_WARNING)  # before anything is built, so nobody mistakes the run for the paper recipe
     watch = SignalWatch()
     try:
         return _run(cfg, Path(broadcast_from_main(str(out_dir))), info, watch)
@@ -255,7 +257,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     train_set = instantiate(cfg.dataset.train)
     val_set = instantiate(cfg.dataset.val)
     model = build_model(cfg).to(info.device)
-    init = apply_init(model, cfg)  # [init] load model.init, or warn and record init: random
+    init = apply_init(model, cfg, warn=False)  # load model.init, or record init: random (warned in run())
     if info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build_loss(cfg.tasks)

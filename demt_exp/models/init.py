@@ -175,14 +175,16 @@ def describe_init(cfg: Any) -> str:
     return init_file(cfg) or RANDOM
 
 
-def apply_init(model: nn.Module, cfg: DictConfig) -> str:
+def apply_init(model: nn.Module, cfg: DictConfig, warn: bool = True) -> str:
     """Load `model.init` into a built model, or warn that it starts random and record `model.init: random`.
 
     Returns `describe_init(cfg)`; the config is updated in place so the saved config says so.
+    `warn=False` where the caller has already warned (training warns before building anything).
     """
     path = init_file(cfg)
     if path is None:
-        log.warning(RANDOM_WARNING)
+        if warn:
+            log.warning(RANDOM_WARNING)
         with open_dict(cfg):
             cfg.model.init = RANDOM
         return RANDOM

@@ -31,13 +31,7 @@ from demt_exp.distributed import (
 from demt_exp.evaluate import eval_loader, evaluate
 from demt_exp.inference import inference_config, load_inference_model
 from demt_exp.metrics import MetricContext
-from demt_exp.metrics.delta_m import (
-    delta_m,
-    format_delta_m,
-    load_references,
-    standard_metrics,
-)
-from demt_exp.metrics.registry import metric_directions
+from demt_exp.metrics.delta_m import delta_m_record
 from demt_exp.prediction_writer import PredictionWriter
 from demt_exp.tracking import Tracker, flatten, format_table
 from demt_exp.train import autocast_factory
@@ -54,22 +48,6 @@ def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str
     numbers = {t: {k: float(v) for k, v in values.items() if not isinstance(v, str)} for t, values in results.items()}
     labels = {f"{t}/{k}": v for t, values in results.items() for k, v in values.items() if isinstance(v, str)}
     return numbers, labels
-
-
-def delta_m_record(cfg: DictConfig, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
-    """Delta_m against the configured references ({} when none are given) and what it was computed over."""
-    settings = cfg.eval.delta_m
-    if not settings.references:
-        return {}, {}
-    metrics = list(settings.metrics) if settings.metrics else list(standard_metrics(str(cfg.dataset.name)))
-    result = delta_m(results, load_references(list(settings.references)), metrics,
-                     metric_directions(results), allow_missing=True)
-    if verbose:
-        log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
-    if verbose and result.missing:
-        log.warning("Delta_m leaves out %s (not in the results or references): not comparable with the full set",
-                    list(result.missing))
-    return {"delta_m": result.value}, {"delta_m_metrics": ",".join(result.terms), "delta_m_missing": ",".join(result.missing)}
 
 
 def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, info: DistInfo) -> dict[str, Any]:

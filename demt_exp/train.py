@@ -39,8 +39,15 @@ from demt_exp.distributed import (
 )
 from demt_exp.evaluate import eval_loader, evaluate, to_device
 from demt_exp.losses import weighted_sum
+from demt_exp.metrics.delta_m import delta_m_record
 from demt_exp.metrics.direction import lower_is_better
-from demt_exp.models.init import RANDOM, RANDOM_WARNING, apply_init, describe_init, init_record
+from demt_exp.models.init import (
+    RANDOM,
+    RANDOM_WARNING,
+    apply_init,
+    describe_init,
+    init_record,
+)
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.resume import build_payload, resolve_resume, restore
@@ -355,6 +362,9 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         is_best = False
         if step % eval_every == 0 or step == steps:
             results = evaluate_now(net)
+            multi_task, _ = delta_m_record(cfg, results, verbose=info.is_main and step == steps)
+            if multi_task:
+                results["multi_task"] = multi_task
             tracker.log(step, flatten("val", results))
             tracker.log_images(step, "val/panels", partial(validation_panels, model, val_set, tasks, info.device))
             is_best = best.improved(results)

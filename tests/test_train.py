@@ -146,3 +146,18 @@ def test_chance_reference_setting() -> None:
     assert wants_chance_reference(True, "nyud") and not wants_chance_reference(False, "synthetic")
     with pytest.raises(ValueError, match="trainer.chance_reference='sometimes'"):
         wants_chance_reference("sometimes", "nyud")
+
+
+@pytest.mark.slow
+def test_training_logs_delta_m_against_configured_references(tmp_path: Path) -> None:
+    references = tmp_path / "single_task.yaml"
+    references.write_text("semseg: {mIoU: 20.0}\ndepth: {rmse: 1.5}\n")
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", f"eval.delta_m.references=[{references}]",
+            "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]", f"hydra.run.dir={run_dir}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    miou, rmse = metrics["semseg"]["mIoU"], metrics["depth"]["rmse"]
+    expected = 100 * ((miou - 20.0) / 20.0 - (rmse - 1.5) / 1.5) / 2  # lower-is-better RMSE counts negatively
+    assert metrics["multi_task"]["delta_m"] == pytest.approx(expected, rel=1e-9)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val/multi_task/delta_m"] for r in records if "val/multi_task/delta_m" in r] == [pytest.approx(expected)]

@@ -11,11 +11,17 @@ folders (their `metrics.json`), one task per run.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
+
+from demt_exp.metrics.registry import metric_directions
+
+log = logging.getLogger("demt_exp")
 
 Nested = Mapping[str, Mapping[str, float]]
 
@@ -148,3 +154,19 @@ def format_delta_m(result: DeltaM) -> str:
     if result.missing:
         lines.append(f"  not available, left out: {', '.join(result.missing)}")
     return "\n".join(lines)
+
+
+def delta_m_record(cfg: Any, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
+    """Delta_m against the configured references ({} when none are given) and what it was computed over."""
+    settings = cfg.eval.delta_m  # references: run folders or files; metrics: null = the dataset's standard set
+    if not settings.references:
+        return {}, {}
+    metrics = list(settings.metrics) if settings.metrics else list(standard_metrics(str(cfg.dataset.name)))
+    result = delta_m(results, load_references(list(settings.references)), metrics,
+                     metric_directions(results), allow_missing=True)
+    if verbose:
+        log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
+    if verbose and result.missing:
+        log.warning("Delta_m leaves out %s (not in the results or references): not comparable with the full set",
+                    list(result.missing))
+    return {"delta_m": result.value}, {"delta_m_metrics": ",".join(result.terms), "delta_m_missing": ",".join(result.missing)}

@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
               f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}")
         if args.workers == 0:
             print(f"  CPU time per image {cpu:.2f} s: 654 images on 2 cores in {654 * cpu / 2 / 60:.1f} min")
+        return
     if args.what == "weighting":
         times = bench_weighting(args.overrides, args.repeats)
         print(f"training step per weighting method ({' '.join(args.overrides) or 'default config'}), relative to fixed")

@@ -90,9 +90,12 @@ def safe_load(path: str | Path, trust: bool = False, what: str = "checkpoint") -
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()
+        detail = next((line for line in reason if "global" in line.lower()), "")
+        if not detail:  # not a refused Python object: the bytes themselves are not a torch file
+            first = next((line for line in reason if "error" in line.lower()), reason[0] if reason else str(error))
+            raise RuntimeError(f"{what} {path} cannot be read: {first.strip()[:200]}") from error
         if not trust:
-            reason = str(error).strip().splitlines()
-            detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
             raise UntrustedCheckpointError(
                 f"{what} {path} holds pickled Python objects that only a full unpickle can rebuild, and a full "
                 f"unpickle can run any code inside the file ({detail.strip()[:200]}). Load it only if you trust "

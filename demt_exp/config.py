@@ -24,10 +24,9 @@ def _shipped(folder: str, marker: str) -> Path:
 
 
 CONF_DIR = str(_shipped("conf", "config.yaml"))
-# The ready ablations (`+sweep=NAME`) live in the top-level `sweeps/` folder, a second config root
-# that conf/config.yaml adds to hydra.searchpath through this resolver.
+# The ready ablations (`+sweep=NAME`) live in the top-level `sweeps/` folder; conf/sweep and conf/arch
+# link to its groups, so every app (train, evaluate, predict) finds them without a search path.
 SWEEPS_DIR = str(_shipped("sweeps", "README.md"))
-OmegaConf.register_new_resolver("demt_exp_sweeps_dir", lambda: SWEEPS_DIR, replace=True)
 CONFIG_NAME = "config"
 
 

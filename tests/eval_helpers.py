@@ -1,5 +1,5 @@
 """Checkpoints for the evaluate / predict tests: a freshly initialised model saved exactly as the
-training loop saves it (train.checkpoint_payload), so the stored config travels with it."""
+training loop saves it (resume.build_payload), so the stored config travels with it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from demt_exp.checkpoint import save_atomic
 from demt_exp.config import compose_config
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.train import checkpoint_payload, seed_everything
+from demt_exp.resume import build_payload
+from demt_exp.rng import rng_state, seed_everything
 
 # A narrow model on tiny synthetic scenes: seconds per evaluation on a CPU.
 TINY_MODEL = ["encoder.dim=32", "backbone.drop_path_rate=0.0", "logger.progress_bar=false"]
@@ -25,5 +26,5 @@ def write_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> DictCon
     model = build_model(cfg)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
-    save_atomic(checkpoint_payload(model, optimizer, scheduler, 0, cfg), path)
+    save_atomic(build_payload(model, optimizer, scheduler, 0, cfg, [rng_state()], {}), path)
     return cfg

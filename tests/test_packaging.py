@@ -57,7 +57,7 @@ def test_installed_package_composes_shipped_and_user_configs_from_any_folder(whe
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    searchpath = f"hydra.searchpath=[file://${{demt_exp_sweeps_dir:}},file://{tmp_path / 'my_conf'}]"
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"
 
     def run(*args: str) -> str:
         result = subprocess.run(list(args), cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)

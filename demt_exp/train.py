@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from demt_exp.baseline import ConstantPredictor
 from demt_exp.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from demt_exp.compile import maybe_compile  # trainer.compile
 from demt_exp.distributed import (
     DistInfo,
     broadcast_from_main,
@@ -219,7 +220,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, dict[str, 
     start_step = 0 if resume_path is None else restore(resume_path, model, optimizer, scheduler)
     if resume_path is not None and info.is_main:
         log.info("resumed from %s at step %d", resume_path, start_step)
-    net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
+    net = maybe_compile(wrap_distributed(model, info, bool(trainer.find_unused_parameters)), cfg)  # trainer.compile
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
     autocast = autocast_factory(str(trainer.precision), info.device)

@@ -35,3 +35,23 @@ def test_data_bench_prints_samples_per_worker(tmp_path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     rates = dict(re.findall(r"(train|val) pipeline .*: ([\d.]+) samples/s per worker", out))
     assert set(rates) == {"train", "val"} and all(float(r) > 0 for r in rates.values())
+
+
+def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import json
+
+    out_json = tmp_path / "bench.json"
+    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
+          "--repeats", "1", "--warmup", "0", "--baseline", "plain", "--profile", "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert re.search(r"speed-up fast vs plain \(median, alternating runs\): eval [\d.]+x, train [\d.]+x", out)
+    report = json.loads(out_json.read_text())
+    for formulation in ("fast", "plain"):
+        result = report["results"][formulation]
+        assert result["train_median_s"] > 0 and result["eval_median_s"] > 0
+        # the train step holds activations, gradients and the optimiser state; the eval forward none of them
+        assert result["train_peak_minus_model_mib"] > result["eval_peak_minus_model_mib"] >= 0
+        assert result["train_peak_mib"] >= result["model_mib"]
+    shares = report["shares"]
+    assert set(shares) == {"backbone", "encoder", "decoder", "heads", "backward+optimizer"}
+    assert shares["backbone"] > 0 and abs(sum(shares.values()) - 1) < 1e-6

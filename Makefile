@@ -11,9 +11,13 @@ train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendl
 test:  ## the whole test suite
 	$(PYTHON) -m pytest -q
 
-bench:  ## speed of the deformable operator backends and of the default training step
+bench:  ## speed: deformable backends, default step, DeMT/DeGMix fast vs plain (bench/*.json), scaling plot
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16
 	$(PYTHON) -m demt_exp.bench step
+	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --baseline plain --profile --json bench/demt_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --baseline plain --json bench/degmix_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --checkpointing --json bench/demt_swin_t_b2_448x576_checkpointing.json
+	$(PYTHON) -m demt_exp.bench scaling --out bench/scaling
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"
 	$(PYTHON) -m demt_exp.report model $(or $(ARGS),tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560)

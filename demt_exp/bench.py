@@ -1,4 +1,7 @@
-"""Benchmarks that print figures: `python -m demt_exp.bench deform|step [options]`.
+"""Benchmarks that print figures: `python -m demt_exp.bench [model]|deform|step|data|scaling [options]`.
+
+model (default): eval forward and train step time, memory and component shares of the
+        configured model, optionally beside the plain formulation (`demt_exp/bench_model.py`).
 
 deform: forward+backward time of the ChlSpl backends at a head-sized input, and their ratio.
 step:   training-step throughput (images/s) of a composed config, e.g. the default job.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -154,6 +158,17 @@ def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...]
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scaling"]:
+        from demt_exp import bench_scaling
+
+        bench_scaling.main(argv[1:])
+        return
+    if not argv or argv[0] == "model" or argv[0].startswith("--") or "=" in argv[0]:
+        from demt_exp import bench_model
+
+        bench_model.main(argv[1:] if argv[:1] == ["model"] else argv)
+        return
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     d = sub.add_parser("deform", help="ChlSpl backends, forward+backward")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from demt_exp.baseline import ConstantPredictor
 from demt_exp.checkpoint import CheckpointFolder, remove_stale_temporaries
+from demt_exp.compile import maybe_compile  # trainer.compile
 from demt_exp.distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -293,7 +294,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     elif info.is_main and tracker.truncate_after(0):
         log.warning("%s held the history of a run that wrote no checkpoint; starting it again", out_dir)
     tracker.start(wandb_run_id)  # a resumed run continues its W&B run
-    net = wrap_distributed(model, info, bool(trainer.find_unused_parameters))
+    net = maybe_compile(wrap_distributed(model, info, bool(trainer.find_unused_parameters)), cfg)  # trainer.compile
     loader = train_loader(train_set, info, trainer)
     val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
     autocast = autocast_factory(str(trainer.precision), info.device)

@@ -42,3 +42,23 @@ def test_boundary_bench_prints_images_per_second(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "boundary atrc-fast-9thr" in out and float(re.search(r": ([\d.]+) images/s", out).group(1)) > 0
     assert re.search(r"odsF \d+\.\d\d", out)
+
+
+def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import json
+
+    out_json = tmp_path / "bench.json"
+    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
+          "--repeats", "1", "--warmup", "0", "--baseline", "plain", "--profile", "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert re.search(r"speed-up fast vs plain \(median, alternating runs\): eval [\d.]+x, train [\d.]+x", out)
+    report = json.loads(out_json.read_text())
+    for formulation in ("fast", "plain"):
+        result = report["results"][formulation]
+        assert result["train_median_s"] > 0 and result["eval_median_s"] > 0
+        # the train step holds activations, gradients and the optimiser state; the eval forward none of them
+        assert result["train_peak_minus_model_mib"] > result["eval_peak_minus_model_mib"] >= 0
+        assert result["train_peak_mib"] >= result["model_mib"]
+    shares = report["shares"]
+    assert set(shares) == {"backbone", "encoder", "decoder", "heads", "backward+optimizer"}
+    assert shares["backbone"] > 0 and abs(sum(shares.values()) - 1) < 1e-6

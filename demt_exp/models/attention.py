@@ -19,14 +19,51 @@ from torch import nn
 
 def in_projection(mha: nn.MultiheadAttention, x: torch.Tensor, which: int) -> torch.Tensor:
     """Project with the q (0), k (1) or v (2) slice of the packed in-projection."""
-    dim = mha.embed_dim
-    bias = None if mha.in_proj_bias is None else mha.in_proj_bias[which * dim : (which + 1) * dim]
-    return F.linear(x, mha.in_proj_weight[which * dim : (which + 1) * dim], bias)
+    return F.linear(x, *projection_affine(mha, which))
 
 
 def value_output_map(mha: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     """Attention over a single key: the softmax is 1, leaving out_proj(v_proj(x)) per token."""
     return mha.out_proj(in_projection(mha, x, 2))
+
+
+Affine = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def compose_affine(*maps: Affine) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chained affine maps x -> W_n(...(W_1 x + b_1)...) + b_n as one (W, b), first map first.
+
+    A weight of None is the identity (a bias alone). Computed from the parameters at every
+    call, so autograd carries the gradients of every factor exactly.
+    """
+    weight, bias = maps[0]
+    for w, b in maps[1:]:
+        if bias is not None:
+            bias = F.linear(bias, w, b)
+        else:
+            bias = b
+        weight = w if weight is None else w @ weight
+    if weight is None:
+        raise ValueError("compose_affine needs at least one weight")
+    return weight, bias
+
+
+def projection_affine(mha: nn.MultiheadAttention, which: int) -> Affine:
+    """(W, b) of the q (0), k (1) or v (2) slice of the packed in-projection."""
+    dim = mha.embed_dim
+    bias = None if mha.in_proj_bias is None else mha.in_proj_bias[which * dim : (which + 1) * dim]
+    return mha.in_proj_weight[which * dim : (which + 1) * dim], bias
+
+
+def linear_affine(linear: nn.Linear) -> Affine:
+    return linear.weight, linear.bias
+
+
+def folded_value_output_mlp(mha: nn.MultiheadAttention, mlp_linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """v-projection -> out-projection -> Linear, with no non-linearity between them, as one matrix."""
+    weight, bias = compose_affine(projection_affine(mha, 2), linear_affine(mha.out_proj), linear_affine(mlp_linear))
+    assert bias is not None
+    return weight, bias
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

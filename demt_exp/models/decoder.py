@@ -7,12 +7,18 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from demt_exp.models.attention import (
     global_attention,
     per_pixel_task_attention,
     pooled_tokens,
     value_output_map,
+)
+from demt_exp.models.task_query import (
+    demt_task_query,
+    fused_interaction,
+    pixel_major_tokens,
 )
 
 AttentionMode = Literal["official", "global"]
@@ -50,6 +56,9 @@ class TaskAwareDecoder(nn.Module):
     image per GPU, computed per image so batch composition never matters. 'global' is the
     paper's attention; `kv_stride` average-pools keys/values so it fits in memory at stride 4.
     `bottleneck_divisor` sets the width of the task heads that follow, C_in // divisor.
+    `fast` (default) computes attention='official' with the batched rewrites of `task_query.py`;
+    `fast = False` runs the plain formulation (the reference the rewrites are tested against).
+    `activation_checkpointing` recomputes the task-query block in the backward pass.
     """
 
     def __init__(
@@ -61,9 +70,12 @@ class TaskAwareDecoder(nn.Module):
         attention: AttentionMode = "official",
         kv_stride: int = 1,
         bottleneck_divisor: int = 8,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         check_attention_args(attention, kv_stride)
+        self.fast = True
+        self.activation_checkpointing = activation_checkpointing
         self.tasks = tuple(tasks)
         self.bottleneck_divisor = bottleneck_divisor  # heads' width = floor(C_in / 8) officially (SPEC 1.4)
         self.attention = attention
@@ -96,7 +108,30 @@ class TaskAwareDecoder(nn.Module):
         """Per-task token refinement after the query residual (none in DeMT)."""
         return tokens
 
+    def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
+        """Fast task query of every task with the residual: (M, T, C) tokens and fused -> (T, M, C)."""
+        queries = [self.task_queries[t] for t in self.tasks]
+        return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks])
+
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.fast and self.attention == "official":
+            return self.forward_fast(features)
+        return self.forward_plain(features)
+
+    def forward_fast(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official attention, all tasks batched; outputs are channels-last views of one (T, M, C) tensor."""
+        b, c, h, w = features[self.tasks[0]].shape
+        tokens = pixel_major_tokens([features[t] for t in self.tasks])
+        fused = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            out = checkpoint(self.query_all, tokens, fused, b, use_reentrant=False)
+        else:
+            out = self.query_all(tokens, fused, b)
+        out = self.refine(out)
+        return {t: out[i].view(b, h, w, c).permute(0, 3, 1, 2) for i, t in enumerate(self.tasks)}
+
+    def forward_plain(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The plain formulation: one task at a time, keys and values projected for every token."""
         b, c, h, w = features[self.tasks[0]].shape
         tokens = torch.stack([to_tokens(features[t]) for t in self.tasks], dim=1)
         fused = self.fuse(tokens, (h, w))

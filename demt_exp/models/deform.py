@@ -80,8 +80,27 @@ def deform_conv1x1(
     if resolve_backend(backend, x.device.type) == "torchvision":
         from torchvision.ops import deform_conv2d
 
-        return deform_conv2d(x, offsets, weight, bias)
+        if not low_precision(x):
+            return deform_conv2d(x, offsets, weight, bias)
+        # no bf16 kernel (and fp16 positions are too coarse): run the op in fp32, return x's dtype
+        with torch.autocast(x.device.type, enabled=False):
+            out = deform_conv2d(x.float(), offsets.float(), weight.float(), None if bias is None else bias.float())
+        return out.to(x.dtype)
+    if low_precision(x):
+        with torch.autocast(x.device.type, enabled=False):  # positions and bilinear weights in fp32
+            sampled = sample_per_channel(x.float(), offsets.float())
+        return F.conv2d(sampled.to(x.dtype), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
     return F.conv2d(sample_per_channel(x, offsets), weight, bias)
+
+
+def low_precision(x: torch.Tensor) -> bool:
+    """True under autocast or for half-precision tensors: the cases that need fp32 positions."""
+    return x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled(x.device.type)
+
+
+def full_precision(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half-precision dtypes, the dtype itself otherwise (float64 stays float64)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def tap_coordinates(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -110,8 +129,14 @@ class ChannelOffsets(nn.Module):
         nn.init.zeros_(self.feature_conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coords = tap_coordinates(x.shape[-2], x.shape[-1], x.device, x.dtype) + self.feature_conv(x)
-        return self.coord_conv(coords)
+        """(B, 2C, h, w) displacements, always in fp32: in bf16 absolute coordinates >= 128 lose the
+        learned term and positions are off by about a pixel, so autocast is switched off here."""
+        dtype = full_precision(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            coords = tap_coordinates(x.shape[-2], x.shape[-1], x.device, dtype)
+            feature, coord = self.feature_conv, self.coord_conv
+            coords = coords + F.conv2d(x.to(dtype), feature.weight.to(dtype), feature.bias.to(dtype), padding=1)
+            return F.conv2d(coords, coord.weight.to(dtype), coord.bias.to(dtype), padding=1, groups=coord.groups)
 
 
 class ChannelDeformConv(nn.Module):

@@ -15,6 +15,7 @@ from torch import nn
 
 from demt_exp.models.attention import merge_heads, pooled_tokens, split_heads
 from demt_exp.models.decoder import AttentionMode, TaskAwareDecoder, token_maps
+from demt_exp.models.task_query import degmix_task_query
 
 
 class LinearTaskAttention(nn.Module):
@@ -89,12 +90,19 @@ class GatedTaskDecoder(TaskAwareDecoder):
         kv_stride: int = 1,
         gate_hidden: int = 512,
         bottleneck_divisor: int = 8,
+        activation_checkpointing: bool = False,
     ) -> None:
-        super().__init__(tasks, dim, fusion_heads, query_heads, attention, kv_stride, bottleneck_divisor)
+        super().__init__(
+            tasks, dim, fusion_heads, query_heads, attention, kv_stride, bottleneck_divisor, activation_checkpointing
+        )
         self.gate = ChannelGate(dim, gate_hidden)
 
     def build_queries(self, dim: int, heads: int) -> nn.ModuleDict:
         return nn.ModuleDict({t: LinearTaskAttention(dim, heads) for t in self.tasks})
+
+    def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
+        queries = [self.task_queries[t] for t in self.tasks]
+        return degmix_task_query(tokens, fused, batch, queries, [self.query_mlps[t] for t in self.tasks])
 
     def query(self, task: str, tokens: torch.Tensor, fused: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         b, t, n, c = fused.shape

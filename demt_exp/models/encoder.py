@@ -44,6 +44,25 @@ class PixelProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2).contiguous()
 
+    def forward_multiscale(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """forward(concat_multiscale(features)) without building the C_in-wide stride-4 map.
+
+        A per-pixel linear map commutes with bilinear resizing (align_corners=False, no
+        antialias: each output pixel is a fixed combination of input pixels with weights
+        summing to 1), so each map is projected at its own resolution, then resized and
+        summed; the bias and the LayerNorm then see the same values. Output is channels-last.
+        """
+        size = features[0].shape[-2:]
+        weights = self.linear.weight.split([f.shape[1] for f in features], dim=1)
+        total = None
+        for feature, weight in zip(features, weights):
+            projected = F.linear(feature.permute(0, 2, 3, 1), weight).permute(0, 3, 1, 2)
+            if projected.shape[-2:] != size:
+                projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
+            total = projected if total is None else total + projected
+        assert total is not None
+        return self.norm(total.permute(0, 2, 3, 1) + self.linear.bias).permute(0, 3, 1, 2).contiguous()
+
 
 class PatchProjection(nn.Module):
     """Released DeGMix `PatchEmbed`: zero-pad to a multiple of 4, 4x4 stride-4 conv, LayerNorm: stride 16."""
@@ -116,9 +135,16 @@ class DeformableMixerEncoder(nn.Module):
         self.neck, neck_channels = build_neck(neck, in_channels, dim)
         self.projection = build_projection(projection, neck_channels, dim)
         self.mixers = nn.ModuleDict({t: DeformableMixer(dim, depth, deform_backend) for t in self.tasks})
+        self.fast = True  # False: the plain formulation (concatenate, then project)
+
+    def merge(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Backbone maps -> one (B, dim, h, w) map."""
+        if self.fast and isinstance(self.neck, MultiScaleConcat) and isinstance(self.projection, PixelProjection):
+            return self.projection.forward_multiscale(features)
+        return self.projection(self.neck(features))
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.projection(self.neck(features))
+        x = self.merge(features)
         return {t: self.mixers[t](x) for t in self.tasks}
 
 

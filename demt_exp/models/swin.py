@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from demt_exp.models.timm_body import create_timm_body
 from demt_exp.models.weights import BackboneState
@@ -32,8 +33,16 @@ SWIN_VARIANTS: dict[str, str] = {
 
 
 @lru_cache(maxsize=64)
-def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    """Attention mask of the shifted windows on a padded (height, width) grid, as mmseg builds it."""
+def _shift_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Attention mask of the shifted windows on a padded (height, width) grid, as mmseg builds it.
+
+    Cached per grid, device and dtype, so no step rebuilds it or copies it to the device.
+    """
+    if device.type != "cpu" or dtype != torch.float32:
+        return _shift_mask(height, width, window, shift).to(device=device, dtype=dtype)
     img_mask = torch.zeros(height, width)
     cuts = ((0, -window), (-window, -shift), (-shift, None))
     region = 0
@@ -72,19 +81,27 @@ def shifted_window_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     mask = None
     if shift > 0:
         x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = _shift_mask(padded_h, padded_w, window, shift).to(device=x.device, dtype=x.dtype)
+        mask = _shift_mask(padded_h, padded_w, window, shift, x.device, x.dtype)
     windows = _partition(x, window).reshape(-1, window * window, channels)
     windows = block.attn(windows, mask=mask).reshape(-1, window, window, channels)
     x = _merge(windows, window, padded_h, padded_w)
     if shift > 0:
         x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-    return x[:, :height, :width, :].contiguous()
+    return x[:, :height, :width, :] if pad_h or pad_w else x
 
 
 def swin_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pre-norm Swin block (attention + MLP, each with stochastic depth) on (B, H, W, C)."""
     x = x + block.drop_path1(shifted_window_attention(block, block.norm1(x)))
     return x + block.drop_path2(block.mlp(block.norm2(x)))
+
+
+def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Patch merging (identity in stage 1), then the stage's blocks, on (B, H, W, C)."""
+    x = stage.downsample(x)
+    for block in stage.blocks:
+        x = swin_block_forward(block, x)
+    return x
 
 
 class SwinBackbone(nn.Module):
@@ -95,8 +112,10 @@ class SwinBackbone(nn.Module):
         variant: str = "swin_t",
         drop_path_rate: float = 0.1,
         window_size: int = 7,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         body = create_timm_body(
             SWIN_VARIANTS,
             variant,
@@ -120,11 +139,10 @@ class SwinBackbone(nn.Module):
         pad_w = (self.patch_size - width % self.patch_size) % self.patch_size
         x = self.patch_embed(F.pad(image, (0, pad_w, 0, pad_h)))
         features = []
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for stage, norm in zip(self.stages, self.norms):
-            x = stage.downsample(x)
-            for block in stage.blocks:
-                x = swin_block_forward(block, x)
-            features.append(norm(x).permute(0, 3, 1, 2).contiguous())
+            x = checkpoint(stage_forward, stage, x, use_reentrant=False) if recompute else stage_forward(stage, x)
+            features.append(norm(x).permute(0, 3, 1, 2))  # NCHW view of the NHWC tokens (channels-last)
         return features
 
 

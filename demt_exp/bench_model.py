@@ -1,0 +1,298 @@
+"""`python -m demt_exp.bench model [overrides] [options]`: speed and memory of the configured model.
+
+Times the eval forward and the train step (forward, loss, backward, optimiser) after warm-up,
+median and min of N, for the fast formulation and, with `--baseline plain`, the plain one in
+the same process, alternating step by step so machine load hits both alike; the speed-up is
+reported as a ratio. Peak memory comes from a fresh subprocess per formulation (CPU: the
+VmHWM high-water mark reset through /proc/self/clear_refs after building the model, minus
+the RSS then; CUDA: max allocated minus allocated). The time share of backbone, encoder,
+decoder and heads comes from torch.profiler ranges opened by module hooks (forward ops; the
+backward is reported as one share). The loss is the mean square of every prediction: the
+task losses cost well under 1% of a step and need real targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from demt_exp.config import compose_config
+from demt_exp.models.formulation import set_fast
+
+COMPONENTS = ("backbone", "encoder", "decoder", "heads")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. encoder=degmix decoder=degmix")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, nargs=2, default=(448, 576), metavar=("H", "W"))
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per formulation")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--deform-backend", choices=("auto", "torch", "torchvision"))
+    parser.add_argument("--attention", choices=("official", "global"))
+    parser.add_argument("--checkpointing", action="store_true", help="trainer.activation_checkpointing=true")
+    parser.add_argument("--baseline", choices=("none", "plain"), default="none")
+    parser.add_argument("--memory", choices=("subprocess", "none"), default="subprocess")
+    parser.add_argument("--profile", action="store_true", help="time share per component")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The Hydra overrides the options stand for, after the user's own."""
+    extra = list(args.overrides)
+    if args.deform_backend:
+        extra.append(f"encoder.deform_backend={args.deform_backend}")
+    if args.attention:
+        extra.append(f"decoder.attention={args.attention}")
+    if args.checkpointing:
+        extra.append("trainer.activation_checkpointing=true")
+    return extra
+
+
+class Setting:
+    """A built model, its optimiser and inputs, and the two timed operations."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from demt_exp.models.model import build_model
+
+        self.device = torch.device(args.device)
+        cfg = compose_config(config_overrides(args))
+        torch.manual_seed(0)
+        self.model = build_model(cfg).to(self.device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-6, foreach=True)
+        self.image = torch.randn(args.batch, 3, *args.size, device=self.device)
+        if args.channels_last:
+            self.image = self.image.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[args.precision]
+        self.autocast: Callable[[], Any] = (
+            nullcontext if dtype is None else lambda: torch.autocast(self.device.type, dtype=dtype)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
+        self.net: nn.Module = torch.compile(self.model) if args.compile else self.model
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def eval_forward(self) -> None:
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            self.net(self.image)
+        self.sync()
+
+    def train_step(self) -> None:
+        self.model.train()
+        with self.autocast():
+            preds = self.net(self.image)
+        loss = sum(p.float().square().mean() for p in preds.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.sync()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternating_times(setting: Setting, formulations: list[str], repeats: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per eval forward and train step of each formulation, alternating at every repeat."""
+    times = {f: {"eval": [], "train": []} for f in formulations}
+    for what, fn in (("eval", setting.eval_forward), ("train", setting.train_step)):
+        for index in range(warmup + repeats):
+            for formulation in formulations:
+                set_fast(setting.model, formulation == "fast")
+                seconds = timed(fn)
+                if index >= warmup:
+                    times[formulation][what].append(seconds)
+    set_fast(setting.model, True)
+    return times
+
+
+def component_shares(setting: Setting) -> dict[str, float]:
+    """Share of one train step's time per component (forward ranges) and the rest (backward, optimiser)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    handles = []
+    for name in COMPONENTS:
+        module = getattr(setting.model, name)
+        ranges: list[Any] = []
+
+        def enter(_m: nn.Module, _i: Any, name: str = name, ranges: list[Any] = ranges) -> None:
+            ranges.append(record_function(f"component:{name}"))
+            ranges[-1].__enter__()
+
+        def leave(_m: nn.Module, _i: Any, _o: Any, ranges: list[Any] = ranges) -> None:
+            ranges.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setting.device.type == "cuda" else [])
+    try:
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            setting.train_step()
+        total_us = (time.perf_counter() - start) * 1e6
+    finally:
+        for handle in handles:
+            handle.remove()
+    spans = {e.key.removeprefix("component:"): e.cpu_time_total for e in prof.key_averages() if e.key.startswith("component:")}
+    shares = {name: spans.get(name, 0.0) / total_us for name in COMPONENTS}
+    shares["backward+optimizer"] = max(0.0, 1.0 - sum(shares.values()))
+    return shares
+
+
+def read_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux clear_refs 5); False where the kernel refuses."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def memory_worker(args: argparse.Namespace, formulation: str) -> dict[str, float]:
+    """In a fresh process: peak memory of the eval forward and the train step, MiB, minus and with the model."""
+    setting = Setting(args)
+    set_fast(setting.model, formulation == "fast")
+    result: dict[str, float] = {}
+    for what, fn in (("eval", setting.eval_forward), ("train", setting.train_step)):
+        if setting.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            seconds = timed(fn)
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            if not reset_peak_rss():
+                raise OSError("cannot reset the peak RSS (/proc/self/clear_refs); run with --memory none")
+            base = read_status_kb("VmRSS") * 1024
+            fn()
+            seconds = timed(fn)  # the second step also holds the optimiser state
+            peak = read_status_kb("VmHWM") * 1024
+        result[f"{what}_step_s"] = seconds
+        result[f"{what}_peak_mib"] = peak / 2**20
+        result[f"{what}_peak_minus_model_mib"] = (peak - base) / 2**20
+    result["model_mib"] = base / 2**20
+    return result
+
+
+def memory_in_subprocess(argv: list[str], formulation: str) -> dict[str, float]:
+    """Run `memory_worker` in a fresh interpreter so no earlier allocation shapes its peak."""
+    cmd = [sys.executable, "-m", "demt_exp.bench_model", "--memory-worker", formulation, *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory worker failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarise(times: dict[str, list[float]], batch: int) -> dict[str, float]:
+    return {
+        "eval_median_s": statistics.median(times["eval"]),
+        "eval_min_s": min(times["eval"]),
+        "train_median_s": statistics.median(times["train"]),
+        "train_min_s": min(times["train"]),
+        "eval_images_per_s": batch / statistics.median(times["eval"]),
+        "train_images_per_s": batch / statistics.median(times["train"]),
+    }
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    columns = [("eval_median_s", "eval med s"), ("eval_min_s", "eval min s"), ("train_median_s", "train med s"),
+               ("train_min_s", "train min s"), ("train_images_per_s", "train img/s"),
+               ("train_peak_minus_model_mib", "train peak-model MiB"), ("train_peak_mib", "train peak MiB"),
+               ("eval_peak_minus_model_mib", "eval peak-model MiB")]
+    header = f"{'formulation':12s}" + "".join(f"{label:>22s}" for _, label in columns)
+    rows = [header]
+    for name, values in results.items():
+        rows.append(f"{name:12s}" + "".join(f"{values[k]:22.3f}" if k in values else f"{'-':>22s}" for k, _ in columns))
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    formulations = ["fast"] + (["plain"] if args.baseline == "plain" else [])
+    setting = Setting(args)
+    times = alternating_times(setting, formulations, args.repeats, args.warmup)
+    results: dict[str, dict[str, float]] = {f: summarise(times[f], args.batch) for f in formulations}
+    if args.memory == "subprocess":
+        for formulation in formulations:
+            results[formulation].update(memory_in_subprocess(argv, formulation))
+    report: dict[str, Any] = {
+        "overrides": config_overrides(args), "batch": args.batch, "size": list(args.size),
+        "device": args.device, "precision": args.precision, "channels_last": args.channels_last,
+        "compile": args.compile, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "results": results, "times_s": times,
+    }
+    if "plain" in results:
+        fast, plain = results["fast"], results["plain"]
+        report["speedup_plain_over_fast"] = {
+            "eval": plain["eval_median_s"] / fast["eval_median_s"],
+            "train": plain["train_median_s"] / fast["train_median_s"],
+        }
+        if "train_peak_minus_model_mib" in fast:
+            report["memory_fast_over_plain"] = fast["train_peak_minus_model_mib"] / plain["train_peak_minus_model_mib"]
+    if args.profile:
+        report["shares"] = component_shares(setting)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"model {' '.join(report['overrides']) or '(default config)'}: batch {report['batch']}, "
+          f"{report['size'][0]}x{report['size'][1]}, {report['device']} {report['precision']}, "
+          f"{report['threads']} threads, torch {report['torch']}")
+    print(format_table(report["results"]))
+    if "speedup_plain_over_fast" in report:
+        s = report["speedup_plain_over_fast"]
+        print(f"speed-up fast vs plain (median, alternating runs): eval {s['eval']:.2f}x, train {s['train']:.2f}x")
+    if "memory_fast_over_plain" in report:
+        print(f"train peak memory minus model, fast / plain: {report['memory_fast_over_plain']:.2f}")
+    if "shares" in report:
+        print("time share of a train step: " + ", ".join(f"{k} {v:.0%}" for k, v in report["shares"].items()))
+    print(json.dumps(report))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m demt_exp.bench model", description=__doc__)
+    add_options(parser)
+    worker = None
+    if argv[:1] == ["--memory-worker"]:
+        worker, argv = argv[1], argv[2:]
+    args = parser.parse_args(argv)
+    if worker is not None:
+        print(json.dumps(memory_worker(args, worker)))
+        return
+    report = run(args, argv)
+    print_report(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

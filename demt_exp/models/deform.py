@@ -13,8 +13,9 @@ torchvision's op on CUDA when it loads, and the pure PyTorch one on CPU, where i
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,14 @@ from torch import nn
 
 Backend = Literal["auto", "torchvision", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "torchvision", "torch")
+
+
+def autocast_off(device: torch.device) -> Any:
+    """Autocast switched off on this device; a no-op where autocast does not exist (the meta
+    device, on which the report and the config checks build models)."""
+    if device.type == "meta":
+        return nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 @lru_cache(maxsize=1)
@@ -83,11 +92,11 @@ def deform_conv1x1(
         if not low_precision(x):
             return deform_conv2d(x, offsets, weight, bias)
         # no bf16 kernel (and fp16 positions are too coarse): run the op in fp32, return x's dtype
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device):
             out = deform_conv2d(x.float(), offsets.float(), weight.float(), None if bias is None else bias.float())
         return out.to(x.dtype)
     if low_precision(x):
-        with torch.autocast(x.device.type, enabled=False):  # positions and bilinear weights in fp32
+        with autocast_off(x.device):  # positions and bilinear weights in fp32
             sampled = sample_per_channel(x.float(), offsets.float())
         return F.conv2d(sampled.to(x.dtype), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
     return F.conv2d(sample_per_channel(x, offsets), weight, bias)
@@ -95,7 +104,9 @@ def deform_conv1x1(
 
 def low_precision(x: torch.Tensor) -> bool:
     """True under autocast or for half-precision tensors: the cases that need fp32 positions."""
-    return x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled(x.device.type)
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return True
+    return x.device.type != "meta" and torch.is_autocast_enabled(x.device.type)
 
 
 def full_precision(dtype: torch.dtype) -> torch.dtype:
@@ -132,7 +143,7 @@ class ChannelOffsets(nn.Module):
         """(B, 2C, h, w) displacements, always in fp32: in bf16 absolute coordinates >= 128 lose the
         learned term and positions are off by about a pixel, so autocast is switched off here."""
         dtype = full_precision(x.dtype)
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device):
             coords = tap_coordinates(x.shape[-2], x.shape[-1], x.device, dtype)
             feature, coord = self.feature_conv, self.coord_conv
             coords = coords + F.conv2d(x.to(dtype), feature.weight.to(dtype), feature.bias.to(dtype), padding=1)

@@ -84,7 +84,7 @@ def merge_stored_config(stored: Mapping[str, Any], composed: DictConfig, overrid
             if any(key.startswith(node + ".") for node in MODEL_NODES):
                 OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
         cfg.model.weights = None  # the checkpoint's own weights replace any initialisation file
-        cfg.backbone.weights = None
+        cfg.model.init = None
     return cfg
 
 

@@ -39,7 +39,10 @@ def test_run_folder_holds_config_metrics_history_and_checkpoint(tmp_path: Path) 
     assert checkpoint["step"] == 3
     assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(checkpoint)
     assert checkpoint["scheduler"]["last_epoch"] == 3
-    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.pt"]
+    # keep_last=1: the newest step file, and last.pt naming that same file (a hard link, not a copy).
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt", "step_00000003.pt"]
+    assert (checkpoints / "last.pt").samefile(checkpoints / "step_00000003.pt")
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Prediction panels of a small fixed set of validation images, for the trackers that show images.
 
-Uses `demt_exp.visualize.prediction_panel` (image, each task's prediction and ground truth)
-when that module is present, and the stand-in in `minimal_panel` otherwise.
+Each panel is `demt_exp.visualize.prediction_panel` (image, each task's prediction and ground
+truth), the same picture `python -m demt_exp.visualize` writes.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-try:  # the evaluation suite's panels, when installed with it
-    from demt_exp.visualize import prediction_panel
-except ImportError:  # pragma: no cover - depends on which modules are present
-    from demt_exp.tracking.minimal_panel import prediction_panel
+from demt_exp.visualize import prediction_panel
 
 
 @torch.no_grad()

@@ -88,11 +88,16 @@ class Tracker:
         return path
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.wandb is not None:
+        had_wandb = self.wandb is not None
+        if had_wandb:
             self.wandb.finish(exit_code)
             self.wandb = None
         if self in _OPEN:
             _OPEN.remove(self)
+        if had_wandb and not any(t.wandb is not None for t in _OPEN):
+            from demt_exp.tracking.wandb_sink import flush_service
+
+            flush_service()
 
 
 def build_tracker(cfg: DictConfig, out_dir: str | Path, is_main: bool) -> Tracker:

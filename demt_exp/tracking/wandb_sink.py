@@ -74,3 +74,10 @@ class WandbSink:
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
+
+
+def flush_service() -> None:
+    """Stop W&B's background service so every run file is complete on disk now: `run.finish()` can
+    return before the service has written the run's records (an offline file read right after it
+    may still be empty), and a job killed after training must not lose them."""
+    import_wandb().teardown()

@@ -26,6 +26,7 @@ from demt_exp.weighting import (
     UncertaintyWeighting,
     build_weighting,
 )
+from demt_exp.weighting.pcgrad import project_conflicts
 
 TASKS = ["semseg", "depth"]
 A = np.array([[1.0, 2.0, 0.0], [-3.0, 0.5, 1.0]])  # dL_t / dtheta, conflicting: a0 . a1 = -2
@@ -176,6 +177,29 @@ def test_pcgrad_projects_conflicting_shared_gradients_only(conflict: bool) -> No
     np.testing.assert_allclose(shared, expected, rtol=1e-6)
     np.testing.assert_allclose(heads, scale * K, rtol=1e-6)  # task-specific: untouched
     assert float(total) == pytest.approx(float(sum(scale[i] * losses[t].detach() for i, t in enumerate(TASKS))))
+
+
+def sequential_surgery(g: np.ndarray, orders: list[list[int]]) -> np.ndarray:
+    """PCGrad as the paper writes it: each g_i projected in turn against the original g_j it conflicts with."""
+    projected = g.copy()
+    for i, order in enumerate(orders):
+        for j in order:
+            dot = projected[i] @ g[j]
+            if dot < 0:
+                projected[i] = projected[i] - dot / (g[j] @ g[j]) * g[j]
+    return projected
+
+
+def test_pcgrad_gram_form_equals_the_sequential_projection_for_many_tasks() -> None:
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(5, 40))
+    g[1] = -0.8 * g[0] + 0.3 * rng.normal(size=40)  # strong conflicts, so several projections chain
+    g[3] = -g[2] + 0.1 * rng.normal(size=40)
+    orders = [[j for j in rng.permutation(5).tolist() if j != i] for i in range(5)]
+    expected = sequential_surgery(g, orders)
+    assert sum((expected[i] != g[i]).any() for i in range(5)) >= 3  # the case really projects
+    got = project_conflicts(torch.from_numpy(g), orders).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_fixed_strategy_matches_config_group_defaults(compose) -> None:

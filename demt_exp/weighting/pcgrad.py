@@ -10,7 +10,8 @@ each rank's half-batch gradients and averaging is a different, batch-split-depen
 So the per-task gradients are averaged over the ranks first, in one all-reduce, then projected
 on every rank identically (the orders come from a generator seeded by (seed, step), equal on
 every rank and reproducible on resume). Cost: one backward per task (T in all), and an
-all-reduce of T gradients instead of one.
+all-reduce of T gradients instead of one; the surgery itself needs only the T x T Gram matrix
+of the shared gradients (`surgery_coefficients`) and one weighted sum of the T gradients.
 """
 
 from __future__ import annotations
@@ -23,20 +24,52 @@ from torch import Tensor, nn
 from demt_exp.weighting.base import (
     LossWeighting,
     mean_over_ranks_,
-    task_gradients,
     trainable,
 )
 
 
-def project_conflicts(grads: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
-    """(T, P) per-task gradients -> (T, P) projected ones, task i visiting the others in orders[i]."""
-    projected = grads.clone()
+def surgery_coefficients(gram: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
+    """(T, T) C with projected g_i = sum_k C[i, k] g_k, from the Gram matrix G[i, j] = g_i . g_j alone.
+
+    Every projection keeps g_i' in the span of the original gradients, so its dot with g_j is
+    C[i] . G[:, j]: the sequential surgery runs on T x T numbers instead of T passes over P."""
+    gram = gram.detach().double().cpu()  # T x T: a few numbers, so the branches below run on the host
+    coefficients = torch.eye(gram.shape[0], dtype=torch.float64)
     for i, order in enumerate(orders):
         for j in order:
-            dot = projected[i] @ grads[j]
+            dot = coefficients[i] @ gram[:, j]
             if dot < 0:
-                projected[i] -= dot / grads[j].square().sum() * grads[j]
-    return projected
+                coefficients[i, j] -= dot / gram[j, j]
+    return coefficients
+
+
+def project_conflicts(grads: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
+    """(T, P) per-task gradients -> (T, P) projected ones, task i visiting the others in orders[i]."""
+    coefficients = surgery_coefficients(grads @ grads.T, orders)
+    return coefficients.to(grads.device, grads.dtype) @ grads
+
+
+def flat_task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor]) -> tuple[Tensor, list[list[bool]]]:
+    """(T, P) matrix of every task's gradient (parameters in order, zeros where a task does not
+    reach one) and which task reaches which parameter. Each backward is written straight into
+    its row and dropped, so only one task's loose gradients exist at a time."""
+    sizes = [p.numel() for p in params]
+    reference = params[0]
+    flat = torch.empty(len(terms), sum(sizes), dtype=reference.dtype, device=reference.device)
+    reached: list[list[bool]] = []
+    for row, term in enumerate(terms):
+        grads = torch.autograd.grad(term, params, retain_graph=row < len(terms) - 1, allow_unused=True)
+        offset = 0
+        for size, grad in zip(sizes, grads):
+            segment = flat[row, offset:offset + size]
+            if grad is None:
+                segment.zero_()
+            else:
+                segment.copy_(grad.reshape(-1))
+            offset += size
+        reached.append([grad is not None for grad in grads])
+        del grads
+    return flat, reached
 
 
 class PCGradWeighting(LossWeighting):
@@ -58,20 +91,22 @@ class PCGradWeighting(LossWeighting):
 
     def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
         params = [p for _, p in trainable(model)]
-        per_task = task_gradients(self.terms(losses), params)
-        reach = [sum(grads[k] is not None for grads in per_task) for k in range(len(params))]
-        shared = [k for k, n in enumerate(reach) if n > 1]
-        layout = shared + [k for k, n in enumerate(reach) if n == 1]  # shared first: one slice to project
-        flat = torch.stack([torch.cat([(grads[k] if grads[k] is not None else torch.zeros_like(params[k])).reshape(-1)
-                                       for k in layout]) for grads in per_task])
-        del per_task
+        flat, reached = flat_task_gradients(self.terms(losses), params)
         mean_over_ranks_([flat])  # the one collective: every task's whole-batch gradient
-        width = sum(params[k].numel() for k in shared)
-        combined = torch.cat([project_conflicts(flat[:, :width], self.orders()).sum(dim=0), flat[:, width:].sum(dim=0)])
+        shared = [sum(row[k] for row in reached) > 1 for k in range(len(params))]
+        segments = []
         offset = 0
-        for k in layout:
-            params[k].grad = combined[offset:offset + params[k].numel()].view_as(params[k])
-            offset += params[k].numel()
+        for param in params:
+            segments.append(slice(offset, offset + param.numel()))
+            offset += param.numel()
+        gram = flat.new_zeros(len(reached), len(reached))
+        for segment, is_shared in zip(segments, shared):
+            if is_shared:
+                gram += flat[:, segment] @ flat[:, segment].T
+        weights = surgery_coefficients(gram, self.orders()).sum(dim=0).to(flat.device, flat.dtype)  # sum_i g_i' = w @ g
+        for param, segment, is_shared in zip(params, segments, shared):
+            grad = weights @ flat[:, segment] if is_shared else flat[:, segment].sum(dim=0)
+            param.grad = grad.view_as(param)
         self.steps += 1
         return self.combine({t: v.detach() for t, v in losses.items()})
 

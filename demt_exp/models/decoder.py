@@ -7,7 +7,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from demt_exp.models.attention import (
     global_attention,
@@ -15,6 +14,7 @@ from demt_exp.models.attention import (
     pooled_tokens,
     value_output_map,
 )
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 from demt_exp.models.task_query import (
     demt_task_query,
     fused_interaction,
@@ -123,8 +123,8 @@ class TaskAwareDecoder(nn.Module):
         b, c, h, w = features[self.tasks[0]].shape
         tokens = pixel_major_tokens([features[t] for t in self.tasks])
         fused = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
-        if self.activation_checkpointing and torch.is_grad_enabled():
-            out = checkpoint(self.query_all, tokens, fused, b, use_reentrant=False)
+        if wants_recompute(self.activation_checkpointing):
+            out = recompute_in_backward(self.task_queries, self.query_all, tokens, fused, b)
         else:
             out = self.query_all(tokens, fused, b)
         out = self.refine(out)

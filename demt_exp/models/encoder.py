@@ -14,6 +14,7 @@ from torch import nn
 
 from demt_exp.models.mixer import DeformableMixer
 from demt_exp.models.necks import FeatConvNeck
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 
 Projection = Literal["linear", "patch", "none"]
 Neck = Literal["concat", "featconv"]
@@ -117,6 +118,7 @@ class DeformableMixerEncoder(nn.Module):
 
     DeMT: concat neck, linear projection, depth 1. DeGMix: concat neck, patch (released) or
     linear projection, depth 2. DeGMix ViT: FeatConv neck (already `dim` wide), no projection.
+    `activation_checkpointing` recomputes each task's mixer in the backward pass.
     """
 
     def __init__(
@@ -128,10 +130,12 @@ class DeformableMixerEncoder(nn.Module):
         projection: Projection = "linear",
         neck: Neck = "concat",
         deform_backend: str = "auto",
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
         self.dim = dim
+        self.activation_checkpointing = activation_checkpointing
         self.neck, neck_channels = build_neck(neck, in_channels, dim)
         self.projection = build_projection(projection, neck_channels, dim)
         self.mixers = nn.ModuleDict({t: DeformableMixer(dim, depth, deform_backend) for t in self.tasks})
@@ -145,6 +149,8 @@ class DeformableMixerEncoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.merge(features)
+        if wants_recompute(self.activation_checkpointing):
+            return {t: recompute_in_backward(self.mixers[t], self.mixers[t], x) for t in self.tasks}
         return {t: self.mixers[t](x) for t in self.tasks}
 
 

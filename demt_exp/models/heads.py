@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
+
 
 class Bottleneck(nn.Sequential):
     """3x3 conv (no bias) + BatchNorm + ReLU (official `bottleneck[t]`)."""
@@ -20,19 +22,30 @@ class Bottleneck(nn.Sequential):
 
 
 class TaskHeads(nn.Module):
-    """{task: (B, dim, h, w)} -> {task: (B, C_t, H, W)}; logits initialised N(0, 0.01^2), bias 0."""
+    """{task: (B, dim, h, w)} -> {task: (B, C_t, H, W)}; logits initialised N(0, 0.01^2), bias 0.
 
-    def __init__(self, task_channels: Mapping[str, int], in_channels: int, bottleneck_channels: int) -> None:
+    `activation_checkpointing` recomputes each bottleneck and logits conv in the backward pass."""
+
+    def __init__(self, task_channels: Mapping[str, int], in_channels: int, bottleneck_channels: int,
+                 activation_checkpointing: bool = False) -> None:
         super().__init__()
         self.tasks = tuple(task_channels)
+        self.activation_checkpointing = activation_checkpointing
         self.bottleneck = nn.ModuleDict({t: Bottleneck(in_channels, bottleneck_channels) for t in self.tasks})
         self.logits = nn.ModuleDict({t: nn.Conv2d(bottleneck_channels, c, 1) for t, c in task_channels.items()})
         for conv in self.logits.values():
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
+    def task_logits(self, task: str, features: torch.Tensor) -> torch.Tensor:
+        """(B, C_t, h, w) logits of one task at the feature resolution."""
+        return self.logits[task](self.bottleneck[task](features))
+
     def forward(self, features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        return {
-            t: F.interpolate(self.logits[t](self.bottleneck[t](features[t])), size=size, mode="bilinear", align_corners=False)
-            for t in self.tasks
-        }
+        recompute = wants_recompute(self.activation_checkpointing)
+        out = {}
+        for t in self.tasks:
+            logits = (recompute_in_backward(self.bottleneck[t], self.task_logits, t, features[t]) if recompute
+                      else self.task_logits(t, features[t]))
+            out[t] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return out

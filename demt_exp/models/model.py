@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
 from demt_exp.data.tasks import output_channels
@@ -20,6 +21,8 @@ class MultiTaskModel(nn.Module):
     of the concatenated backbone channels as the official head computes it (SPEC 1.4).
     With `freeze_backbone` the backbone gets no gradient and stays in eval mode (its norms and
     stochastic depth behave as at inference), the "DeGMix-Tuning" setting.
+    `activation_checkpointing` recomputes the heads in backward (the other parts take the same
+    switch from their own configs, all set by `trainer.activation_checkpointing`).
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class MultiTaskModel(nn.Module):
         task_channels: Mapping[str, int],
         bottleneck_channels: int | None = None,
         freeze_backbone: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.tasks = tuple(task_channels)
@@ -37,7 +41,7 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         width = bottleneck_channels or sum(backbone.out_channels) // int(getattr(decoder, "bottleneck_divisor", 8))
-        self.heads = TaskHeads(task_channels, int(encoder.dim), width)
+        self.heads = TaskHeads(task_channels, int(encoder.dim), width, activation_checkpointing)
         self.backbone_frozen = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -74,4 +78,5 @@ def build_model(cfg: Any) -> MultiTaskModel:
         channels,
         bottleneck_channels=model_cfg.get("bottleneck_channels"),
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
+        activation_checkpointing=bool(OmegaConf.select(cfg, "trainer.activation_checkpointing", default=False)),
     )

@@ -18,8 +18,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 from demt_exp.models.timm_body import create_timm_body
 from demt_exp.models.weights import BackboneState
 
@@ -139,9 +139,9 @@ class SwinBackbone(nn.Module):
         pad_w = (self.patch_size - width % self.patch_size) % self.patch_size
         x = self.patch_embed(F.pad(image, (0, pad_w, 0, pad_h)))
         features = []
-        recompute = self.activation_checkpointing and torch.is_grad_enabled()
+        recompute = wants_recompute(self.activation_checkpointing)
         for stage, norm in zip(self.stages, self.norms):
-            x = checkpoint(stage_forward, stage, x, use_reentrant=False) if recompute else stage_forward(stage, x)
+            x = recompute_in_backward(stage, stage_forward, stage, x) if recompute else stage_forward(stage, x)
             features.append(norm(x).permute(0, 3, 1, 2))  # NCHW view of the NHWC tokens (channels-last)
         return features
 

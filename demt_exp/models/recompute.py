@@ -1,0 +1,51 @@
+"""Activation checkpointing that leaves BatchNorm's running statistics as one forward pass does.
+
+`torch.utils.checkpoint` runs a block's forward twice in training (once for the output, once
+in backward to rebuild what it did not save). A BatchNorm inside the block would update its
+running mean and variance twice, so the model would drift from the one trained without
+checkpointing. During the recomputation every BatchNorm of the block gets momentum 0 (its
+running statistics are then left exactly as they were: r <- 1 * r + 0 * batch) and its
+`num_batches_tracked` is put back afterwards; the normalisation itself uses the batch
+statistics in both passes, so outputs and gradients are those of the plain forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["frozen_batch_statistics", "recompute_in_backward"]
+
+
+@contextmanager
+def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Within the block, training-mode BatchNorms normalise as usual but update nothing."""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (momentum, tracked) in zip(norms, saved):
+            norm.momentum = momentum
+            if tracked is not None:
+                norm.num_batches_tracked.copy_(tracked)
+
+
+def recompute_in_backward(module: nn.Module, function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` (the forward of `module` or a part of it) with its activations recomputed
+    in backward instead of saved; RNG state (dropout, stochastic depth) is replayed as well."""
+    return checkpoint(function, *args, use_reentrant=False,
+                      context_fn=lambda: (nullcontext(), frozen_batch_statistics(module)))
+
+
+def wants_recompute(enabled: bool) -> bool:
+    """Checkpointing only pays where a backward will follow."""
+    return enabled and torch.is_grad_enabled()

@@ -217,3 +217,24 @@ def test_the_record_names_the_tolerance_where_the_boundary_metric_runs() -> None
     assert record("invpt", "pascal_context", ["edge"]) == {"boundary": "invpt", "boundary_max_dist": "0.0075"}
     assert record("atrc", "pascal_context", ["semseg"]) == {"boundary": "atrc"}  # no edge task
     assert record("atrc", "synthetic", ["edge"]) == {"boundary": "atrc"}  # no SEISM ground truth
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_score_the_listed_images_as_one_process(pascal_run, tmp_path: Path) -> None:
+    checkpoint, root, val_ids = pascal_run
+    listed = tmp_path / "subset.txt"
+    listed.write_text(f"{val_ids[1]}\n{val_ids[2]}\n")  # rank 0 holds val 0 and 2, rank 1 val 1
+    common = [f"eval.boundary_image_list={listed}", "eval.panels=0", "eval.num_workers=0"]
+    one = run_evaluation(checkpoint, tmp_path / "one", *common, "eval.boundary_workers=0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              "-m", "demt_exp.evaluate", f"checkpoint={checkpoint}", *common, "eval.boundary_workers=1",
+                              "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'two'}"],
+                             check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["protocol"] == one["protocol"]
+    for name in ("odsF", "oisF", "AP"):
+        assert two["edge"][name] == pytest.approx(one["edge"][name], rel=1e-12, abs=1e-12), name
+    reference = _reference(tmp_path / "one", root, val_ids[1:], atrc_protocol("pascal_context"))
+    assert one["edge"]["odsF"] == pytest.approx(reference["odsF"], abs=1e-9)

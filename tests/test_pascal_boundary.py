@@ -31,7 +31,7 @@ from demt_exp.metrics import (
     invpt_protocol,
 )
 from demt_exp.metrics.boundary_images import read_image_list
-from demt_exp.metrics.boundary_settings import boundary_settings
+from demt_exp.metrics.boundary_settings import boundary_settings, counting_workers
 from demt_exp.metrics.edge_boundary import boundary_ground_truth
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,3 +238,12 @@ def test_two_torchrun_processes_score_the_listed_images_as_one_process(pascal_ru
         assert two["edge"][name] == pytest.approx(one["edge"][name], rel=1e-12, abs=1e-12), name
     reference = _reference(tmp_path / "one", root, val_ids[1:], atrc_protocol("pascal_context"))
     assert one["edge"]["odsF"] == pytest.approx(reference["odsF"], abs=1e-9)
+
+
+def test_boundary_workers_default_to_this_process_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun with two processes on this node
+    assert counting_workers(None) == max(1, cores // 2)
+    assert counting_workers(0) == 0 and counting_workers(3) == 3
+    with pytest.raises(ValueError, match="eval.boundary_workers=-1"):
+        counting_workers(-1)

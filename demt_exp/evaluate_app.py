@@ -31,7 +31,9 @@ from demt_exp.distributed import (
 from demt_exp.evaluate import eval_loader, evaluate
 from demt_exp.inference import inference_config, load_inference_model
 from demt_exp.metrics import MetricContext
+from demt_exp.metrics.boundary_settings import boundary_settings
 from demt_exp.metrics.delta_m import delta_m_record
+from demt_exp.metrics.edge_boundary import val_dataset_options
 from demt_exp.prediction_writer import PredictionWriter
 from demt_exp.tracking import Tracker, flatten, format_table
 from demt_exp.train import autocast_factory
@@ -58,7 +60,11 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
     tasks = list(cfg.tasks.names)
     num_classes = int(cfg.dataset.num_semseg_classes)
     model = load_inference_model(cfg.checkpoint, cfg, payload).to(info.device)
-    val_set = instantiate(cfg.dataset.val)  # the val split only: nothing here reads the training set
+    dataset = str(cfg.dataset.name)
+    # The val split only: nothing here reads the training set.
+    val_set = instantiate(cfg.dataset.val, **val_dataset_options(dataset, tasks))
+    boundary, boundary_record = boundary_settings(protocol, dataset, tasks, cfg.eval.get("boundary_image_list"),
+                                                  cfg.eval.get("boundary_workers"), getattr(val_set, "ids", None))
     loader = eval_loader(val_set, int(cfg.eval.batch_size), info.rank, info.world_size, int(cfg.eval.num_workers))
     task_dirs = {"edge": SEISM_EDGE_DIR} if "edge" in tasks and cfg.eval.edge_pngs else {}
     writer = PredictionWriter(out_dir, task_dirs, panels=int(cfg.eval.panels))
@@ -67,7 +73,7 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
     def write(batch: dict[str, Any], preds: dict[str, torch.Tensor]) -> None:
         writer.write_batch(batch, preds, [next(positions) for _ in range(batch["image"].shape[0])])
 
-    context = MetricContext(num_classes, str(cfg.dataset.name), {"boundary": {"protocol": protocol}})
+    context = MetricContext(num_classes, dataset, {"boundary": boundary})
     results, labels = split_labels(evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
                                             autocast=autocast_factory(str(cfg.trainer.precision), info.device)))
     multi_task, delta_protocol = delta_m_record(cfg, results, info.is_main)
@@ -75,7 +81,7 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
     if multi_task:
         record["multi_task"] = multi_task
     record["protocol"] = {
-        "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), "boundary": protocol,
+        "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), **boundary_record,
         "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
     }
     if info.is_main and "edge" in tasks and "odsF" not in results.get("edge", {}):

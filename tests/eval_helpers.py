@@ -3,12 +3,17 @@ training loop saves it (resume.build_payload), so the stored config travels with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from demt_exp.checkpoint import save_atomic
 from demt_exp.config import compose_config
+from demt_exp.distributed import DistInfo
+from demt_exp.evaluate_app import evaluate_checkpoint
+from demt_exp.inference import inference_config
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.resume import build_payload
@@ -16,6 +21,7 @@ from demt_exp.rng import rng_state, seed_everything
 
 # A narrow model on tiny synthetic scenes: seconds per evaluation on a CPU.
 TINY_MODEL = ["encoder.dim=32", "backbone.drop_path_rate=0.0", "logger.progress_bar=false"]
+ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 TINY_SYNTHETIC = [*TINY_MODEL, "dataset.image_size=[32,32]", "dataset.val.num_samples=5", "dataset.train.num_samples=4"]
 
 
@@ -28,3 +34,11 @@ def write_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> DictCon
     scheduler = build_poly_scheduler(optimizer, int(cfg.trainer.steps))
     save_atomic(build_payload(model, optimizer, scheduler, 0, cfg, [rng_state()], {}), path)
     return cfg
+
+
+def run_evaluation(checkpoint: Path, out: Path, *overrides: str) -> dict:
+    """What `python -m demt_exp.evaluate checkpoint=... <overrides>` does, in this process."""
+    args = [f"checkpoint={checkpoint}", *overrides]
+    cfg, payload = inference_config(str(checkpoint), args, "evaluate")
+    evaluate_checkpoint(cfg, payload, out, ONE_CPU)
+    return json.loads((out / "metrics.json").read_text())

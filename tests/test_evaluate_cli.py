@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, write_checkpoint
+from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, run_evaluation, write_checkpoint
 from fake_nyud import write_fake_nyud
 from hydra.utils import instantiate
 from PIL import Image
 
 from demt_exp.crop import edge_uint8
-from demt_exp.distributed import DistInfo
-from demt_exp.evaluate_app import evaluate_checkpoint
 from demt_exp.inference import inference_config, load_inference_model
 from demt_exp.metrics import (
     BoundaryMetric,
@@ -29,15 +27,6 @@ from demt_exp.metrics import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-
-
-def run_evaluation(checkpoint: Path, out: Path, *overrides: str) -> dict:
-    """What `python -m demt_exp.evaluate checkpoint=... <overrides>` does, in this process."""
-    args = [f"checkpoint={checkpoint}", *overrides]
-    cfg, payload = inference_config(str(checkpoint), args, "evaluate")
-    evaluate_checkpoint(cfg, payload, out, ONE_CPU)
-    return json.loads((out / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")

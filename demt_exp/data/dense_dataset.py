@@ -109,10 +109,12 @@ class DenseDataset(Dataset):
     """Base of the real data sets: subclasses decode a sample in `load`; this applies the transform.
 
     With transform=None a sample is the decoded HWC arrays of the requested tasks (for inspection).
+    `extra_maps` names maps a sample carries besides its tasks (e.g. the evaluation's boundary labels).
     """
 
     tasks: tuple[str, ...]
     transform: Callable[[Sample], Any] | None
+    extra_maps: tuple[str, ...] = ()
 
     def load(self, index: int) -> Sample:  # pragma: no cover - interface
         raise NotImplementedError
@@ -120,5 +122,5 @@ class DenseDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         sample = self.load(int(index))
         if self.transform is None:
-            return {k: v for k, v in sample.items() if k in ("image", "meta", *self.tasks)}
+            return {k: v for k, v in sample.items() if k in ("image", "meta", *self.tasks, *self.extra_maps)}
         return self.transform(sample)

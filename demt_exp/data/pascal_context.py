@@ -47,7 +47,7 @@ from demt_exp.data.pascal_parts import (
     read_part_objects,
 )
 from demt_exp.data.tasks import IGNORE_INDEX
-from demt_exp.data.transforms import Sample, parse_size
+from demt_exp.data.transforms import BOUNDARY_LABELS, Sample, parse_size
 
 PASCAL_TASKS: tuple[str, ...] = ("semseg", "human_parts", "sal", "normals", "edge")
 NUM_CLASSES = 21
@@ -219,13 +219,16 @@ class PascalContext(DenseDataset):
     class_tables_dir: folder holding the class-name tables when they are not in <root>/json or
     <root>/db_info. As in the reference loader, a split with human_parts as the only task keeps
     just the images that contain a person.
+    boundary_labels: also carry the 459-class LabelMap as "boundary_labels" (int64, padded like the
+    labels): SEISM's PASCALContext reader scores edges against its region boundaries, not against
+    the edge training target. `python -m demt_exp.evaluate` turns it on; training batches never carry it.
     """
 
     def __init__(self, root: str | Path | None = None, split: str = "train",
                  tasks: Sequence[str] = PASCAL_TASKS, image_size: Sequence[int] = IMAGE_SIZE,
                  cache_dir: str | Path | None = None, write_part_index_to_root: bool = False,
                  class_tables_dir: str | Path | None = None,
-                 transform: str | Callable[[Sample], Any] | None = "auto") -> None:
+                 transform: str | Callable[[Sample], Any] | None = "auto", boundary_labels: bool = False) -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
         self.tasks = validate_tasks(tasks, PASCAL_TASKS, "PASCAL-Context")
@@ -243,7 +246,8 @@ class PascalContext(DenseDataset):
         if "normals" in self.tasks:
             tables = None if class_tables_dir is None else Path(class_tables_dir).expanduser()
             self.valid_normals_classes = normals_valid_classes(class_table_dirs(self.root, tables))
-        self.transform = pick_transform(transform, split, self.image_size, self.tasks)
+        self.extra_maps = (BOUNDARY_LABELS,) if boundary_labels else ()
+        self.transform = pick_transform(transform, split, self.image_size, (*self.tasks, *self.extra_maps))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -269,7 +273,7 @@ class PascalContext(DenseDataset):
         if "sal" in self.tasks:
             sal_file = sal_path(self.root, sample_id)
             sample["sal"] = check_same_size(decode_sal(sal_file), sal_file, image_file, size)
-        if "normals" in self.tasks or "edge" in self.tasks:
+        if "normals" in self.tasks or "edge" in self.tasks or self.extra_maps:
             labels_file = labels_path(self.root, sample_id)
             labels = check_same_size(decode_context_labels(labels_file), labels_file, image_file, size)
             if "normals" in self.tasks:
@@ -278,6 +282,8 @@ class PascalContext(DenseDataset):
                 sample["normals"] = masked_normals(normals, labels, self.valid_normals_classes)
             if "edge" in self.tasks:
                 sample["edge"] = edges_from_labels(labels)[..., None]
+            if self.extra_maps:
+                sample[BOUNDARY_LABELS] = labels
         sample["meta"] = {"id": sample_id, "size": size}
         return sample
 

@@ -30,11 +30,16 @@ Sample = dict[str, Any]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-INDEX_MAPS = ("semseg", "human_parts", "sal")
+# The label map SEISM derives an evaluation's ground-truth boundary from (PASCAL-Context: the
+# 459-class LabelMap); a val set carries it only when the evaluation asks (no training batch does).
+BOUNDARY_LABELS = "boundary_labels"
+INDEX_MAPS = ("semseg", "human_parts", "sal", BOUNDARY_LABELS)
 ONE_CHANNEL_MAPS = ("depth", "edge")
 # PadImage fill per key (SPEC 3.4 step 6); AddIgnoreRegions later turns depth/normals zeros into 255.
+# Padding of boundary labels is cropped away before use, so its fill never matters.
 PAD_FILL: dict[str, float] = {"image": 0.0, "semseg": IGNORE_INDEX, "human_parts": IGNORE_INDEX,
-                              "sal": IGNORE_INDEX, "edge": IGNORE_INDEX, "depth": 0.0, "normals": 0.0}
+                              "sal": IGNORE_INDEX, "edge": IGNORE_INDEX, "depth": 0.0, "normals": 0.0,
+                              BOUNDARY_LABELS: 0}
 
 
 def parse_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:

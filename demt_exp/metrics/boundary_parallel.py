@@ -18,12 +18,17 @@ import numpy as np
 from demt_exp.metrics.boundary import BoundaryMetric, image_counts, png_values
 from demt_exp.metrics.boundary_protocol import BoundaryProtocol
 
-__all__ = ["BoundaryCounter", "default_workers", "evaluate_boundaries"]
+__all__ = ["BoundaryCounter", "default_workers", "evaluate_boundaries", "workers_per_process"]
 
 
 def default_workers() -> int:
     """All cores this process may use."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def workers_per_process() -> int:
+    """This process's share of the cores when torchrun starts several on a node (LOCAL_WORLD_SIZE)."""
+    return max(1, default_workers() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 class BoundaryCounter:

@@ -15,7 +15,7 @@ all-reduce of T gradients instead of one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from demt_exp.weighting.base import (
     mean_over_ranks_,
     task_gradients,
     trainable,
+    unscaled,
 )
 
 
@@ -56,9 +57,12 @@ class PCGradWeighting(LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         return torch.stack(self.terms(losses)).sum()
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
+    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
+                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+        """The projection is homogeneous in the gradients, so a loss scale S passes through it and
+        the optimiser's GradScaler divides it out."""
         params = [p for _, p in trainable(model)]
-        per_task = task_gradients(self.terms(losses), params)
+        per_task = task_gradients([scale(term) for term in self.terms(losses)], params)
         reach = [sum(grads[k] is not None for grads in per_task) for k in range(len(params))]
         shared = [k for k, n in enumerate(reach) if n > 1]
         layout = shared + [k for k, n in enumerate(reach) if n == 1]  # shared first: one slice to project

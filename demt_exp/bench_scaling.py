@@ -49,12 +49,20 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine(device: str) -> str:
     """Where the figures come from: processor, cores, threads, torch version."""
     if device == "cuda" and torch.cuda.is_available():
         where = torch.cuda.get_device_name()
     else:
-        where = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        where = f"{cpu_name()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     return f"{where}, torch {torch.__version__}"
 
 

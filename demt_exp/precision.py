@@ -11,10 +11,10 @@ that is itself inf or NaN still is one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -28,9 +28,9 @@ from torch import nn
 
 from demt_exp.config import compose_config
 from demt_exp.models.formulation import set_fast
+from demt_exp.precision import PRECISIONS
 
 COMPONENTS = ("backbone", "encoder", "decoder", "heads")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

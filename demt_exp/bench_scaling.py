@@ -4,20 +4,28 @@ and vs number of tasks, for each attention mode, as a table, JSON and a PNG plot
 Every point runs in a fresh subprocess (`bench_model.memory_worker`), so its peak memory is its
 own: the seconds of the second train step (after one warm-up step) and the peak RSS minus the
 RSS after building the model (CPU) or max allocated (CUDA). Tasks are the first k of the
-PASCAL-Context set (semseg, human_parts, sal, normals, edge).
+PASCAL-Context set (semseg, human_parts, sal, normals, edge). Written beside each other:
+`OUT.md` (a markdown table with the machine it ran on), `OUT.csv`, `OUT.json` and `OUT.png`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from demt_exp.bench_model import memory_in_subprocess
 
 PASCAL_TASKS = ["semseg", "human_parts", "sal", "normals", "edge"]
+COLUMNS = [("attention", "attention"), ("size", "input (px, square)"), ("tasks", "tasks"),
+           ("train_s", "train step (s)"), ("train_peak_minus_model_mib", "train peak minus model (MiB)")]
 
 
 def point_argv(args: argparse.Namespace, attention: str, size: int, tasks: int) -> list[str]:
@@ -41,11 +49,52 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(device: str) -> str:
+    """Where the figures come from: processor, cores, threads, torch version."""
+    if device == "cuda" and torch.cuda.is_available():
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"{cpu_name()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return f"{where}, torch {torch.__version__}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'attention':10s}{'size':>6s}{'tasks':>7s}{'train s':>10s}{'peak-model MiB':>16s}"]
-    lines += [f"{r['attention']:10s}{r['size']:6d}{r['tasks']:7d}{r['train_s']:10.2f}{r['train_peak_minus_model_mib']:16.0f}"
-              for r in rows]
+    """A markdown table, one row per measured point."""
+    lines = ["| " + " | ".join(label for _, label in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append(f"| {r['attention']} | {r['size']} | {r['tasks']} | {r['train_s']:.2f} | "
+                     f"{r['train_peak_minus_model_mib']:.0f} |")
     return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[key for key, _ in COLUMNS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[Path]:
+    """OUT.md, OUT.csv, OUT.json and OUT.png; returns their paths."""
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    where = machine(args.device)
+    setting = f"train step, batch {args.batch}, {' '.join(args.overrides) or 'DeMT Swin-T'}"
+    paths = [out.with_suffix(suffix) for suffix in (".md", ".csv", ".json", ".png")]
+    paths[0].write_text(f"{setting}; {where}\n\n{format_table(rows)}\n")
+    write_csv(rows, paths[1])
+    paths[2].write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": where,
+                                    "rows": rows}, indent=2))
+    plot(rows, args, paths[3])
+    return paths
 
 
 def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
@@ -89,11 +138,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     rows = measure(args)
     print(format_table(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
-    args.out.with_suffix(".md").write_text(format_table(rows) + "\n")
-    plot(rows, args, args.out.with_suffix(".png"))
-    print(f"wrote {args.out.with_suffix('.png')}, .json, .md")
+    print("wrote " + ", ".join(str(path) for path in write_outputs(rows, args)))
 
 
 if __name__ == "__main__":

@@ -131,11 +131,12 @@ def rescale_learning_rate(optimizer: Any, scheduler: Any, ratio: float) -> None:
 
 
 def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: DictConfig, rank: int,
-            world_size: int, trust: bool = False, modules: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
+            world_size: int, trust: bool = False, modules: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load a checkpoint into the live objects (this rank's RNG states included); returns the payload.
 
-    `modules` are model-like states saved under their own payload key (e.g. the learned task
-    weights under "weighting"); a checkpoint written without one keeps that module's fresh state."""
+    `modules` are objects with state_dict/load_state_dict saved under their own payload key (the
+    learned task weights under "weighting", the fp16 GradScaler under "grad_scaler"); a checkpoint
+    written without one keeps that object's fresh state."""
     payload = load_checkpoint(path, trust=trust)
     changes = check_compatible(payload, cfg, world_size, path)
     model.load_state_dict(payload["model"])

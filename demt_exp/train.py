@@ -51,6 +51,7 @@ from demt_exp.models.init import (
 )
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
+from demt_exp.precision import autocast_factory, grad_scaler, no_scaling, optimizer_step
 from demt_exp.resume import build_payload, resolve_resume, restore
 from demt_exp.rng import rng_state, seed_everything
 from demt_exp.sampling import EpochSampler, SeededSamples, batches_forever
@@ -62,24 +63,11 @@ from demt_exp.weighting import FixedWeighting, LossWeighting, build_weighting
 
 log = logging.getLogger("demt_exp")
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-__all__ = ["batches_forever", "build_loss", "run", "seed_everything", "train_loader", "train_step"]
+__all__ = ["autocast_factory", "batches_forever", "build_loss", "run", "seed_everything", "train_loader", "train_step"]
 
 
 class NonFiniteLoss(FloatingPointError):
     """A task's loss went NaN or infinite; raised before the step can reach the weights."""
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
-    """A context-manager factory for the requested precision (fp32 means no autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r}; expected one of {sorted(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return nullcontext
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("trainer.precision=fp16 needs a CUDA device; use bf16 on CPU")
-    return partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
 def wants_chance_reference(setting: Any, dataset: str) -> bool:
@@ -141,6 +129,7 @@ class StepResult:
     per_task: dict[str, torch.Tensor]
     nonfinite: list[str]  # tasks whose loss was not finite on some rank; the step was not applied
     signal: int  # a stop signal any rank received before this step's agreement, else 0
+    overflow: bool = False  # fp16: the scaled gradients overflowed, the scaler skipped the step (not a non-finite loss)
 
 
 def agree(per_task: Mapping[str, torch.Tensor], watch: SignalWatch | None, device: torch.device) -> tuple[list[str], int]:
@@ -164,15 +153,19 @@ def train_step(
     grad_clip: float | None,
     watch: SignalWatch | None = None,
     weighting: LossWeighting | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """Forward, per-task losses, agreement, weighted backward, optimiser and schedule step.
 
     `weighting` (default: the fixed official weights) leaves the step's gradients in `.grad`;
     one that combines per-task gradients itself runs under DDP's no_sync() and reduces them once.
     A step whose loss is not finite on some rank is not applied on any rank (all ranks know it
-    from the same collective); the schedule still advances with the step count."""
+    from the same collective); the schedule still advances with the step count. `scaler` (fp16)
+    scales the loss before backward and skips a step whose scaled gradients overflowed."""
     if weighting is None:
         weighting = FixedWeighting(list(loss_fn.weights), loss_fn.weights)
+    scaler = no_scaling() if scaler is None else scaler
+    overflow = False
     manual = weighting.manual_sync and isinstance(model, DistributedDataParallel)
     with model.no_sync() if manual else nullcontext():
         with autocast():
@@ -190,13 +183,11 @@ def train_step(
                 (weighted_sum(loss_fn.weights, losses) * 0).backward()
                 optimizer.zero_grad(set_to_none=True)
         else:
-            total = weighting.backward(losses, model)
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            total = weighting.backward(losses, model, scale=scaler.scale)
+            overflow = not optimizer_step(scaler, optimizer, model.parameters(), grad_clip)
             weighting.after_step()
     scheduler.step()
-    return StepResult(total.detach(), per_task, nonfinite, signum)
+    return StepResult(total.detach(), per_task, nonfinite, signum, overflow)
 
 
 class BestMetric:
@@ -277,13 +268,15 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     seed_everything(int(trainer.seed) + info.rank)  # per-process randomness (drop path)
     tracker = build_tracker(cfg, out_dir, info.is_main)
     best = BestMetric(trainer.checkpoint.best, str(trainer.checkpoint.best_mode))
+    scaler = grad_scaler(str(trainer.precision), info.device, trainer.get("grad_scaler"))  # fp16 loss scaling
     start_step, skipped, wandb_run_id = 0, 0, None
     if info.is_main:
         for stale in remove_stale_temporaries(folder.folder):
             log.info("removed %s, left by a save that did not finish", stale)
     if resume_path is not None:
         payload = restore(resume_path, model, optimizer, scheduler, cfg, info.rank, info.world_size,
-                          trust=bool(cfg.get("trust_checkpoints", False)), modules={"weighting": weighting})
+                          trust=bool(cfg.get("trust_checkpoints", False)),
+                          modules={"weighting": weighting, "grad_scaler": scaler})
         start_step, skipped = int(payload["step"]), int(payload.get("skipped_steps", 0))
         best.value = payload.get("best_value")
         wandb_run_id = payload.get("wandb_run_id")
@@ -326,6 +319,8 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         if info.is_main:
             extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value,
                      "wandb_run_id": tracker.run_id, "weighting": weighting.state_dict()}
+            if scaler.is_enabled():
+                extra["grad_scaler"] = scaler.state_dict()  # the scale and its growth count: resume stays exact
             folder.save(build_payload(model, optimizer, scheduler, step, cfg, states, extra), step, best=is_best)
 
     results: dict[str, dict[str, float]] = {}
@@ -336,7 +331,8 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
         group_lrs = {f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch, weighting)
+        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch, weighting,
+                             scaler)
         if outcome.nonfinite:
             if trainer.nonfinite == "stop":
                 raise NonFiniteLoss(
@@ -357,6 +353,8 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
                       "train/skipped_steps": skipped, **group_lrs}
             record.update({f"train/{t}/loss": v.item() for t, v in zip(outcome.per_task, losses[1:])})
             record.update({f"train/weight/{t}": w for t, w in weighting.weights().items()})
+            if scaler.is_enabled():
+                record["train/loss_scale"] = scaler.get_scale()
             tracker.log(step, record)
             images_seen, clock = 0, time.perf_counter()
         bar.update(1)

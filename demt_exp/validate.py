@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.data.tasks import TASK_NAMES
+from demt_exp.precision import SCALER_ENABLED
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -86,6 +87,7 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.poly_power={cfg.trainer.poly_power!r}; expected a number >= 0")
     _one_of(cfg, "trainer.precision", PRECISIONS)
     _one_of(cfg, "trainer.nonfinite", NONFINITE_POLICIES)
+    check_grad_scaler(cfg)
     resume = cfg.trainer.resume
     if not (isinstance(resume, bool) or resume == "auto" or (isinstance(resume, str) and Path(resume).is_file())):
         raise ConfigError(f"trainer.resume={resume!r} does not exist; expected auto, true, false or a checkpoint file")
@@ -96,6 +98,21 @@ def check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.checkpoint.best={best!r}; expected null or <task>/<metric> with a task of "
                               f"tasks.names ({', '.join(cfg.tasks.names)}), e.g. {cfg.tasks.names[0]}/loss")
     _one_of(cfg, "trainer.checkpoint.best_mode", ("auto", "max", "min"))
+
+
+def check_grad_scaler(cfg: DictConfig) -> None:
+    if OmegaConf.select(cfg, "trainer.grad_scaler") is None:
+        return  # a config from before the key existed: the defaults
+    enabled = cfg.trainer.grad_scaler.get("enabled", "auto")
+    if enabled not in SCALER_ENABLED:
+        raise ConfigError(f"trainer.grad_scaler.enabled={enabled!r}; expected auto, true or false")
+    _positive(cfg, "trainer.grad_scaler.init_scale")
+    _integer_at_least(cfg, "trainer.grad_scaler.growth_interval", 1)
+    if not _number(cfg, "trainer.grad_scaler.growth_factor") > 1:
+        raise ConfigError(f"trainer.grad_scaler.growth_factor={cfg.trainer.grad_scaler.growth_factor!r}; expected a number > 1")
+    if not 0 < _number(cfg, "trainer.grad_scaler.backoff_factor") < 1:
+        raise ConfigError(f"trainer.grad_scaler.backoff_factor={cfg.trainer.grad_scaler.backoff_factor!r}; "
+                          f"expected a number in (0, 1)")
 
 
 def check_model_fits(cfg: DictConfig) -> None:

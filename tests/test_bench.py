@@ -62,3 +62,54 @@ def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.
     shares = report["shares"]
     assert set(shares) == {"backbone", "encoder", "decoder", "heads", "backward+optimizer"}
     assert shares["backbone"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) -> None:
+    """Each point is a fresh subprocess running the real train step; one size and one task count
+    per attention mode keeps it short."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    out = tmp_path / "scaling"
+    main(["scaling", "encoder.dim=16", "--sizes", "32", "--tasks", "1", "--fixed-size", "32", "--fixed-tasks", "1",
+          "--attention", "official", "global", "--out", str(out)])
+    with Image.open(out.with_suffix(".png")) as image:
+        assert image.format == "PNG" and image.size == (1000, 700)
+        image.verify()
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [(r["attention"], r["size"], r["tasks"]) for r in rows] == [("official", "32", "1"), ("global", "32", "1")]
+    assert all(float(r["train_s"]) > 0 and float(r["train_peak_minus_model_mib"]) > 0 for r in rows)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [r["train_s"] for r in saved["rows"]] == [float(r["train_s"]) for r in rows]
+    assert "torch" in saved["machine"]
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert table[0].startswith("train step, batch 1, encoder.dim=16;") and saved["machine"] in table[0]
+    assert table[2] == "| attention | input (px, square) | tasks | train step (s) | train peak minus model (MiB) |"
+    assert [line.split(" | ")[0] for line in table[4:]] == ["| official", "| global"]
+
+
+def test_scaling_outputs_hold_every_point_and_a_png_of_both_sweeps(tmp_path) -> None:
+    """The writer on given rows: two modes, a size sweep (1 task) and a task sweep (size 256)."""
+    import argparse
+    import csv
+
+    from PIL import Image
+
+    from demt_exp.bench_scaling import write_outputs
+
+    rows = [{"attention": mode, "size": size, "tasks": tasks, "train_s": 0.5 * size / 256 + tasks + (mode == "global"),
+             "train_peak_minus_model_mib": 100.0 * tasks * size / 256}
+            for mode in ("official", "global") for size, tasks in ((256, 1), (640, 1), (256, 5))]
+    args = argparse.Namespace(out=tmp_path / "s", device="cpu", batch=1, overrides=[], attention=["official", "global"],
+                              fixed_tasks=1, fixed_size=256)
+    paths = write_outputs(rows, args)
+    assert [p.name for p in paths] == ["s.md", "s.csv", "s.json", "s.png"] and all(p.is_file() for p in paths)
+    with Image.open(paths[3]) as image:
+        assert image.format == "PNG" and image.size == (1000, 700)
+    table = paths[0].read_text().splitlines()[4:]
+    assert table[1] == "| official | 640 | 1 | 2.25 | 250 |" and table[5] == "| global | 256 | 5 | 6.50 | 500 |"
+    assert [(r["attention"], int(r["size"]), int(r["tasks"])) for r in csv.DictReader(paths[1].open())] == \
+        [(r["attention"], r["size"], r["tasks"]) for r in rows]

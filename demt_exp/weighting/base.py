@@ -10,7 +10,7 @@ so the combined gradient is averaged exactly once and every rank derives the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -41,6 +41,11 @@ def mean_over_ranks_(tensors: Sequence[Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+def unscaled(loss: Tensor) -> Tensor:
+    """The default loss scale: none (fp16 training passes GradScaler.scale)."""
+    return loss
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -82,10 +87,12 @@ class LossWeighting(nn.Module):
         """The weight multiplying each task's loss L_t at the current step (logged)."""
         raise NotImplementedError
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
-        """Gradients of this step into `.grad` (averaged over ranks); returns the detached total."""
+    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
+                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+        """Gradients of this step into `.grad` (averaged over ranks), of `scale`d losses (fp16 loss
+        scaling; the optimiser's GradScaler divides them again); returns the detached unscaled total."""
         total = self.combine(losses)
-        total.backward()
+        scale(total).backward()
         mean_over_ranks_([p.grad for p in self.parameters() if p.grad is not None])
         return total.detach()
 

@@ -16,7 +16,7 @@ Cost: one extra partial backward (from the loss to W) per task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,7 @@ from demt_exp.weighting.base import (
     mean_over_ranks_,
     task_gradients,
     trainable,
+    unscaled,
 )
 
 
@@ -57,14 +58,17 @@ class GradNormWeighting(LossWeighting):
         assert total is not None
         return total
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
+    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
+                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+        """Under a loss scale S the norms G_i are S times larger, so is grad_w L_grad (it is linear in
+        them), and the optimiser's GradScaler divides it by S with the network's gradients."""
         terms = self.terms(losses)
         layer = self.shared_layer(model)
-        per_task = task_gradients(terms, layer, keep_graph=True)
+        per_task = task_gradients([scale(term) for term in terms], layer, keep_graph=True)
         flat = torch.stack([torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                        for g, p in zip(grads, layer)]) for grads in per_task])
         total = self.combine(losses)
-        total.backward()
+        scale(total).backward()
         model_grads = [p.grad for _, p in trainable(model) if p.grad is not None]
         values = torch.stack([t.detach() for t in terms]).to(flat.dtype)
         mean_over_ranks_([*model_grads, flat, values])  # the one collective of this step

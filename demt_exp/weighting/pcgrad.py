@@ -16,7 +16,7 @@ of the shared gradients (`surgery_coefficients`) and one weighted sum of the T g
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from demt_exp.weighting.base import (
     LossWeighting,
     mean_over_ranks_,
     trainable,
+    unscaled,
 )
 
 
@@ -89,9 +90,12 @@ class PCGradWeighting(LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         return torch.stack(self.terms(losses)).sum()
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> Tensor:
+    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
+                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+        """The projection is homogeneous in the gradients, so a loss scale S passes through it and
+        the optimiser's GradScaler divides it out."""
         params = [p for _, p in trainable(model)]
-        flat, reached = flat_task_gradients(self.terms(losses), params)
+        flat, reached = flat_task_gradients([scale(term) for term in self.terms(losses)], params)
         mean_over_ranks_([flat])  # the one collective: every task's whole-batch gradient
         shared = [sum(row[k] for row in reached) > 1 for k in range(len(params))]
         segments = []

@@ -34,12 +34,23 @@ def history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+SIGNAL_RUN = [*TINY, "trainer.steps=14", "trainer.eval_interval=14", "trainer.checkpoint.interval=5"]
+
+
+@pytest.fixture(scope="module")
+def straight_signal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run both signal cases are held against (one run, not one per signal)."""
+    straight = tmp_path_factory.mktemp("signal") / "straight"
+    run_cli(*SIGNAL_RUN, f"hydra.run.dir={straight}")
+    return straight
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(tmp_path: Path, signum: int) -> None:
-    common = [*TINY, "trainer.steps=14", "trainer.eval_interval=14", "trainer.checkpoint.interval=5"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run_cli(*common, f"hydra.run.dir={straight}")
+def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(
+        tmp_path: Path, signum: int, straight_signal_run: Path) -> None:
+    common = SIGNAL_RUN
+    straight, split = straight_signal_run, tmp_path / "split"
     job = start_cli(*common, f"hydra.run.dir={split}", log=tmp_path / "split.log")
     wait_until(lambda: max(logged_steps(split), default=0) >= 3 or job.poll() is not None, 300, "step 3 is logged")
     job.send_signal(signum)
@@ -125,9 +136,8 @@ def test_resume_refuses_another_config_by_key_and_allows_a_named_lr_change(tmp_p
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    common = [*TINY, "optimizer=sgd", "optimizer.lr=1000", "trainer.steps=30", "trainer.eval_interval=2",
-              f"hydra.run.dir={run_dir}"]
-    result = run_cli(*common, check=False)
+    common = [*TINY, "optimizer=sgd", "optimizer.lr=1000", "trainer.steps=30", f"hydra.run.dir={run_dir}"]
+    result = run_cli(*common, "trainer.eval_interval=2", check=False)
     assert result.returncode != 0
     message = result.stderr[result.stderr.index("non-finite loss at step"):]
     bad_step = int(message.split()[4])
@@ -136,8 +146,8 @@ def test_a_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_good_ch
     assert checkpoint["step"] < bad_step
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
     assert max(logged_steps(run_dir)) < bad_step  # the bad step itself was not applied or logged
-    skipping = tmp_path / "skip"
-    run_cli(*common[:-1], "trainer.nonfinite=skip", f"hydra.run.dir={skipping}")
+    skipping = tmp_path / "skip"  # the same steps, evaluated less often: only the skip count matters here
+    run_cli(*common[:-1], "trainer.eval_interval=15", "trainer.nonfinite=skip", f"hydra.run.dir={skipping}")
     last = [r for r in history(skipping) if "train/skipped_steps" in r][-1]
     assert last["step"] == 30 and last["train/skipped_steps"] >= 1
     final = torch.load(skipping / "checkpoints" / "last.pt", weights_only=True)

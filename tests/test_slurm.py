@@ -109,10 +109,12 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_uninterrupted_weights(clu
     (job,) = job_ids(cluster)
     cluster.run("scancel", "--signal=USR2", job)
     wait_until(lambda: any("stop/signal" in line for line in _lines(run_dir)), 300, "the job stops on USR2")
+    release_requeued(cluster, job)
     first_stop = max(_stops(run_dir))
     wait_until(lambda: max(logged_steps(run_dir), default=0) >= first_stop + 3, 600, "the requeued job trains on")
     (job,) = job_ids(cluster)
     cluster.run("scontrol", "requeue", job)
+    release_requeued(cluster, job)
     assert launcher.wait(timeout=900) == 0, (tmp_path / "preempted.launcher.log").read_text()[-4000:]
     assert len(_stops(run_dir)) == 2
     assert logged_steps(run_dir) == list(range(1, 17))  # each step once, in the same folder
@@ -120,6 +122,18 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_uninterrupted_weights(clu
     straight = tmp_path / "straight"
     run_cli(*common, f"hydra.run.dir={straight}", env=ONE_THREAD)
     assert_bit_identical(final_weights(run_dir), final_weights(straight))
+
+
+def release_requeued(cluster: Cluster, job: str) -> None:
+    """SLURM holds a requeued job for 120 s (pending, reason BeginTime) before it may start again;
+    once the job is pending, let it start now, as an admin would, so the test does not wait."""
+
+    def pending() -> bool:
+        state = cluster.run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip()
+        return state == "PENDING"
+
+    wait_until(pending, 300, f"job {job} is pending again after its requeue")
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
 
 
 def _lines(run_dir: Path) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["frozen_batch_statistics", "recompute_in_backward"]
+__all__ = ["frozen_batch_statistics", "recompute_in_backward", "wants_recompute"]
 
 
 @contextmanager

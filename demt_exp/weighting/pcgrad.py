@@ -50,24 +50,30 @@ def project_conflicts(grads: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
     return coefficients.to(grads.device, grads.dtype) @ grads
 
 
-def flat_task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor]) -> tuple[Tensor, list[list[bool]]]:
-    """(T, P) matrix of every task's gradient (parameters in order, zeros where a task does not
+def parameter_segments(params: Sequence[Tensor]) -> list[slice]:
+    """Where each parameter's gradient lies in a row of the flat (T, P) gradient matrix."""
+    segments, offset = [], 0
+    for param in params:
+        segments.append(slice(offset, offset + param.numel()))
+        offset += param.numel()
+    return segments
+
+
+def flat_task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor],
+                        segments: Sequence[slice]) -> tuple[Tensor, list[list[bool]]]:
+    """(T, P) matrix of every task's gradient (parameters at `segments`, zeros where a task does not
     reach one) and which task reaches which parameter. Each backward is written straight into
     its row and dropped, so only one task's loose gradients exist at a time."""
-    sizes = [p.numel() for p in params]
     reference = params[0]
-    flat = torch.empty(len(terms), sum(sizes), dtype=reference.dtype, device=reference.device)
+    flat = torch.empty(len(terms), segments[-1].stop, dtype=reference.dtype, device=reference.device)
     reached: list[list[bool]] = []
     for row, term in enumerate(terms):
         grads = torch.autograd.grad(term, params, retain_graph=row < len(terms) - 1, allow_unused=True)
-        offset = 0
-        for size, grad in zip(sizes, grads):
-            segment = flat[row, offset:offset + size]
+        for segment, grad in zip(segments, grads):
             if grad is None:
-                segment.zero_()
+                flat[row, segment].zero_()
             else:
-                segment.copy_(grad.reshape(-1))
-            offset += size
+                flat[row, segment].copy_(grad.reshape(-1))
         reached.append([grad is not None for grad in grads])
         del grads
     return flat, reached
@@ -95,14 +101,10 @@ class PCGradWeighting(LossWeighting):
         """The projection is homogeneous in the gradients, so a loss scale S passes through it and
         the optimiser's GradScaler divides it out."""
         params = [p for _, p in trainable(model)]
-        flat, reached = flat_task_gradients([scale(term) for term in self.terms(losses)], params)
+        segments = parameter_segments(params)
+        flat, reached = flat_task_gradients([scale(term) for term in self.terms(losses)], params, segments)
         mean_over_ranks_([flat])  # the one collective: every task's whole-batch gradient
         shared = [sum(row[k] for row in reached) > 1 for k in range(len(params))]
-        segments = []
-        offset = 0
-        for param in params:
-            segments.append(slice(offset, offset + param.numel()))
-            offset += param.numel()
         gram = flat.new_zeros(len(reached), len(reached))
         for segment, is_shared in zip(segments, shared):
             if is_shared:

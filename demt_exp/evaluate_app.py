@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from demt_exp.config import CONF_DIR
+from demt_exp.cpu_allocator import configure_cpu_allocator
 from demt_exp.distributed import (
     DistInfo,
     broadcast_from_main,
@@ -98,6 +99,7 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
+    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
     info = init_distributed(str(cfg.trainer.device))
     try:
         out_dir = Path(broadcast_from_main(HydraConfig.get().runtime.output_dir))

@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from demt_exp.config import CONF_DIR
+from demt_exp.cpu_allocator import configure_cpu_allocator
 from demt_exp.data.transforms import Compose, Normalize, PadImage, ToTensor
 from demt_exp.distributed import pick_device
 from demt_exp.evaluate import to_device
@@ -109,6 +110,7 @@ def predict(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path) -> i
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
+    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
     config, payload = inference_config(str(cfg.checkpoint), list(HydraConfig.get().overrides.task), CONFIG_NAME)
     predict(config, payload, Path(str(cfg.out)))
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from demt_exp.baseline import ConstantPredictor
 from demt_exp.checkpoint import CheckpointFolder, remove_stale_temporaries
 from demt_exp.compile import maybe_compile  # trainer.compile
+from demt_exp.cpu_allocator import configure_cpu_allocator
 from demt_exp.distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -227,6 +228,7 @@ def weights_checksum(model: nn.Module) -> tuple[float, float]:
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns the final validation metrics."""
     validate_config(cfg)
+    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))  # before the first large tensor
     info = init_distributed(str(cfg.trainer.device), float(cfg.trainer.dist_timeout_s))
     if info.is_main and describe_init(cfg) == RANDOM:
         log.warning(RANDOM_WARNING)  # before anything is built, so nobody mistakes the run for the paper recipe

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.data.tasks import TASK_NAMES
 from demt_exp.precision import SCALER_ENABLED
 
@@ -87,6 +88,7 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.poly_power={cfg.trainer.poly_power!r}; expected a number >= 0")
     _one_of(cfg, "trainer.precision", PRECISIONS)
     _one_of(cfg, "trainer.nonfinite", NONFINITE_POLICIES)
+    _one_of(cfg, "trainer.cpu_allocator", CPU_ALLOCATOR_MODES)
     check_grad_scaler(cfg)
     resume = cfg.trainer.resume
     if not (isinstance(resume, bool) or resume == "auto" or (isinstance(resume, str) and Path(resume).is_file())):

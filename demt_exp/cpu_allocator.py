@@ -1,0 +1,65 @@
+"""How the process heap treats freed CPU memory: `trainer.cpu_allocator` (glibc's mallopt).
+
+glibc serves every block over its mmap threshold (at most 32 MiB; one (2, 256, 112, 144) fp32
+map is 33 MiB) with a fresh mapping and unmaps it when freed, so each training step on the CPU
+faults its large activations and gradients in again, page by page, zero-filled by the kernel.
+`reuse` (default) turns mapping and trimming off: freed blocks stay in the heap and the next
+step reuses them. The peak is still the step's high-water mark, but it is not handed back to
+the system between steps. `system` restores glibc's steady state (32 MiB mmap threshold,
+64 MiB trim threshold), which is what a process without this setting runs with.
+On a C library without mallopt (macOS, musl) both modes leave the allocator as it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from functools import lru_cache
+
+log = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("reuse", "system")
+# mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+# glibc's dynamic thresholds after large blocks were freed (the steady state of a training loop)
+SYSTEM_MMAP_THRESHOLD = 32 * 2**20
+SYSTEM_TRIM_THRESHOLD = 2 * SYSTEM_MMAP_THRESHOLD
+SYSTEM_MMAP_MAX = 65536
+SETTINGS: dict[str, tuple[tuple[int, int], ...]] = {
+    "reuse": ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)),  # -1: never trim (man mallopt)
+    "system": ((M_MMAP_THRESHOLD, SYSTEM_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, SYSTEM_TRIM_THRESHOLD),
+               (M_MMAP_MAX, SYSTEM_MMAP_MAX)),
+}
+
+
+@lru_cache(maxsize=1)
+def glibc_mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's mallopt, or None where the C library is not glibc."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+    except (ValueError, OSError, AttributeError):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = libc.mallopt
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+def configure_cpu_allocator(mode: str) -> bool:
+    """Apply `trainer.cpu_allocator`; True when the setting took effect, False without glibc."""
+    if mode not in SETTINGS:
+        raise ValueError(f"trainer.cpu_allocator={mode!r}; expected one of {MODES}")
+    mallopt = glibc_mallopt()
+    if mallopt is None:
+        log.debug("trainer.cpu_allocator=%s has no effect: the C library is not glibc", mode)
+        return False
+    for parameter, value in SETTINGS[mode]:
+        if mallopt(parameter, value) != 1:
+            raise OSError(f"mallopt({parameter}, {value}) failed setting trainer.cpu_allocator={mode}")
+    return True

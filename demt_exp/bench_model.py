@@ -3,12 +3,22 @@
 Times the eval forward and the train step (forward, loss, backward, optimiser) after warm-up,
 median and min of N, for the fast formulation and, with `--baseline plain`, the plain one in
 the same process, alternating step by step so machine load hits both alike; the speed-up is
-reported as a ratio. Peak memory comes from a fresh subprocess per formulation (CPU: the
+reported as a ratio. Peak memory comes from a fresh subprocess per variant and measurement (CPU: the
 VmHWM high-water mark reset through /proc/self/clear_refs after building the model, minus
 the RSS then; CUDA: max allocated minus allocated). The time share of backbone, encoder,
 decoder and heads comes from torch.profiler ranges opened by module hooks (forward ops; the
 backward is reported as one share). The loss is the mean square of every prediction: the
 task losses cost well under 1% of a step and need real targets.
+
+Baselines (`--baseline`, several allowed):
+  plain          the plain formulation (the reference of tests/test_fast_paths.py), timed
+                 alternating with the default in this process;
+  system-malloc  the fast formulation under glibc's own heap policy (`trainer.cpu_allocator=system`);
+with both, `plain+system-malloc` too: the plain formulation as a process without our allocator
+setting runs it, the closest stand-in for the official code here. A heap policy cannot be
+compared inside one process (a heap grown under `reuse` keeps serving blocks after switching
+back), so every variant is also timed in its own fresh process (the memory subprocesses,
+`--memory-repeats` steps each, run one after the other) and the allocator ratios use those times.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,10 +38,49 @@ import torch
 from torch import nn
 
 from demt_exp.config import compose_config
+from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
+from demt_exp.cpu_allocator import configure_cpu_allocator
 from demt_exp.models.formulation import set_fast
 from demt_exp.precision import PRECISIONS
 
 COMPONENTS = ("backbone", "encoder", "decoder", "heads")
+MEASURED = ("eval", "train")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a timed run switches: the formulation, and the CPU allocator (None: the config's)."""
+
+    fast: bool
+    allocator: str | None = None
+
+
+VARIANTS: dict[str, Variant] = {
+    "fast": Variant(True),
+    "plain": Variant(False),
+    "system-malloc": Variant(True, "system"),
+    "plain+system-malloc": Variant(False, "system"),
+}
+BASELINES = ("none", "plain", "system-malloc")
+
+
+def chosen_variants(baselines: list[str]) -> list[str]:
+    """The default first, then each baseline; the plain formulation under glibc's policy when both are named."""
+    names = ["fast"] + [b for b in dict.fromkeys(baselines) if b != "none"]
+    if "plain" in names and "system-malloc" in names:
+        names.append("plain+system-malloc")
+    return names
+
+
+def same_heap_policy(variants: list[str]) -> list[str]:
+    """The variants that can alternate in this process: those under the config's allocator policy."""
+    return [v for v in variants if VARIANTS[v].allocator is None]
+
+
+def fresh_process_speedups(results: dict[str, dict[str, float]], variants: list[str]) -> dict[str, dict[str, float]]:
+    """Each variant's step time over the default's, both timed in fresh processes."""
+    fast = results["fast"]
+    return {v: {what: results[v][f"{what}_step_s"] / fast[f"{what}_step_s"] for what in MEASURED} for v in variants[1:]}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +96,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deform-backend", choices=("auto", "torch", "torchvision"))
     parser.add_argument("--attention", choices=("official", "global"))
     parser.add_argument("--checkpointing", action="store_true", help="trainer.activation_checkpointing=true")
-    parser.add_argument("--baseline", choices=("none", "plain"), default="none")
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, help="trainer.cpu_allocator")
+    parser.add_argument("--baseline", nargs="+", choices=BASELINES, default=["none"],
+                        help="also time these, alternating with the default (see above)")
     parser.add_argument("--memory", choices=("subprocess", "none"), default="subprocess")
+    parser.add_argument("--memory-repeats", type=int, default=1,
+                        help="timed steps (median) in each memory subprocess, after the step that sets the peak")
     parser.add_argument("--profile", action="store_true", help="time share per component")
     parser.add_argument("--json", type=Path, help="also write the results here")
 
@@ -61,6 +115,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"decoder.attention={args.attention}")
     if args.checkpointing:
         extra.append("trainer.activation_checkpointing=true")
+    if args.cpu_allocator:
+        extra.append(f"trainer.cpu_allocator={args.cpu_allocator}")
     return extra
 
 
@@ -86,6 +142,14 @@ class Setting:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
         self.net: nn.Module = torch.compile(self.model) if args.compile else self.model
+        self.allocator = str(cfg.trainer.cpu_allocator)
+        configure_cpu_allocator(self.allocator)
+
+    def use(self, variant: str) -> None:
+        """Switch the model's formulation and the process's allocator policy to those of `variant`."""
+        chosen = VARIANTS[variant]
+        set_fast(self.model, chosen.fast)
+        configure_cpu_allocator(chosen.allocator or self.allocator)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -115,17 +179,17 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def alternating_times(setting: Setting, formulations: list[str], repeats: int, warmup: int) -> dict[str, dict[str, list[float]]]:
-    """Seconds per eval forward and train step of each formulation, alternating at every repeat."""
-    times = {f: {"eval": [], "train": []} for f in formulations}
+def alternating_times(setting: Setting, variants: list[str], repeats: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per eval forward and train step of each variant, alternating at every repeat."""
+    times: dict[str, dict[str, list[float]]] = {v: {"eval": [], "train": []} for v in variants}
     for what, fn in (("eval", setting.eval_forward), ("train", setting.train_step)):
         for index in range(warmup + repeats):
-            for formulation in formulations:
-                set_fast(setting.model, formulation == "fast")
+            for variant in variants:
+                setting.use(variant)
                 seconds = timed(fn)
                 if index >= warmup:
-                    times[formulation][what].append(seconds)
-    set_fast(setting.model, True)
+                    times[variant][what].append(seconds)
+    setting.use("fast")
     return times
 
 
@@ -177,35 +241,38 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def memory_worker(args: argparse.Namespace, formulation: str) -> dict[str, float]:
-    """In a fresh process: peak memory of the eval forward and the train step, MiB, minus and with the model."""
+def warm_then_median(fn: Callable[[], None], repeats: int) -> float:
+    """Median seconds of `repeats` calls after one untimed call."""
+    fn()
+    return statistics.median(timed(fn) for _ in range(max(1, repeats)))
+
+
+def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str, float]:
+    """In a fresh process: peak memory of the eval forward or the train step, MiB, minus and with the model.
+
+    One measurement per process: under `cpu_allocator=reuse` memory freed by an earlier
+    measurement stays in the heap and would hide part of the next one's peak."""
     setting = Setting(args)
-    set_fast(setting.model, formulation == "fast")
-    result: dict[str, float] = {}
-    for what, fn in (("eval", setting.eval_forward), ("train", setting.train_step)):
-        if setting.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            fn()
-            seconds = timed(fn)
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            if not reset_peak_rss():
-                raise OSError("cannot reset the peak RSS (/proc/self/clear_refs); run with --memory none")
-            base = read_status_kb("VmRSS") * 1024
-            fn()
-            seconds = timed(fn)  # the second step also holds the optimiser state
-            peak = read_status_kb("VmHWM") * 1024
-        result[f"{what}_step_s"] = seconds
-        result[f"{what}_peak_mib"] = peak / 2**20
-        result[f"{what}_peak_minus_model_mib"] = (peak - base) / 2**20
-    result["model_mib"] = base / 2**20
-    return result
+    setting.use(variant)
+    fn = setting.eval_forward if what == "eval" else setting.train_step
+    if setting.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        seconds = warm_then_median(fn, args.memory_repeats)
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        if not reset_peak_rss():
+            raise OSError("cannot reset the peak RSS (/proc/self/clear_refs); run with --memory none")
+        base = read_status_kb("VmRSS") * 1024
+        seconds = warm_then_median(fn, args.memory_repeats)  # later steps also hold the optimiser state
+        peak = read_status_kb("VmHWM") * 1024
+    return {f"{what}_step_s": seconds, f"{what}_peak_mib": peak / 2**20,
+            f"{what}_peak_minus_model_mib": (peak - base) / 2**20, "model_mib": base / 2**20}
 
 
-def memory_in_subprocess(argv: list[str], formulation: str) -> dict[str, float]:
+def memory_in_subprocess(argv: list[str], variant: str, what: str = "train") -> dict[str, float]:
     """Run `memory_worker` in a fresh interpreter so no earlier allocation shapes its peak."""
-    cmd = [sys.executable, "-m", "demt_exp.bench_model", "--memory-worker", formulation, *argv]
+    cmd = [sys.executable, "-m", "demt_exp.bench_model", "--memory-worker", variant, what, *argv]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"memory worker failed: {out.stderr[-2000:]}")
@@ -226,37 +293,44 @@ def summarise(times: dict[str, list[float]], batch: int) -> dict[str, float]:
 def format_table(results: dict[str, dict[str, float]]) -> str:
     columns = [("eval_median_s", "eval med s"), ("eval_min_s", "eval min s"), ("train_median_s", "train med s"),
                ("train_min_s", "train min s"), ("train_images_per_s", "train img/s"),
+               ("eval_step_s", "eval s fresh proc"), ("train_step_s", "train s fresh proc"),
                ("train_peak_minus_model_mib", "train peak-model MiB"), ("train_peak_mib", "train peak MiB"),
                ("eval_peak_minus_model_mib", "eval peak-model MiB")]
-    header = f"{'formulation':12s}" + "".join(f"{label:>22s}" for _, label in columns)
+    header = f"{'variant':20s}" + "".join(f"{label:>22s}" for _, label in columns)
     rows = [header]
     for name, values in results.items():
-        rows.append(f"{name:12s}" + "".join(f"{values[k]:22.3f}" if k in values else f"{'-':>22s}" for k, _ in columns))
+        rows.append(f"{name:20s}" + "".join(f"{values[k]:22.3f}" if k in values else f"{'-':>22s}" for k, _ in columns))
     return "\n".join(rows)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    formulations = ["fast"] + (["plain"] if args.baseline == "plain" else [])
+    variants = chosen_variants(args.baseline)
+    if args.memory == "none" and variants != same_heap_policy(variants):
+        raise SystemExit("--baseline system-malloc is timed in fresh processes: it needs --memory subprocess")
     setting = Setting(args)
-    times = alternating_times(setting, formulations, args.repeats, args.warmup)
-    results: dict[str, dict[str, float]] = {f: summarise(times[f], args.batch) for f in formulations}
+    alternating = same_heap_policy(variants)
+    times = alternating_times(setting, alternating, args.repeats, args.warmup)
+    results: dict[str, dict[str, float]] = {v: summarise(times[v], args.batch) if v in times else {} for v in variants}
     if args.memory == "subprocess":
-        for formulation in formulations:
-            results[formulation].update(memory_in_subprocess(argv, formulation))
+        for variant in variants:
+            for what in MEASURED:
+                results[variant].update(memory_in_subprocess(argv, variant, what))
     report: dict[str, Any] = {
         "overrides": config_overrides(args), "batch": args.batch, "size": list(args.size),
         "device": args.device, "precision": args.precision, "channels_last": args.channels_last,
-        "compile": args.compile, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "results": results, "times_s": times,
+        "compile": args.compile, "cpu_allocator": setting.allocator, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "results": results, "times_s": times,
     }
+    fast = results["fast"]
+    report["speedup_over_fast"] = {
+        v: {what: results[v][f"{what}_median_s"] / fast[f"{what}_median_s"] for what in MEASURED} for v in alternating[1:]
+    }
+    if args.memory == "subprocess" and len(variants) > 1:
+        report["fresh_process_speedup_over_fast"] = fresh_process_speedups(results, variants)
     if "plain" in results:
-        fast, plain = results["fast"], results["plain"]
-        report["speedup_plain_over_fast"] = {
-            "eval": plain["eval_median_s"] / fast["eval_median_s"],
-            "train": plain["train_median_s"] / fast["train_median_s"],
-        }
+        report["speedup_plain_over_fast"] = report["speedup_over_fast"]["plain"]
         if "train_peak_minus_model_mib" in fast:
-            report["memory_fast_over_plain"] = fast["train_peak_minus_model_mib"] / plain["train_peak_minus_model_mib"]
+            report["memory_fast_over_plain"] = fast["train_peak_minus_model_mib"] / results["plain"]["train_peak_minus_model_mib"]
     if args.profile:
         report["shares"] = component_shares(setting)
     return report
@@ -267,9 +341,11 @@ def print_report(report: dict[str, Any]) -> None:
           f"{report['size'][0]}x{report['size'][1]}, {report['device']} {report['precision']}, "
           f"{report['threads']} threads, torch {report['torch']}")
     print(format_table(report["results"]))
-    if "speedup_plain_over_fast" in report:
-        s = report["speedup_plain_over_fast"]
-        print(f"speed-up fast vs plain (median, alternating runs): eval {s['eval']:.2f}x, train {s['train']:.2f}x")
+    for variant, s in report.get("speedup_over_fast", {}).items():
+        print(f"speed-up fast vs {variant} (median, alternating runs): eval {s['eval']:.2f}x, train {s['train']:.2f}x")
+    for variant, s in report.get("fresh_process_speedup_over_fast", {}).items():
+        print(f"speed-up fast vs {variant} (fresh processes, median of --memory-repeats): "
+              f"eval {s['eval']:.2f}x, train {s['train']:.2f}x")
     if "memory_fast_over_plain" in report:
         print(f"train peak memory minus model, fast / plain: {report['memory_fast_over_plain']:.2f}")
     if "shares" in report:
@@ -282,10 +358,10 @@ def main(argv: list[str]) -> None:
     add_options(parser)
     worker = None
     if argv[:1] == ["--memory-worker"]:
-        worker, argv = argv[1], argv[2:]
+        worker, argv = (argv[1], argv[2]), argv[3:]
     args = parser.parse_args(argv)
     if worker is not None:
-        print(json.dumps(memory_worker(args, worker)))
+        print(json.dumps(memory_worker(args, *worker)))
         return
     report = run(args, argv)
     print_report(report)

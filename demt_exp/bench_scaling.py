@@ -2,8 +2,8 @@
 and vs number of tasks, for each attention mode, as a table, JSON and a PNG plot.
 
 Every point runs in a fresh subprocess (`bench_model.memory_worker`), so its peak memory is its
-own: the seconds of the second train step (after one warm-up step) and the peak RSS minus the
-RSS after building the model (CPU) or max allocated (CUDA). Tasks are the first k of the
+own: the median seconds of `--repeats` train steps after one warm-up step, and the peak RSS
+minus the RSS after building the model (CPU) or max allocated (CUDA). Tasks are the first k of the
 PASCAL-Context set (semseg, human_parts, sal, normals, edge). Written beside each other:
 `OUT.md` (a markdown table with the machine it ran on), `OUT.csv`, `OUT.json` and `OUT.png`.
 """
@@ -33,7 +33,8 @@ def point_argv(args: argparse.Namespace, attention: str, size: int, tasks: int) 
     overrides = [*args.overrides, "tasks=pascal", f"tasks.names=[{names}]", f"decoder.attention={attention}"]
     if attention == "global":
         overrides.append(f"decoder.kv_stride={args.kv_stride}")
-    return [*overrides, "--batch", str(args.batch), "--size", str(size), str(size), "--device", args.device]
+    return [*overrides, "--batch", str(args.batch), "--size", str(size), str(size), "--device", args.device,
+            "--memory-repeats", str(args.repeats)]
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -133,6 +134,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--attention", nargs="+", default=["official", "global"])
     parser.add_argument("--kv-stride", type=int, default=4, help="decoder.kv_stride for attention=global")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="timed train steps per point (median)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/scaling"))
     args = parser.parse_args(argv)

@@ -64,6 +64,35 @@ def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.
     assert shares["backbone"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
 
 
+def test_the_plain_formulation_under_the_system_heap_policy_joins_when_both_baselines_are_named() -> None:
+    from demt_exp.bench_model import chosen_variants, same_heap_policy
+
+    both = chosen_variants(["plain", "system-malloc", "plain"])
+    assert both == ["fast", "plain", "system-malloc", "plain+system-malloc"]
+    assert same_heap_policy(both) == ["fast", "plain"]
+    assert chosen_variants(["none"]) == ["fast"] and chosen_variants(["system-malloc"]) == ["fast", "system-malloc"]
+
+
+def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -> None:
+    """A heap policy cannot alternate in one process: `system-malloc` and the default are each
+    timed in their own processes, and the ratio uses those times."""
+    import json
+
+    out_json = tmp_path / "bench.json"
+    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
+          "--repeats", "1", "--warmup", "0", "--baseline", "system-malloc", "--memory-repeats", "2",
+          "--json", str(out_json)])
+    report = json.loads(out_json.read_text())
+    assert list(report["results"]) == ["fast", "system-malloc"] and report["cpu_allocator"] == "reuse"
+    assert list(report["times_s"]) == ["fast"] and "eval_median_s" not in report["results"]["system-malloc"]
+    system, fast = report["results"]["system-malloc"], report["results"]["fast"]
+    assert system["train_step_s"] > 0 and system["train_peak_minus_model_mib"] > system["eval_peak_minus_model_mib"]
+    ratio = report["fresh_process_speedup_over_fast"]["system-malloc"]["train"]
+    assert ratio == pytest.approx(system["train_step_s"] / fast["train_step_s"])
+    with pytest.raises(SystemExit, match="needs --memory subprocess"):
+        main(["model", "encoder.dim=16", "--baseline", "system-malloc", "--memory", "none", "--size", "32", "32"])
+
+
 @pytest.mark.slow
 def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) -> None:
     """Each point is a fresh subprocess running the real train step; one size and one task count

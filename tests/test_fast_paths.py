@@ -82,10 +82,32 @@ def test_degmix_decoder_fast_equals_plain(batch: int) -> None:
     assert_fast_equals_plain(decoder, task_maps(tasks, batch, 16, (4, 3), seed=4))
 
 
-def test_fast_decoder_with_activation_checkpointing_equals_plain() -> None:
+@pytest.mark.parametrize("chunk", [4096, 5])
+def test_fast_decoder_with_activation_checkpointing_equals_plain(chunk: int) -> None:
+    """Checkpointed, the per-pixel task query runs (and is recomputed) piece by piece: 12 pixels
+    in pieces of 5, 5 and 2, or in one piece."""
     tasks = ["a", "b"]
     decoder = randomize_(TaskAwareDecoder(tasks, dim=8, activation_checkpointing=True).double(), seed=5)
+    decoder.query_chunk_pixels = chunk
     assert_fast_equals_plain(decoder, task_maps(tasks, 2, 8, (2, 3), seed=6))
+
+
+@torch.no_grad()
+def test_fast_decoder_without_gradients_runs_the_task_query_in_pieces_with_the_plain_outputs() -> None:
+    tasks = ["a", "b", "c"]
+    decoder = randomize_(TaskAwareDecoder(tasks, dim=16).double(), seed=12)
+    maps = task_maps(tasks, 2, 16, (3, 7), seed=13)  # 42 pixels
+    set_fast(decoder, False)
+    plain = decoder(maps)
+    set_fast(decoder, True)
+    decoder.query_chunk_pixels = 8
+    pieces = []
+    decoder.query_all = lambda tokens, fused, batch: pieces.append(len(tokens)) or TaskAwareDecoder.query_all(
+        decoder, tokens, fused, batch)
+    chunked = decoder(maps)
+    assert pieces == [8, 8, 8, 8, 8, 2]
+    for task in tasks:
+        assert_equal_relative(chunked[task], plain[task], task)
 
 
 def test_project_then_resize_equals_resize_concat_project() -> None:

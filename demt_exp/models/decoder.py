@@ -23,6 +23,12 @@ from demt_exp.models.task_query import (
 
 AttentionMode = Literal["official", "global"]
 ATTENTION_MODES: tuple[str, ...] = ("official", "global")
+QUERY_CHUNK_PIXELS = 4096  # pixels per piece of the per-pixel task query: a (T, H, 4096, C) fp32 piece is 64 MiB
+
+
+def pixel_slices(count: int, size: int) -> list[slice]:
+    """Consecutive slices of at most `size` of `count` pixel rows."""
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def linear_norm(dim: int) -> nn.Sequential:
@@ -59,7 +65,12 @@ class TaskAwareDecoder(nn.Module):
     `fast` (default) computes attention='official' with the batched rewrites of `task_query.py`;
     `fast = False` runs the plain formulation (the reference the rewrites are tested against).
     `activation_checkpointing` recomputes the task-query block in the backward pass.
+    DeMT's official query attends within each pixel, so without gradients and under
+    checkpointing it runs on `query_chunk_pixels` pixels at a time (each piece recomputed on its
+    own): its (T, heads, pixels, C) intermediates never exist for the whole map at once.
     """
+
+    pixel_separable = True  # the fast task query of one pixel reads no other pixel
 
     def __init__(
         self,
@@ -80,6 +91,7 @@ class TaskAwareDecoder(nn.Module):
         self.bottleneck_divisor = bottleneck_divisor  # heads' width = floor(C_in / 8) officially (SPEC 1.4)
         self.attention = attention
         self.kv_stride = kv_stride
+        self.query_chunk_pixels = QUERY_CHUNK_PIXELS
         self.task_fusion = nn.MultiheadAttention(dim, fusion_heads)
         self.fusion_mlp = linear_norm(dim)
         self.task_queries = self.build_queries(dim, query_heads)
@@ -113,6 +125,17 @@ class TaskAwareDecoder(nn.Module):
         queries = [self.task_queries[t] for t in self.tasks]
         return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks])
 
+    def query_pieces(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
+        """`query_all` over the whole map, or piece by piece where that bounds memory (see the class)."""
+        recompute = wants_recompute(self.activation_checkpointing)
+        if not self.pixel_separable or (torch.is_grad_enabled() and not recompute):
+            slices = [slice(None)]  # whole map: autograd would keep every piece's intermediates anyway
+        else:
+            slices = pixel_slices(tokens.shape[0], self.query_chunk_pixels)
+        pieces = [recompute_in_backward(self.task_queries, self.query_all, tokens[s], fused[s], batch) if recompute
+                  else self.query_all(tokens[s], fused[s], batch) for s in slices]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.fast and self.attention == "official":
             return self.forward_fast(features)
@@ -123,11 +146,7 @@ class TaskAwareDecoder(nn.Module):
         b, c, h, w = features[self.tasks[0]].shape
         tokens = pixel_major_tokens([features[t] for t in self.tasks])
         fused = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
-        if wants_recompute(self.activation_checkpointing):
-            out = recompute_in_backward(self.task_queries, self.query_all, tokens, fused, b)
-        else:
-            out = self.query_all(tokens, fused, b)
-        out = self.refine(out)
+        out = self.refine(self.query_pieces(tokens, fused, b))
         return {t: out[i].view(b, h, w, c).permute(0, 3, 1, 2) for i, t in enumerate(self.tasks)}
 
     def forward_plain(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

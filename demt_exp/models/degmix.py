@@ -97,6 +97,8 @@ class GatedTaskDecoder(TaskAwareDecoder):
         )
         self.gate = ChannelGate(dim, gate_hidden)
 
+    pixel_separable = False  # every pixel's query reads the k^T v of its whole image
+
     def build_queries(self, dim: int, heads: int) -> nn.ModuleDict:
         return nn.ModuleDict({t: LinearTaskAttention(dim, heads) for t in self.tasks})
 

@@ -14,10 +14,10 @@ test:  ## the whole test suite
 bench:  ## speed: deformable backends, default step, DeMT/DeGMix fast vs plain (bench/*.json), scaling plot
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16
 	$(PYTHON) -m demt_exp.bench step
-	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --baseline plain --profile --json bench/demt_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench model encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --baseline plain --json bench/degmix_swin_t_b2_448x576.json
-	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --checkpointing --json bench/demt_swin_t_b2_448x576_checkpointing.json
-	$(PYTHON) -m demt_exp.bench scaling --out bench/scaling
+	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
+	$(PYTHON) -m demt_exp.bench scaling --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"
 	$(PYTHON) -m demt_exp.report model $(or $(ARGS),tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560)

@@ -147,7 +147,8 @@ class TaskAwareDecoder(nn.Module):
         tokens = pixel_major_tokens([features[t] for t in self.tasks])
         fused = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
         out = self.refine(self.query_pieces(tokens, fused, b))
-        return {t: out[i].view(b, h, w, c).permute(0, 3, 1, 2) for i, t in enumerate(self.tasks)}
+        # unbind, not out[i]: indexing backpropagates a zero-filled (T, M, C) gradient per task, summed
+        return {t: o.view(b, h, w, c).permute(0, 3, 1, 2) for t, o in zip(self.tasks, out.unbind(0))}
 
     def forward_plain(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The plain formulation: one task at a time, keys and values projected for every token."""

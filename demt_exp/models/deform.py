@@ -68,8 +68,10 @@ def sample_per_channel(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
     rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
     cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
-    pos_y = rows + offsets[:, 0::2]
-    pos_x = cols + offsets[:, 1::2]
+    # unbind, not offsets[:, 0::2]: a strided slice backpropagates a zero-filled (B, 2C, h, w) per use
+    dy, dx = offsets.view(b, c, 2, h, w).unbind(2)
+    pos_y = rows + dy
+    pos_x = cols + dx
     # align_corners=False maps pixel index p to (2p + 1) / size - 1 exactly, also when size is 1.
     grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
     sampled = F.grid_sample(

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from demt_exp.bench import median_seconds
 from demt_exp.config import compose_config
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.cpu_allocator import configure_cpu_allocator
@@ -241,12 +242,6 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def warm_then_median(fn: Callable[[], None], repeats: int) -> float:
-    """Median seconds of `repeats` calls after one untimed call."""
-    fn()
-    return statistics.median(timed(fn) for _ in range(max(1, repeats)))
-
-
 def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str, float]:
     """In a fresh process: peak memory of the eval forward or the train step, MiB, minus and with the model.
 
@@ -258,13 +253,13 @@ def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str
     if setting.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        seconds = warm_then_median(fn, args.memory_repeats)
+        seconds = median_seconds(fn, max(1, args.memory_repeats))
         peak = torch.cuda.max_memory_allocated()
     else:
         if not reset_peak_rss():
             raise OSError("cannot reset the peak RSS (/proc/self/clear_refs); run with --memory none")
         base = read_status_kb("VmRSS") * 1024
-        seconds = warm_then_median(fn, args.memory_repeats)  # later steps also hold the optimiser state
+        seconds = median_seconds(fn, max(1, args.memory_repeats))  # later steps also hold the optimiser state
         peak = read_status_kb("VmHWM") * 1024
     return {f"{what}_step_s": seconds, f"{what}_peak_mib": peak / 2**20,
             f"{what}_peak_minus_model_mib": (peak - base) / 2**20, "model_mib": base / 2**20}

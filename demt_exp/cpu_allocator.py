@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ SETTINGS: dict[str, tuple[tuple[int, int], ...]] = {
 
 
 @lru_cache(maxsize=1)
-def glibc_mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def glibc_mallopt() -> Callable[[int, int], int] | None:
     """glibc's mallopt, or None where the C library is not glibc."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):

@@ -80,6 +80,8 @@ class GatedTaskDecoder(TaskAwareDecoder):
     blocks, with `kv_stride` pooling of keys and values.
     """
 
+    pixel_separable = False  # every pixel's query reads the k^T v of its whole image
+
     def __init__(
         self,
         tasks: Sequence[str],
@@ -96,8 +98,6 @@ class GatedTaskDecoder(TaskAwareDecoder):
             tasks, dim, fusion_heads, query_heads, attention, kv_stride, bottleneck_divisor, activation_checkpointing
         )
         self.gate = ChannelGate(dim, gate_hidden)
-
-    pixel_separable = False  # every pixel's query reads the k^T v of its whole image
 
     def build_queries(self, dim: int, heads: int) -> nn.ModuleDict:
         return nn.ModuleDict({t: LinearTaskAttention(dim, heads) for t in self.tasks})

@@ -92,6 +92,43 @@ def test_fast_decoder_with_activation_checkpointing_equals_plain(chunk: int) -> 
     assert_fast_equals_plain(decoder, task_maps(tasks, 2, 8, (2, 3), seed=6))
 
 
+@pytest.mark.parametrize("chunk", [4096, 5])
+def test_fast_decoder_recomputing_the_pixel_attention_equals_plain(chunk: int) -> None:
+    """Default training: the per-pixel attention saves only its inputs and is recomputed in
+    backward, piece by piece (12 pixels in pieces of 5, 5 and 2, or in one piece)."""
+    tasks = ["a", "b", "c"]
+    decoder = randomize_(TaskAwareDecoder(tasks, dim=16).double(), seed=14)
+    assert decoder.recompute_attention
+    decoder.query_chunk_pixels = chunk
+    assert_fast_equals_plain(decoder, task_maps(tasks, 2, 16, (2, 3), seed=15))
+
+
+def saved_shapes(decoder: TaskAwareDecoder, maps: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+    """Shapes of the tensors one training forward of the decoder saves for backward."""
+    shapes: list[tuple[int, ...]] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        decoder({t: m.requires_grad_(True) for t, m in maps.items()})
+    return shapes
+
+
+def test_recomputed_pixel_attention_saves_no_per_head_intermediates() -> None:
+    """Without recompute the forward saves (T, heads, M, C)-sized tensors (in einsum's layouts);
+    with it (the default) the largest saved tensor is (T, M, C)."""
+    tasks, dim, heads = ["a", "b", "c"], 16, 4
+    decoder = TaskAwareDecoder(tasks, dim=dim, query_heads=heads).double()
+    maps = task_maps(tasks, 2, dim, (3, 5), seed=16)  # M = 30 pixels
+    per_head = len(tasks) * heads * 30 * dim
+    decoder.recompute_attention = False
+    assert max(torch.Size(s).numel() for s in saved_shapes(decoder, maps)) == per_head
+    decoder.recompute_attention = True
+    assert max(torch.Size(s).numel() for s in saved_shapes(decoder, maps)) == len(tasks) * 30 * dim
+
+
 @torch.no_grad()
 def test_fast_decoder_without_gradients_runs_the_task_query_in_pieces_with_the_plain_outputs() -> None:
     tasks = ["a", "b", "c"]

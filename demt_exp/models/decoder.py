@@ -19,16 +19,12 @@ from demt_exp.models.task_query import (
     demt_task_query,
     fused_interaction,
     pixel_major_tokens,
+    pixel_slices,
 )
 
 AttentionMode = Literal["official", "global"]
 ATTENTION_MODES: tuple[str, ...] = ("official", "global")
 QUERY_CHUNK_PIXELS = 4096  # pixels per piece of the per-pixel task query: a (T, H, 4096, C) fp32 piece is 64 MiB
-
-
-def pixel_slices(count: int, size: int) -> list[slice]:
-    """Consecutive slices of at most `size` of `count` pixel rows."""
-    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def linear_norm(dim: int) -> nn.Sequential:
@@ -68,6 +64,9 @@ class TaskAwareDecoder(nn.Module):
     DeMT's official query attends within each pixel, so without gradients and under
     checkpointing it runs on `query_chunk_pixels` pixels at a time (each piece recomputed on its
     own): its (T, heads, pixels, C) intermediates never exist for the whole map at once.
+    In training without checkpointing, `recompute_attention` (default) saves only the inputs of
+    that per-pixel attention and recomputes it in backward piece by piece (about 1 GiB less
+    saved at batch 2, 448x576, for its forward run again); `False` saves its intermediates.
     """
 
     pixel_separable = True  # the fast task query of one pixel reads no other pixel
@@ -82,11 +81,13 @@ class TaskAwareDecoder(nn.Module):
         kv_stride: int = 1,
         bottleneck_divisor: int = 8,
         activation_checkpointing: bool = False,
+        recompute_attention: bool = True,
     ) -> None:
         super().__init__()
         check_attention_args(attention, kv_stride)
         self.fast = True
         self.activation_checkpointing = activation_checkpointing
+        self.recompute_attention = recompute_attention
         self.tasks = tuple(tasks)
         self.bottleneck_divisor = bottleneck_divisor  # heads' width = floor(C_in / 8) officially (SPEC 1.4)
         self.attention = attention
@@ -123,7 +124,10 @@ class TaskAwareDecoder(nn.Module):
     def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
         """Fast task query of every task with the residual: (M, T, C) tokens and fused -> (T, M, C)."""
         queries = [self.task_queries[t] for t in self.tasks]
-        return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks])
+        # under checkpointing the whole query is already recomputed piece by piece
+        pieces = self.recompute_attention and not wants_recompute(self.activation_checkpointing)
+        return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks],
+                               recompute_pixels=self.query_chunk_pixels if pieces else None)
 
     def query_pieces(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
         """`query_all` over the whole map, or piece by piece where that bounds memory (see the class)."""

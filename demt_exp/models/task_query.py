@@ -22,8 +22,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from demt_exp.models.attention import compose_affine, linear_affine, projection_affine
+
+
+def pixel_slices(count: int, size: int) -> list[slice]:
+    """Consecutive slices of at most `size` of `count` pixel rows."""
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def pixel_major_tokens(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -54,10 +60,47 @@ def fused_interaction(tokens: torch.Tensor, mha: nn.MultiheadAttention, mlp: nn.
     return mlp[1](F.linear(tokens, weight, bias))
 
 
-def demt_task_query(
-    tokens: torch.Tensor, fused: torch.Tensor, queries: Sequence[nn.MultiheadAttention], mlps: Sequence[nn.Sequential]
+def pixel_attention(q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor) -> torch.Tensor:
+    """Per-pixel multi-head attention of every task over the T fused features at its pixel.
+
+    q (T, M, C) scaled queries, fused (M, T, C), wk and wv (T, heads, d, C): W_v,h (sum_s w_s f_s),
+    (T, M, C) without the value bias. Its (T, heads, M, C) intermediates are the largest
+    tensors of the decoder.
+    """
+    t, m, c = q.shape
+    heads, d = wk.shape[1], wk.shape[2]
+    q_keys = torch.matmul(q.view(t, m, heads, d).transpose(1, 2), wk)  # (T, H, M, C): W_k,h^T q_h
+    weights = torch.einsum("thmc,msc->thms", q_keys, fused).softmax(dim=-1)
+    mixed = torch.einsum("thms,msc->thmc", weights, fused)  # sum_s w_s f_s
+    return torch.matmul(mixed, wv.transpose(-1, -2)).transpose(1, 2).reshape(t, m, c)  # W_v,h (...)
+
+
+def recomputed_pixel_attention(
+    q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, pixels: int
 ) -> torch.Tensor:
-    """tokens + LN(Linear(per-pixel MHA(tokens_t -> fused))) for every task: (M, T, C) -> (T, M, C)."""
+    """`pixel_attention` that saves only its inputs for backward and recomputes `pixels` pixels at a time.
+
+    Attention within a pixel reads no other pixel, so each piece is its own checkpoint: the
+    (T, heads, M, C) intermediates (about 1 GiB saved at batch 2, 448x576) never outlive the
+    forward, and the backward holds one piece's at a time. The price is the piece's forward run
+    again in backward.
+    """
+    pieces = [checkpoint(pixel_attention, q[:, s], fused[s], wk, wv, use_reentrant=False)
+              for s in pixel_slices(q.shape[1], pixels)]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+
+def demt_task_query(
+    tokens: torch.Tensor,
+    fused: torch.Tensor,
+    queries: Sequence[nn.MultiheadAttention],
+    mlps: Sequence[nn.Sequential],
+    recompute_pixels: int | None = None,
+) -> torch.Tensor:
+    """tokens + LN(Linear(per-pixel MHA(tokens_t -> fused))) for every task: (M, T, C) -> (T, M, C).
+
+    With `recompute_pixels` and gradients on, the attention is recomputed in backward in pieces
+    of that many pixels (`recomputed_pixel_attention`)."""
     m, t, c = tokens.shape
     heads = queries[0].num_heads
     d = c // heads
@@ -72,10 +115,10 @@ def demt_task_query(
     )
     own = tokens.transpose(0, 1)  # (T, M, C), task t's queries
     q = torch.baddbmm(bq * scale, own, wq.transpose(1, 2) * scale)  # (T, M, C)
-    q_keys = torch.matmul(q.view(t, m, heads, d).transpose(1, 2), wk)  # (T, H, M, C): W_k,h^T q_h
-    weights = torch.einsum("thmc,msc->thms", q_keys, fused).softmax(dim=-1)
-    mixed = torch.einsum("thms,msc->thmc", weights, fused)  # sum_s w_s f_s
-    values = torch.matmul(mixed, wv.transpose(-1, -2)).transpose(1, 2).reshape(t, m, c)  # W_v,h (...)
+    if recompute_pixels is not None and torch.is_grad_enabled():
+        values = recomputed_pixel_attention(q, fused, wk, wv, recompute_pixels)
+    else:
+        values = pixel_attention(q, fused, wk, wv)
     out = torch.baddbmm(bo, values, wo.transpose(1, 2))
     return own + task_layer_norm(out, [p[1] for p in mlps])
 

@@ -85,7 +85,8 @@ def recomputed_pixel_attention(
     forward, and the backward holds one piece's at a time. The price is the piece's forward run
     again in backward.
     """
-    pieces = [checkpoint(pixel_attention, q[:, s], fused[s], wk, wv, use_reentrant=False)
+    # no random numbers are drawn inside, so no RNG state is saved and restored per piece
+    pieces = [checkpoint(pixel_attention, q[:, s], fused[s], wk, wv, use_reentrant=False, preserve_rng_state=False)
               for s in pixel_slices(q.shape[1], pixels)]
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 

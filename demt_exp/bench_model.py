@@ -14,11 +14,13 @@ Baselines (`--baseline`, several allowed):
   plain          the plain formulation (the reference of tests/test_fast_paths.py), timed
                  alternating with the default in this process;
   system-malloc  the fast formulation under glibc's own heap policy (`trainer.cpu_allocator=system`);
-with both, `plain+system-malloc` too: the plain formulation as a process without our allocator
-setting runs it, the closest stand-in for the official code here. A heap policy cannot be
-compared inside one process (a heap grown under `reuse` keeps serving blocks after switching
-back), so every variant is also timed in its own fresh process (the memory subprocesses,
-`--memory-repeats` steps each, run one after the other) and the allocator ratios use those times.
+  official       the official code's computation (tests/official_reference.py, op for op, held
+                 against ours at 1e-4) under glibc's heap policy, as the released code runs;
+with both plain and system-malloc, `plain+system-malloc` too: the plain formulation as a process
+without our allocator setting runs it. A heap policy cannot be compared inside one process (a
+heap grown under `reuse` keeps serving blocks after switching back), so every variant is also
+timed in its own fresh process (the memory subprocesses, `--memory-repeats` steps each, run one
+after the other); the allocator ratios and those over `official` use those times.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from torch import nn
 
 from demt_exp.bench import median_seconds
+from demt_exp.bench_official import build_official_model
 from demt_exp.config import compose_config
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.cpu_allocator import configure_cpu_allocator
@@ -50,10 +53,12 @@ MEASURED = ("eval", "train")
 
 @dataclass(frozen=True)
 class Variant:
-    """What a timed run switches: the formulation, and the CPU allocator (None: the config's)."""
+    """What a timed run switches: the formulation, the CPU allocator (None: the config's), or the
+    official model instead of ours."""
 
     fast: bool
     allocator: str | None = None
+    official: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
@@ -61,16 +66,17 @@ VARIANTS: dict[str, Variant] = {
     "plain": Variant(False),
     "system-malloc": Variant(True, "system"),
     "plain+system-malloc": Variant(False, "system"),
+    "official": Variant(False, "system", official=True),
 }
-BASELINES = ("none", "plain", "system-malloc")
+BASELINES = ("none", "plain", "system-malloc", "official")
 
 
 def chosen_variants(baselines: list[str]) -> list[str]:
     """The default first, then each baseline; the plain formulation under glibc's policy when both are named."""
-    names = ["fast"] + [b for b in dict.fromkeys(baselines) if b != "none"]
+    names = ["fast"] + [b for b in dict.fromkeys(baselines) if b not in ("none", "official")]
     if "plain" in names and "system-malloc" in names:
         names.append("plain+system-malloc")
-    return names
+    return names + (["official"] if "official" in baselines else [])
 
 
 def same_heap_policy(variants: list[str]) -> list[str]:
@@ -122,15 +128,17 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 class Setting:
-    """A built model, its optimiser and inputs, and the two timed operations."""
+    """A built model (ours, or the official one for `variant` official), its optimiser and inputs,
+    and the two timed operations."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, variant: str = "fast") -> None:
         from demt_exp.models.model import build_model
 
         self.device = torch.device(args.device)
         cfg = compose_config(config_overrides(args))
         torch.manual_seed(0)
-        self.model = build_model(cfg).to(self.device)
+        self.official = VARIANTS[variant].official
+        self.model = (build_official_model(cfg) if self.official else build_model(cfg)).to(self.device)
         if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-6, foreach=True)
@@ -149,7 +157,10 @@ class Setting:
     def use(self, variant: str) -> None:
         """Switch the model's formulation and the process's allocator policy to those of `variant`."""
         chosen = VARIANTS[variant]
-        set_fast(self.model, chosen.fast)
+        if chosen.official != self.official:
+            raise ValueError(f"variant {variant!r} needs a Setting built for it")
+        if not self.official:
+            set_fast(self.model, chosen.fast)
         configure_cpu_allocator(chosen.allocator or self.allocator)
 
     def sync(self) -> None:
@@ -247,7 +258,7 @@ def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str
 
     One measurement per process: under `cpu_allocator=reuse` memory freed by an earlier
     measurement stays in the heap and would hide part of the next one's peak."""
-    setting = Setting(args)
+    setting = Setting(args, variant)
     setting.use(variant)
     fn = setting.eval_forward if what == "eval" else setting.train_step
     if setting.device.type == "cuda":
@@ -301,7 +312,8 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     variants = chosen_variants(args.baseline)
     if args.memory == "none" and variants != same_heap_policy(variants):
-        raise SystemExit("--baseline system-malloc is timed in fresh processes: it needs --memory subprocess")
+        raise SystemExit("--baseline system-malloc or official is timed in fresh processes: "
+                         "it needs --memory subprocess")
     setting = Setting(args)
     alternating = same_heap_policy(variants)
     times = alternating_times(setting, alternating, args.repeats, args.warmup)
@@ -326,6 +338,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         report["speedup_plain_over_fast"] = report["speedup_over_fast"]["plain"]
         if "train_peak_minus_model_mib" in fast:
             report["memory_fast_over_plain"] = fast["train_peak_minus_model_mib"] / results["plain"]["train_peak_minus_model_mib"]
+    if "train_peak_minus_model_mib" in results.get("official", {}):
+        report["memory_fast_over_official"] = (fast["train_peak_minus_model_mib"]
+                                               / results["official"]["train_peak_minus_model_mib"])
     if args.profile:
         report["shares"] = component_shares(setting)
     return report
@@ -343,6 +358,8 @@ def print_report(report: dict[str, Any]) -> None:
               f"eval {s['eval']:.2f}x, train {s['train']:.2f}x")
     if "memory_fast_over_plain" in report:
         print(f"train peak memory minus model, fast / plain: {report['memory_fast_over_plain']:.2f}")
+    if "memory_fast_over_official" in report:
+        print(f"train peak memory minus model, fast / official: {report['memory_fast_over_official']:.2f}")
     if "shares" in report:
         print("time share of a train step: " + ", ".join(f"{k} {v:.0%}" for k, v in report["shares"].items()))
     print(json.dumps(report))

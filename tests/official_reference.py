@@ -512,11 +512,12 @@ class DegmixHead(BaseHead):
 class OfficialModel(nn.Module):
     """backbone (mmseg Swin) + head (DeMT or DeGMix `DemtHead`): image -> {task: (B, C_t, H, W)}."""
 
-    def __init__(self, head: str, task_channels: dict[str, int], size: str = "swin_t") -> None:
+    def __init__(self, head: str, task_channels: dict[str, int], size: str = "swin_t", dim: int = HEAD_DIM,
+                 window: int = WINDOW) -> None:
         super().__init__()
-        self.backbone = SwinTransformer(size)
+        self.backbone = SwinTransformer(size, window)
         heads = {"demt": DemtHead, "degmix": DegmixHead}
-        self.head = heads[head](task_channels, sum(self.backbone.num_features))
+        self.head = heads[head](task_channels, sum(self.backbone.num_features), dim)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(image), (image.shape[2], image.shape[3]))

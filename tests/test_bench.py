@@ -93,6 +93,63 @@ def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -
         main(["model", "encoder.dim=16", "--baseline", "system-malloc", "--memory", "none", "--size", "32", "32"])
 
 
+def test_official_baseline_comes_last_and_never_alternates_in_this_process() -> None:
+    from demt_exp.bench_model import chosen_variants, same_heap_policy
+
+    variants = chosen_variants(["official", "plain", "system-malloc"])
+    assert variants == ["fast", "plain", "system-malloc", "plain+system-malloc", "official"]
+    assert same_heap_policy(variants) == ["fast", "plain"]
+
+
+def test_the_official_baseline_is_the_reference_model_of_the_configured_size_and_tasks() -> None:
+    import torch
+
+    from demt_exp.bench_official import build_official_model
+    from demt_exp.config import compose_config
+
+    cfg = compose_config(["encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5"])
+    model = build_official_model(cfg).eval()
+    assert type(model).__name__ == "OfficialModel" and type(model.head).__name__ == "DemtHead"
+    assert model.head.linear1[0].out_features == 16 and len(model.head.task_querys) == 4
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 48))
+    assert {t: tuple(o.shape) for t, o in out.items()} == {
+        "semseg": (1, 5, 32, 48), "depth": (1, 1, 32, 48), "normals": (1, 3, 32, 48), "edge": (1, 1, 32, 48)}
+    degmix = build_official_model(compose_config(["encoder=degmix", "decoder=degmix", "encoder.dim=16"]))
+    assert type(degmix.head).__name__ == "DegmixHead"
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["decoder=fcn"], "PassThroughDecoder has no official counterpart"),
+    (["decoder.attention=global"], "decoder.attention=global"),
+    (["encoder=degmix", "decoder=degmix", "encoder.projection=linear"], "encoder.projection=linear"),
+    (["backbone=hrnet18"], "backbone._target_="),
+])
+def test_the_official_baseline_refuses_a_config_the_released_code_does_not_have(overrides: list[str], key: str) -> None:
+    from demt_exp.bench_official import build_official_model
+    from demt_exp.config import compose_config
+
+    with pytest.raises(SystemExit, match=re.escape(key)):
+        build_official_model(compose_config(overrides))
+
+
+@pytest.mark.slow
+def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> None:
+    import json
+
+    out_json = tmp_path / "bench.json"
+    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
+          "--repeats", "1", "--warmup", "0", "--baseline", "official", "--json", str(out_json)])
+    report = json.loads(out_json.read_text())
+    official, fast = report["results"]["official"], report["results"]["fast"]
+    assert list(report["times_s"]) == ["fast"] and official["train_step_s"] > 0
+    assert official["train_peak_minus_model_mib"] > official["eval_peak_minus_model_mib"] >= 0
+    assert report["fresh_process_speedup_over_fast"]["official"]["eval"] == pytest.approx(
+        official["eval_step_s"] / fast["eval_step_s"])
+    assert report["memory_fast_over_official"] == pytest.approx(
+        fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"])
+
+
 @pytest.mark.slow
 def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) -> None:
     """Each point is a fresh subprocess running the real train step; one size and one task count

@@ -60,20 +60,25 @@ def resolve_backend(backend: str, device_type: str = "cuda") -> str:
     return backend
 
 
+def normalised_centres(size: int, like: torch.Tensor) -> torch.Tensor:
+    """grid_sample's coordinate of each pixel centre along an axis of `size` pixels
+    (align_corners=False): (2p + 1) / size - 1, exactly 0 when size is 1."""
+    return (2 * torch.arange(size, device=like.device, dtype=like.dtype) + 1) / size - 1
+
+
 def sample_per_channel(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Bilinear sample of every channel at its own displaced grid, zeros outside (pure PyTorch).
 
     x: (B, C, h, w); offsets: (B, 2C, h, w) with (dy, dx) of channel c at 2c and 2c + 1.
     """
     b, c, h, w = x.shape
-    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
     # unbind, not offsets[:, 0::2]: a strided slice backpropagates a zero-filled (B, 2C, h, w) per use
     dy, dx = offsets.view(b, c, 2, h, w).unbind(2)
-    pos_y = rows + dy
-    pos_x = cols + dx
-    # align_corners=False maps pixel index p to (2p + 1) / size - 1 exactly, also when size is 1.
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
+    # align_corners=False maps position p + o to (2(p + o) + 1) / size - 1 = centre(p) + o * 2 / size:
+    # one pass per coordinate instead of five
+    grid_x = torch.add(normalised_centres(w, x), dx, alpha=2 / w)
+    grid_y = torch.add(normalised_centres(h, x).view(h, 1), dy, alpha=2 / h)
+    grid = torch.stack((grid_x, grid_y), dim=-1)
     sampled = F.grid_sample(
         x.reshape(b * c, 1, h, w),
         grid.reshape(b * c, h, w, 2),

@@ -4,6 +4,8 @@ model (default): eval forward and train step time, memory and component shares o
         configured model, optionally beside the plain formulation (`demt_exp/bench_model.py`).
 
 deform: forward+backward time of the ChlSpl backends at a head-sized input, and their ratio.
+linear: F.linear (BLAS) vs the oneDNN 1x1-convolution route of fp32 CPU linear layers, forward
+        and forward+backward, at the layer shapes of DeMT Swin-T at batch 2, 448x576.
 step:   training-step throughput (images/s) of a composed config, e.g. the default job.
 data:   samples/s of one data-loading worker through a data set's train and val pipelines.
 boundary: images/s of the SEISM boundary evaluation (odsF) on generated edge maps.
@@ -52,6 +54,33 @@ def bench_deform(batch: int, channels: int, height: int, width: int, repeats: in
 
         results[backend] = median_seconds(step, repeats)
     return results
+
+
+# (rows, C_in, C_out) of DeMT Swin-T's linear layers at batch 2, 448x576: Swin stages 1, 3 and 4,
+# and the task interaction over all task tokens
+LINEAR_SHAPES = ((32256, 96, 288), (32256, 384, 96), (2352, 384, 1152), (2016, 1536, 384), (504, 768, 3072),
+                 (129024, 256, 256))
+
+
+def bench_linear(shapes: tuple[tuple[int, int, int], ...], repeats: int) -> list[dict[str, float]]:
+    """Seconds per forward and per forward+backward of F.linear and of the convolution route, per shape."""
+    import torch.nn.functional as F
+
+    from demt_exp.models.linear import convolution_linear
+
+    rows = []
+    for m, c_in, c_out in shapes:
+        x = torch.randn(m, c_in, requires_grad=True)
+        weight = torch.randn(c_out, c_in, requires_grad=True)
+        bias = torch.randn(c_out, requires_grad=True)
+        upstream = torch.randn(m, c_out)
+        row: dict[str, float] = {"rows": m, "c_in": c_in, "c_out": c_out}
+        for name, fn in (("blas", F.linear), ("onednn", convolution_linear)):
+            with torch.no_grad():
+                row[f"{name}_forward_s"] = median_seconds(lambda: fn(x, weight, bias), repeats)
+            row[f"{name}_train_s"] = median_seconds(lambda: fn(x, weight, bias).backward(upstream), repeats)
+        rows.append(row)
+    return rows
 
 
 def bench_step(overrides: list[str], repeats: int) -> float:
@@ -187,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--protocol", default="atrc", help="atrc, invpt or e.g. atrc-fast-9thr")
     b.add_argument("--dataset", default="nyud", choices=["nyud", "pascal_context"])
     b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
+    li = sub.add_parser("linear", help="fp32 CPU linear layers: BLAS vs the oneDNN convolution route")
+    li.add_argument("--repeats", type=int, default=5)
     w = sub.add_parser("weighting", help="step time of each loss-weighting method relative to fixed")
     w.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tasks=nyud trainer.batch_size=2")
     w.add_argument("--repeats", type=int, default=3)
@@ -198,6 +229,16 @@ def main(argv: list[str] | None = None) -> None:
               f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}")
         if args.workers == 0:
             print(f"  CPU time per image {cpu:.2f} s: 654 images on 2 cores in {654 * cpu / 2 / 60:.1f} min")
+        return
+    if args.what == "linear":
+        from demt_exp.cpu_allocator import configure_cpu_allocator
+
+        configure_cpu_allocator("reuse")  # as training runs: no page faults in the timings
+        print(f"fp32 linear on CPU, {torch.get_num_threads()} threads: speed-up of the oneDNN route over F.linear")
+        for row in bench_linear(LINEAR_SHAPES, args.repeats):
+            print(f"  ({row['rows']:6d}, {row['c_in']:4d}) -> {row['c_out']:4d}: forward "
+                  f"{row['blas_forward_s'] / row['onednn_forward_s']:.2f}x, forward+backward "
+                  f"{row['blas_train_s'] / row['onednn_train_s']:.2f}x")
         return
     if args.what == "weighting":
         times = bench_weighting(args.overrides, args.repeats)

@@ -150,6 +150,16 @@ def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> Non
         fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"])
 
 
+def test_linear_bench_prints_the_speed_up_of_each_shape(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    import demt_exp.bench as bench
+
+    monkeypatch.setattr(bench, "LINEAR_SHAPES", ((64, 8, 16), (32, 16, 8)))
+    main(["linear", "--repeats", "1"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "forward+backward" in line]
+    assert [line.split(":")[0].strip() for line in lines] == ["(    64,    8) ->   16", "(    32,   16) ->    8"]
+    assert all(float(x) > 0 for line in lines for x in re.findall(r"([\d.]+)x", line))
+
+
 @pytest.mark.slow
 def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) -> None:
     """Each point is a fresh subprocess running the real train step; one size and one task count

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.linear import linear
 from demt_exp.models.mixer import DeformableMixer
 from demt_exp.models.necks import FeatConvNeck
 from demt_exp.models.recompute import recompute_in_backward, wants_recompute
@@ -57,7 +58,7 @@ class PixelProjection(nn.Module):
         weights = self.linear.weight.split([f.shape[1] for f in features], dim=1)
         total = None
         for feature, weight in zip(features, weights):
-            projected = F.linear(feature.permute(0, 2, 3, 1), weight).permute(0, 3, 1, 2)
+            projected = linear(feature.permute(0, 2, 3, 1), weight).permute(0, 3, 1, 2)
             if projected.shape[-2:] != size:
                 projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
             total = projected if total is None else total + projected

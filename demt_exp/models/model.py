@@ -12,6 +12,7 @@ from torch import nn
 
 from demt_exp.data.tasks import output_channels
 from demt_exp.models.heads import TaskHeads
+from demt_exp.models.linear import use_cpu_linears
 
 
 class MultiTaskModel(nn.Module):
@@ -71,7 +72,7 @@ def build_model(cfg: Any) -> MultiTaskModel:
     encoder = instantiate(cfg.encoder, in_channels=list(backbone.out_channels), tasks=tasks)
     decoder = instantiate(cfg.decoder, tasks=tasks)
     model_cfg = cfg.get("model", {}) or {}
-    return MultiTaskModel(
+    model = MultiTaskModel(
         backbone,
         encoder,
         decoder,
@@ -80,3 +81,5 @@ def build_model(cfg: Any) -> MultiTaskModel:
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
         activation_checkpointing=bool(OmegaConf.select(cfg, "trainer.activation_checkpointing", default=False)),
     )
+    use_cpu_linears(model)  # fp32 CPU linear layers through oneDNN (models/linear.py)
+    return model

@@ -36,7 +36,8 @@ def outputs_and_grads(module: nn.Module, inputs, fast: bool) -> tuple[list[torch
         out = module(leaves) if isinstance(inputs, list) else module(*leaves)
     outs = list(out.values()) if isinstance(out, dict) else [out]
     gen = torch.Generator().manual_seed(11)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    # drawn in float64 whatever the dtype, so an fp32 run sees the upstream gradient of a float64 one
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum() for o in outs)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
     grads.update({f"input{i}": x.grad.clone() for i, x in enumerate(leaves)})
@@ -93,40 +94,71 @@ def test_fast_decoder_with_activation_checkpointing_equals_plain(chunk: int) -> 
 
 
 @pytest.mark.parametrize("chunk", [4096, 5])
-def test_fast_decoder_recomputing_the_pixel_attention_equals_plain(chunk: int) -> None:
-    """Default training: the per-pixel attention saves only its inputs and is recomputed in
+def test_fast_decoder_recomputing_the_task_query_equals_plain(chunk: int) -> None:
+    """Default training: the per-pixel task query saves only its inputs and is recomputed in
     backward, piece by piece (12 pixels in pieces of 5, 5 and 2, or in one piece)."""
     tasks = ["a", "b", "c"]
     decoder = randomize_(TaskAwareDecoder(tasks, dim=16).double(), seed=14)
-    assert decoder.recompute_attention
+    assert decoder.recompute_query
     decoder.query_chunk_pixels = chunk
     assert_fast_equals_plain(decoder, task_maps(tasks, 2, 16, (2, 3), seed=15))
 
 
-def saved_shapes(decoder: TaskAwareDecoder, maps: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
-    """Shapes of the tensors one training forward of the decoder saves for backward."""
-    shapes: list[tuple[int, ...]] = []
+def saved_storages(decoder: TaskAwareDecoder, maps: dict[str, torch.Tensor]) -> list[int]:
+    """Element counts of the distinct storages one training forward of the decoder saves for backward."""
+    storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        shapes.append(tuple(tensor.shape))
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes() // tensor.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         decoder({t: m.requires_grad_(True) for t, m in maps.items()})
-    return shapes
+    return sorted(storages.values(), reverse=True)
 
 
-def test_recomputed_pixel_attention_saves_no_per_head_intermediates() -> None:
-    """Without recompute the forward saves (T, heads, M, C)-sized tensors (in einsum's layouts);
-    with it (the default) the largest saved tensor is (T, M, C)."""
+def test_recomputed_task_query_saves_only_its_inputs() -> None:
+    """Saving activations, the forward keeps (T, heads, M, C)-sized tensors (in einsum's layouts) and
+    several (T, M, C) ones of the query; recomputing it (the default), the only map-sized storages
+    saved are the task tokens, the task interaction's pre-norm output and the fused tokens."""
     tasks, dim, heads = ["a", "b", "c"], 16, 4
     decoder = TaskAwareDecoder(tasks, dim=dim, query_heads=heads).double()
     maps = task_maps(tasks, 2, dim, (3, 5), seed=16)  # M = 30 pixels
-    per_head = len(tasks) * heads * 30 * dim
-    decoder.recompute_attention = False
-    assert max(torch.Size(s).numel() for s in saved_shapes(decoder, maps)) == per_head
-    decoder.recompute_attention = True
-    assert max(torch.Size(s).numel() for s in saved_shapes(decoder, maps)) == len(tasks) * 30 * dim
+    per_head, per_task = len(tasks) * heads * 30 * dim, len(tasks) * 30 * dim
+    decoder.recompute_query = False
+    kept = saved_storages(decoder, maps)
+    assert [n for n in kept if n >= per_task] == [per_head] * 2 + [per_task] * 7
+    decoder.recompute_query = True
+    assert [n for n in saved_storages(decoder, maps) if n >= per_task] == [per_task] * 3
+
+
+def test_fast_decoder_in_fp32_takes_the_onednn_route_with_the_float64_plain_outputs_and_gradients() -> None:
+    """fp32 on CPU runs the task query's grouped products as oneDNN convolutions (float64 takes the
+    batched products the tests above check): outputs and gradients stay those of the float64 plain
+    formulation to fp32 accuracy."""
+    tasks = ["a", "b", "c"]
+    decoder = randomize_(TaskAwareDecoder(tasks, dim=16).double(), seed=17)
+    maps = task_maps(tasks, 2, 16, (4, 5), seed=18)
+    plain_out, plain_grads = outputs_and_grads(decoder, maps, fast=False)
+    decoder.float()
+    fp32_maps = {t: m.float() for t, m in maps.items()}
+    set_fast(decoder, True)
+    ops: set[str] = set()
+    out = decoder({t: m.clone().requires_grad_(True) for t, m in fp32_maps.items()})
+    stack, seen = [o.grad_fn for o in out.values()], set()
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            ops.add(type(node).__name__)
+            stack.extend(n for n, _ in node.next_functions)
+    assert "ConvolutionBackward0" in ops
+    fast_out, fast_grads = outputs_and_grads(decoder, fp32_maps, fast=True)
+    for name, value, want in [(f"output {i}", f, p) for i, (f, p) in enumerate(zip(fast_out, plain_out))] + [
+            (k, fast_grads[k], v) for k, v in plain_grads.items()]:
+        error = (value.double() - want).abs().max() / want.abs().max()
+        assert error < 1e-5, f"{name}: {error:.1e}"
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ from demt_exp.models.task_query import (
     demt_task_query,
     fused_interaction,
     pixel_major_tokens,
-    pixel_slices,
 )
 
 AttentionMode = Literal["official", "global"]
@@ -61,12 +60,13 @@ class TaskAwareDecoder(nn.Module):
     `fast` (default) computes attention='official' with the batched rewrites of `task_query.py`;
     `fast = False` runs the plain formulation (the reference the rewrites are tested against).
     `activation_checkpointing` recomputes the task-query block in the backward pass.
-    DeMT's official query attends within each pixel, so without gradients and under
-    checkpointing it runs on `query_chunk_pixels` pixels at a time (each piece recomputed on its
-    own): its (T, heads, pixels, C) intermediates never exist for the whole map at once.
-    In training without checkpointing, `recompute_attention` (default) saves only the inputs of
-    that per-pixel attention and recomputes it in backward piece by piece (about 1 GiB less
-    saved at batch 2, 448x576, for its forward run again); `False` saves its intermediates.
+    DeMT's official query attends within each pixel, so without gradients and when recomputed
+    it runs on `query_chunk_pixels` pixels at a time (each piece recomputed on its own): its
+    (T, heads, pixels, C) intermediates never exist for the whole map at once.
+    `recompute_query` (default) recomputes that per-pixel task query (projections, attention,
+    MLP and LayerNorm) in backward also without checkpointing, saving only its inputs (about
+    1.6 GiB less saved at batch 2, 448x576, for its forward run again); `False` saves its
+    activations. Decoders whose query reads the whole image (`pixel_separable = False`) ignore it.
     """
 
     pixel_separable = True  # the fast task query of one pixel reads no other pixel
@@ -81,13 +81,13 @@ class TaskAwareDecoder(nn.Module):
         kv_stride: int = 1,
         bottleneck_divisor: int = 8,
         activation_checkpointing: bool = False,
-        recompute_attention: bool = True,
+        recompute_query: bool = True,
     ) -> None:
         super().__init__()
         check_attention_args(attention, kv_stride)
         self.fast = True
         self.activation_checkpointing = activation_checkpointing
-        self.recompute_attention = recompute_attention
+        self.recompute_query = recompute_query
         self.tasks = tuple(tasks)
         self.bottleneck_divisor = bottleneck_divisor  # heads' width = floor(C_in / 8) officially (SPEC 1.4)
         self.attention = attention
@@ -124,20 +124,23 @@ class TaskAwareDecoder(nn.Module):
     def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
         """Fast task query of every task with the residual: (M, T, C) tokens and fused -> (T, M, C)."""
         queries = [self.task_queries[t] for t in self.tasks]
-        # under checkpointing the whole query is already recomputed piece by piece
-        pieces = self.recompute_attention and not wants_recompute(self.activation_checkpointing)
-        return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks],
-                               recompute_pixels=self.query_chunk_pixels if pieces else None)
+        return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks])
+
+    def recomputes_query(self) -> bool:
+        """Whether this forward recomputes the task query in backward instead of saving its activations."""
+        return wants_recompute(self.activation_checkpointing or (self.recompute_query and self.pixel_separable))
 
     def query_pieces(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
         """`query_all` over the whole map, or piece by piece where that bounds memory (see the class)."""
-        recompute = wants_recompute(self.activation_checkpointing)
+        recompute = self.recomputes_query()
         if not self.pixel_separable or (torch.is_grad_enabled() and not recompute):
-            slices = [slice(None)]  # whole map: autograd would keep every piece's intermediates anyway
+            size = tokens.shape[0]  # whole map: autograd would keep every piece's intermediates anyway
         else:
-            slices = pixel_slices(tokens.shape[0], self.query_chunk_pixels)
-        pieces = [recompute_in_backward(self.task_queries, self.query_all, tokens[s], fused[s], batch) if recompute
-                  else self.query_all(tokens[s], fused[s], batch) for s in slices]
+            size = self.query_chunk_pixels
+        # split, not tokens[a:b]: each slice would backpropagate a zero-filled (M, T, C) gradient
+        pieces = [recompute_in_backward(self.task_queries, self.query_all, tokens_piece, fused_piece, batch)
+                  if recompute else self.query_all(tokens_piece, fused_piece, batch)
+                  for tokens_piece, fused_piece in zip(tokens.split(size), fused.split(size))]
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -22,11 +22,16 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["frozen_batch_statistics", "recompute_in_backward", "wants_recompute"]
 
 
+def tracked_batch_norms(module: nn.Module) -> list[nn.Module]:
+    """The BatchNorms of `module` whose training forward updates running statistics."""
+    return [m for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+
+
 @contextmanager
 def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
     """Within the block, training-mode BatchNorms normalise as usual but update nothing."""
-    norms = [m for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    norms = tracked_batch_norms(module)
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for norm in norms:
         norm.momentum = 0.0
@@ -41,7 +46,10 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
 
 def recompute_in_backward(module: nn.Module, function: Callable[..., Any], *args: Any) -> Any:
     """`function(*args)` (the forward of `module` or a part of it) with its activations recomputed
-    in backward instead of saved; RNG state (dropout, stochastic depth) is replayed as well."""
+    in backward instead of saved; RNG state (dropout, stochastic depth) is replayed as well.
+    A block without BatchNorm gets the plain checkpoint, which torch.compile can trace."""
+    if not tracked_batch_norms(module):
+        return checkpoint(function, *args, use_reentrant=False)
     return checkpoint(function, *args, use_reentrant=False,
                       context_fn=lambda: (nullcontext(), frozen_batch_statistics(module)))
 

@@ -22,14 +22,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from demt_exp.models.attention import compose_affine, linear_affine, projection_affine
-
-
-def pixel_slices(count: int, size: int) -> list[slice]:
-    """Consecutive slices of at most `size` of `count` pixel rows."""
-    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+from demt_exp.models.linear import grouped_linear, linear
 
 
 def pixel_major_tokens(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -57,38 +52,25 @@ def stacked_affine(maps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
 def fused_interaction(tokens: torch.Tensor, mha: nn.MultiheadAttention, mlp: nn.Sequential) -> torch.Tensor:
     """Official task interaction at one image: LN(Linear(out_proj(v_proj(x)))) with the 3 maps folded into one."""
     weight, bias = compose_affine(projection_affine(mha, 2), linear_affine(mha.out_proj), linear_affine(mlp[0]))
-    return mlp[1](F.linear(tokens, weight, bias))
+    return mlp[1](linear(tokens, weight, bias))
 
 
 def pixel_attention(q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor) -> torch.Tensor:
     """Per-pixel multi-head attention of every task over the T fused features at its pixel.
 
-    q (T, M, C) scaled queries, fused (M, T, C), wk and wv (T, heads, d, C): W_v,h (sum_s w_s f_s),
-    (T, M, C) without the value bias. Its (T, heads, M, C) intermediates are the largest
-    tensors of the decoder.
+    q (M, T*C) scaled queries and the result W_v,h (sum_s w_s f_s) (without the value bias) are
+    pixel-major, task t, head h in columns t*C + h*d .. + d; fused (M, T, C); wk and wv
+    (T, heads, d, C). Each (task, head) is one group of a grouped product (`grouped_linear`), and
+    the per-pixel products are batched over pixels. Its (M, T*heads, C) intermediates are the
+    largest tensors of the decoder.
     """
-    t, m, c = q.shape
-    heads, d = wk.shape[1], wk.shape[2]
-    q_keys = torch.matmul(q.view(t, m, heads, d).transpose(1, 2), wk)  # (T, H, M, C): W_k,h^T q_h
-    weights = torch.einsum("thmc,msc->thms", q_keys, fused).softmax(dim=-1)
-    mixed = torch.einsum("thms,msc->thmc", weights, fused)  # sum_s w_s f_s
-    return torch.matmul(mixed, wv.transpose(-1, -2)).transpose(1, 2).reshape(t, m, c)  # W_v,h (...)
-
-
-def recomputed_pixel_attention(
-    q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, pixels: int
-) -> torch.Tensor:
-    """`pixel_attention` that saves only its inputs for backward and recomputes `pixels` pixels at a time.
-
-    Attention within a pixel reads no other pixel, so each piece is its own checkpoint: the
-    (T, heads, M, C) intermediates (about 1 GiB saved at batch 2, 448x576) never outlive the
-    forward, and the backward holds one piece's at a time. The price is the piece's forward run
-    again in backward.
-    """
-    # no random numbers are drawn inside, so no RNG state is saved and restored per piece
-    pieces = [checkpoint(pixel_attention, q[:, s], fused[s], wk, wv, use_reentrant=False, preserve_rng_state=False)
-              for s in pixel_slices(q.shape[1], pixels)]
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    m = q.shape[0]
+    t, heads, d, c = wk.shape
+    groups = t * heads
+    q_keys = grouped_linear(q, wk.transpose(2, 3).reshape(groups * c, d), None, groups).view(m, groups, c)  # W_k,h^T q_h
+    weights = torch.bmm(q_keys, fused.transpose(1, 2)).softmax(dim=-1)  # (M, T*H, S)
+    mixed = torch.bmm(weights, fused).view(m, groups * c)  # sum_s w_s f_s
+    return grouped_linear(mixed, wv.reshape(groups * d, c), None, groups)  # W_v,h (...)
 
 
 def demt_task_query(
@@ -96,12 +78,10 @@ def demt_task_query(
     fused: torch.Tensor,
     queries: Sequence[nn.MultiheadAttention],
     mlps: Sequence[nn.Sequential],
-    recompute_pixels: int | None = None,
 ) -> torch.Tensor:
     """tokens + LN(Linear(per-pixel MHA(tokens_t -> fused))) for every task: (M, T, C) -> (T, M, C).
 
-    With `recompute_pixels` and gradients on, the attention is recomputed in backward in pieces
-    of that many pixels (`recomputed_pixel_attention`)."""
+    The per-task projections run pixel-major, all tasks in one grouped product (`grouped_linear`)."""
     m, t, c = tokens.shape
     heads = queries[0].num_heads
     d = c // heads
@@ -114,14 +94,13 @@ def demt_task_query(
         [compose_affine((None, projection_affine(q, 2)[1]), linear_affine(q.out_proj), linear_affine(p[0]))
          for q, p in zip(queries, mlps)]
     )
-    own = tokens.transpose(0, 1)  # (T, M, C), task t's queries
-    q = torch.baddbmm(bq * scale, own, wq.transpose(1, 2) * scale)  # (T, M, C)
-    if recompute_pixels is not None and torch.is_grad_enabled():
-        values = recomputed_pixel_attention(q, fused, wk, wv, recompute_pixels)
-    else:
-        values = pixel_attention(q, fused, wk, wv)
-    out = torch.baddbmm(bo, values, wo.transpose(1, 2))
-    return own + task_layer_norm(out, [p[1] for p in mlps])
+    rows = tokens.reshape(m, t * c)  # task t's queries in columns t*C..(t+1)*C
+    q = grouped_linear(rows, wq.reshape(t * c, c) * scale, bq.reshape(t * c) * scale, t)
+    values = pixel_attention(q, fused, wk, wv)
+    out = grouped_linear(values, wo.reshape(t * c, c), bo.reshape(t * c), t).view(m, t, c)
+    scale_ln, shift_ln = stacked_norm([p[1] for p in mlps])
+    normed = torch.addcmul(shift_ln.squeeze(1), F.layer_norm(out, (c,), eps=mlps[0][1].eps), scale_ln.squeeze(1))
+    return (tokens + normed).transpose(0, 1).contiguous()
 
 
 def head_block_mask(dim: int, heads: int, like: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,12 @@ train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendl
 test:  ## the whole test suite
 	$(PYTHON) -m pytest -q
 
-bench:  ## speed: deformable backends, default step, DeMT/DeGMix fast vs plain (bench/*.json), scaling plot
+bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix vs plain and official (bench/*.json), scaling plot
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16
+	$(PYTHON) -m demt_exp.bench linear
 	$(PYTHON) -m demt_exp.bench step
-	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
-	$(PYTHON) -m demt_exp.bench model encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --baseline plain --json bench/degmix_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc official --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 3 --baseline plain official --memory-repeats 3 --json bench/degmix_swin_t_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
 	$(PYTHON) -m demt_exp.bench scaling --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
 

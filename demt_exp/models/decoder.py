@@ -65,7 +65,7 @@ class TaskAwareDecoder(nn.Module):
     (T, heads, pixels, C) intermediates never exist for the whole map at once.
     `recompute_query` (default) recomputes that per-pixel task query (projections, attention,
     MLP and LayerNorm) in backward also without checkpointing, saving only its inputs (about
-    1.6 GiB less saved at batch 2, 448x576, for its forward run again); `False` saves its
+    1.5 GiB less saved at batch 2, 448x576, for its forward run again); `False` saves its
     activations. Decoders whose query reads the whole image (`pixel_separable = False`) ignore it.
     """
 

@@ -4,8 +4,8 @@ PyTorch's CPU `F.linear` calls MKL's sgemm, which on AMD CPUs runs its AVX2 code
 convolution uses AVX-512 there. A (M, C_in) row-major matrix is, as it is in memory, a
 channels-last (1, C_in, M, 1) image, so a 1x1 convolution with the weight as (C_out, C_in, 1, 1)
 computes x W^T + b without a copy in either direction, and its backward gives the same
-gradients. On a 2-core AMD EPYC with AVX-512 the forward runs 1.3-2.2x faster and forward plus
-backward 1.2-1.9x at the layer shapes of Swin-T and the decoder (`python -m demt_exp.bench linear`).
+gradients. On a 2-core AMD EPYC with AVX-512 the forward runs 2.1-3.5x faster and forward plus
+backward 1.5-2.0x at the layer shapes of Swin-T and the decoder (`python -m demt_exp.bench linear`).
 Only fp32 CPU tensors outside autocast take this route; everything else (CUDA, float64,
 autocast) calls `F.linear`.
 """

@@ -16,6 +16,8 @@ Baselines (`--baseline`, several allowed):
   system-malloc  the fast formulation under glibc's own heap policy (`trainer.cpu_allocator=system`);
   official       the official code's computation (tests/official_reference.py, op for op, held
                  against ours at 1e-4) under glibc's heap policy, as the released code runs;
+  eager          with --compile: the same model not compiled, timed alternating with the
+                 compiled one (the speed-up of torch.compile);
 with both plain and system-malloc, `plain+system-malloc` too: the plain formulation as a process
 without our allocator setting runs it. A heap policy cannot be compared inside one process (a
 heap grown under `reuse` keeps serving blocks after switching back), so every variant is also
@@ -53,12 +55,13 @@ MEASURED = ("eval", "train")
 
 @dataclass(frozen=True)
 class Variant:
-    """What a timed run switches: the formulation, the CPU allocator (None: the config's), or the
-    official model instead of ours."""
+    """What a timed run switches: the formulation, the CPU allocator (None: the config's), the
+    official model instead of ours, or the eager model instead of the compiled one."""
 
     fast: bool
     allocator: str | None = None
     official: bool = False
+    eager: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
@@ -67,8 +70,9 @@ VARIANTS: dict[str, Variant] = {
     "system-malloc": Variant(True, "system"),
     "plain+system-malloc": Variant(False, "system"),
     "official": Variant(False, "system", official=True),
+    "eager": Variant(True, eager=True),
 }
-BASELINES = ("none", "plain", "system-malloc", "official")
+BASELINES = ("none", "plain", "system-malloc", "official", "eager")
 
 
 def chosen_variants(baselines: list[str]) -> list[str]:
@@ -150,7 +154,8 @@ class Setting:
             nullcontext if dtype is None else lambda: torch.autocast(self.device.type, dtype=dtype)
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
-        self.net: nn.Module = torch.compile(self.model) if args.compile else self.model
+        self.compiled: nn.Module = torch.compile(self.model) if args.compile else self.model
+        self.net = self.compiled
         self.allocator = str(cfg.trainer.cpu_allocator)
         configure_cpu_allocator(self.allocator)
 
@@ -161,6 +166,7 @@ class Setting:
             raise ValueError(f"variant {variant!r} needs a Setting built for it")
         if not self.official:
             set_fast(self.model, chosen.fast)
+        self.net = self.model if chosen.eager else self.compiled
         configure_cpu_allocator(chosen.allocator or self.allocator)
 
     def sync(self) -> None:
@@ -311,6 +317,8 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     variants = chosen_variants(args.baseline)
+    if "eager" in variants and not args.compile:
+        raise SystemExit("--baseline eager compares with the compiled model: it needs --compile")
     if args.memory == "none" and variants != same_heap_policy(variants):
         raise SystemExit("--baseline system-malloc or official is timed in fresh processes: "
                          "it needs --memory subprocess")

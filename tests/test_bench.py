@@ -150,6 +150,29 @@ def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> Non
         fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"])
 
 
+def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one() -> None:
+    import argparse
+
+    from demt_exp.bench_model import (
+        Setting,
+        add_options,
+        chosen_variants,
+        same_heap_policy,
+    )
+
+    assert same_heap_policy(chosen_variants(["eager"])) == ["fast", "eager"]
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    setting = Setting(parser.parse_args(["encoder.dim=16", "--size", "32", "32", "--compile", "--device", "cpu"]))
+    assert setting.net is setting.compiled and setting.compiled is not setting.model
+    setting.use("eager")
+    assert setting.net is setting.model
+    setting.use("fast")
+    assert setting.net is setting.compiled
+    with pytest.raises(SystemExit, match="needs --compile"):
+        main(["model", "encoder.dim=16", "--baseline", "eager", "--memory", "none", "--size", "32", "32"])
+
+
 def test_linear_bench_prints_the_speed_up_of_each_shape(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     import demt_exp.bench as bench
 

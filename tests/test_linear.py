@@ -108,6 +108,9 @@ def test_grouped_linear_multiplies_each_group_by_its_own_block_on_both_routes() 
                 assert_close_to_float64(value, want, f"{name} fp32")
     fp32 = grouped_linear(x.float().requires_grad_(), weight.float(), bias.float(), groups)
     assert "ConvolutionBackward0" in graph_ops(fp32)
+    columns_major = x.float().t().contiguous().t()  # the same values, column-major
+    assert_close_to_float64(grouped_linear(columns_major, weight.float(), bias.float(), groups), exact[0],
+                            "column-major input")
 
 
 def test_every_plain_linear_of_a_built_model_is_swapped_and_its_state_dict_is_unchanged() -> None:

@@ -62,7 +62,7 @@ class TaskAwareDecoder(nn.Module):
     `activation_checkpointing` recomputes the task-query block in the backward pass.
     DeMT's official query attends within each pixel, so without gradients and when recomputed
     it runs on `query_chunk_pixels` pixels at a time (each piece recomputed on its own): its
-    (T, heads, pixels, C) intermediates never exist for the whole map at once.
+    (pixels, T*heads, C) intermediates never exist for the whole map at once.
     `recompute_query` (default) recomputes that per-pixel task query (projections, attention,
     MLP and LayerNorm) in backward also without checkpointing, saving only its inputs (about
     1.5 GiB less saved at batch 2, 448x576, for its forward run again); `False` saves its

@@ -53,11 +53,11 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     a batched matrix product elsewhere."""
     m = x.shape[0]
     if takes_convolution_route(x):
-        image = x.view(1, m, 1, x.shape[1]).permute(0, 3, 1, 2)
+        image = x.reshape(1, m, 1, x.shape[1]).permute(0, 3, 1, 2)
         out = F.conv2d(image, weight[:, :, None, None], bias, groups=groups)
         return out.permute(0, 2, 3, 1).reshape(m, weight.shape[0])
     blocks = weight.view(groups, -1, weight.shape[1])  # (G, C_out, C_in)
-    out = torch.bmm(x.view(m, groups, -1).transpose(0, 1), blocks.transpose(1, 2))  # (G, M, C_out)
+    out = torch.bmm(x.reshape(m, groups, -1).transpose(0, 1), blocks.transpose(1, 2))  # (G, M, C_out)
     if bias is not None:
         out = out + bias.view(groups, 1, -1)
     return out.transpose(0, 1).reshape(m, weight.shape[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from autograd_checks import assert_close_to_float64, graph_ops
 from torch import nn
 
 from demt_exp.models.decoder import TaskAwareDecoder
@@ -119,7 +120,7 @@ def saved_storages(decoder: TaskAwareDecoder, maps: dict[str, torch.Tensor]) -> 
 
 
 def test_recomputed_task_query_saves_only_its_inputs() -> None:
-    """Saving activations, the forward keeps (T, heads, M, C)-sized tensors (in einsum's layouts) and
+    """Saving activations, the forward keeps (M, T*heads, C)-sized tensors of the attention and
     several (T, M, C) ones of the query; recomputing it (the default), the only map-sized storages
     saved are the task tokens, the task interaction's pre-norm output and the fused tokens."""
     tasks, dim, heads = ["a", "b", "c"], 16, 4
@@ -144,21 +145,12 @@ def test_fast_decoder_in_fp32_takes_the_onednn_route_with_the_float64_plain_outp
     decoder.float()
     fp32_maps = {t: m.float() for t, m in maps.items()}
     set_fast(decoder, True)
-    ops: set[str] = set()
     out = decoder({t: m.clone().requires_grad_(True) for t, m in fp32_maps.items()})
-    stack, seen = [o.grad_fn for o in out.values()], set()
-    while stack:
-        node = stack.pop()
-        if node is not None and node not in seen:
-            seen.add(node)
-            ops.add(type(node).__name__)
-            stack.extend(n for n, _ in node.next_functions)
-    assert "ConvolutionBackward0" in ops
+    assert "ConvolutionBackward0" in graph_ops(*out.values())
     fast_out, fast_grads = outputs_and_grads(decoder, fp32_maps, fast=True)
     for name, value, want in [(f"output {i}", f, p) for i, (f, p) in enumerate(zip(fast_out, plain_out))] + [
             (k, fast_grads[k], v) for k, v in plain_grads.items()]:
-        error = (value.double() - want).abs().max() / want.abs().max()
-        assert error < 1e-5, f"{name}: {error:.1e}"
+        assert_close_to_float64(value, want, name)
 
 
 @torch.no_grad()

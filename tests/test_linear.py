@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from autograd_checks import assert_close_to_float64, graph_ops
 from torch import nn
 
 from demt_exp.config import compose_config
@@ -17,25 +18,6 @@ from demt_exp.models.linear import (
     use_cpu_linears,
 )
 from demt_exp.models.model import build_model
-
-
-def graph_ops(tensor: torch.Tensor) -> set[str]:
-    """Names of every backward node that produced `tensor`."""
-    names, stack, seen = set(), [tensor.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return names
-
-
-def assert_close_to_float64(result: torch.Tensor, reference: torch.Tensor, what: str) -> None:
-    """fp32 against the same product in float64: relative to the largest entry, 1e-5."""
-    error = (result.double() - reference).abs().max() / reference.abs().max()
-    assert error < 1e-5, f"{what}: relative error {error:.2e}"
 
 
 def grads_of(fn, *tensors: torch.Tensor, upstream: torch.Tensor) -> list[torch.Tensor]:

@@ -32,11 +32,14 @@ def takes_convolution_route(x: torch.Tensor) -> bool:
     )
 
 
-def convolution_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b as a 1x1 convolution of the rows of x viewed as a channels-last image."""
+def convolution_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1
+) -> torch.Tensor:
+    """x W^T + b (per group of columns with `groups`) as a 1x1 convolution of the rows of x viewed
+    as a channels-last image."""
     rows = x.reshape(-1, x.shape[-1])
     image = rows.view(1, rows.shape[0], 1, rows.shape[1]).permute(0, 3, 1, 2)  # (1, C_in, M, 1), channels-last
-    out = F.conv2d(image, weight[:, :, None, None], bias)  # channels-last (1, C_out, M, 1)
+    out = F.conv2d(image, weight[:, :, None, None], bias, groups=groups)  # channels-last (1, C_out, M, 1)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -51,11 +54,9 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """(M, G*C_in) -> (M, G*C_out): group g's columns times its own (C_out, C_in) block of
     `weight` (G*C_out, C_in), plus `bias` (G*C_out); a grouped 1x1 convolution on the oneDNN route,
     a batched matrix product elsewhere."""
-    m = x.shape[0]
     if takes_convolution_route(x):
-        image = x.reshape(1, m, 1, x.shape[1]).permute(0, 3, 1, 2)
-        out = F.conv2d(image, weight[:, :, None, None], bias, groups=groups)
-        return out.permute(0, 2, 3, 1).reshape(m, weight.shape[0])
+        return convolution_linear(x, weight, bias, groups)
+    m = x.shape[0]
     blocks = weight.view(groups, -1, weight.shape[1])  # (G, C_out, C_in)
     out = torch.bmm(x.reshape(m, groups, -1).transpose(0, 1), blocks.transpose(1, 2))  # (G, M, C_out)
     if bias is not None:

@@ -34,13 +34,16 @@ def pixel_major_tokens(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def stacked_norm(norms: Sequence[nn.LayerNorm]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-task LayerNorm affines stacked as (T, 1, C) scale and shift."""
-    return torch.stack([n.weight for n in norms]).unsqueeze(1), torch.stack([n.bias for n in norms]).unsqueeze(1)
+    """Per-task LayerNorm affines stacked as (T, C) scale and shift."""
+    return torch.stack([n.weight for n in norms]), torch.stack([n.bias for n in norms])
 
 
-def task_layer_norm(x: torch.Tensor, norms: Sequence[nn.LayerNorm]) -> torch.Tensor:
-    """(T, M, C): LayerNorm with each task's own affine."""
+def task_layer_norm(x: torch.Tensor, norms: Sequence[nn.LayerNorm], task_dim: int = 0) -> torch.Tensor:
+    """LayerNorm over the channels with each task's own affine; the tasks lie along `task_dim`:
+    (T, M, C) with 0, pixel-major (M, T, C) with 1."""
     scale, shift = stacked_norm(norms)
+    if task_dim == 0:
+        scale, shift = scale.unsqueeze(1), shift.unsqueeze(1)
     return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=norms[0].eps), scale)
 
 
@@ -98,8 +101,7 @@ def demt_task_query(
     q = grouped_linear(rows, wq.reshape(t * c, c) * scale, bq.reshape(t * c) * scale, t)
     values = pixel_attention(q, fused, wk, wv)
     out = grouped_linear(values, wo.reshape(t * c, c), bo.reshape(t * c), t).view(m, t, c)
-    scale_ln, shift_ln = stacked_norm([p[1] for p in mlps])
-    normed = torch.addcmul(shift_ln.squeeze(1), F.layer_norm(out, (c,), eps=mlps[0][1].eps), scale_ln.squeeze(1))
+    normed = task_layer_norm(out, [p[1] for p in mlps], task_dim=1)
     return (tokens + normed).transpose(0, 1).contiguous()
 
 

@@ -16,14 +16,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.data.tasks import TASK_NAMES
+from demt_exp.errors import ConfigError
 from demt_exp.precision import SCALER_ENABLED
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
-
-
-class ConfigError(ValueError):
-    """A config value outside what the suite accepts."""
 
 
 def _number(cfg: DictConfig, key: str) -> Any:

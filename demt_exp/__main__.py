@@ -1,6 +1,12 @@
-"""`python -m demt_exp [overrides]`: compose `conf/`, then train and evaluate in the Hydra run folder."""
+"""`python -m demt_exp [overrides]`: compose `conf/`, then train and evaluate in the Hydra run folder.
+
+Only Hydra and the config checks load before the job starts, so `--help` and a config mistake
+answer in about a second; torch and the models load once the config is known to be valid.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -8,13 +14,16 @@ from omegaconf import DictConfig
 
 from demt_exp.config import CONF_DIR, CONFIG_NAME
 from demt_exp.config_errors import report_unknown_keys
-from demt_exp.train import run
+from demt_exp.run_folder import redirect_other_ranks, run_job
+from demt_exp.validate import validate_settings
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the configured objective so sweepers can optimise it."""
-    results = run(cfg, HydraConfig.get().runtime.output_dir)
+def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
+    """The job: checks, training, evaluation; returns the configured objective for sweepers."""
+    validate_settings(cfg)
+    from demt_exp.train import run  # torch and the models: only for a config that passed its checks
+
+    results = run(cfg, out_dir)
     objective = cfg.get("objective")
     if objective and results:
         task, name = str(objective).split("/")
@@ -22,12 +31,20 @@ def main(cfg: DictConfig) -> float | None:
     return None
 
 
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; a config mistake is one line on stderr and exit 2, with no run folder left."""
+    out_dir = HydraConfig.get().runtime.output_dir
+    return run_job(lambda: train_and_evaluate(cfg, out_dir), out_dir)  # type: ignore[return-value]
+
+
 def cli() -> None:
     """Console entry point: Hydra's app, plus valid-key hints when an override names an unknown key."""
+    redirect_other_ranks(sys.argv)  # torchrun/srun: every rank works in rank 0's run folder
     try:
         main()
     except SystemExit as exit_:
-        if exit_.code not in (0, None):
+        if exit_.code == 1:  # Hydra could not compose the config
             report_unknown_keys()
         raise
 

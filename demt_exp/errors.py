@@ -14,3 +14,11 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config value outside what the suite accepts."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the command line or config names does not exist."""
+
+
+class UnreadableFileError(UserError, RuntimeError):
+    """A file exists but is not in the format the command expects."""

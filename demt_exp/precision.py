@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from demt_exp.validate import SCALER_ENABLED
+
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-SCALER_ENABLED = ("auto", True, False)
 SCALER_SETTINGS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
 
 

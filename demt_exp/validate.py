@@ -11,15 +11,14 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.data.tasks import TASK_NAMES
 from demt_exp.errors import ConfigError
-from demt_exp.precision import SCALER_ENABLED
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCALER_ENABLED = ("auto", True, False)  # trainer.grad_scaler.enabled
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -47,10 +46,11 @@ def _positive(cfg: DictConfig, key: str, optional: bool = False) -> None:
         raise ConfigError(f"{key}={value!r}; expected a number > 0" + (" or null" if optional else ""))
 
 
-def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+def _one_of(cfg: DictConfig, key: str, allowed: tuple[str | bool, ...]) -> None:
     value = OmegaConf.select(cfg, key)
     if value not in allowed:
-        raise ConfigError(f"{key}={value!r}; expected one of {', '.join(allowed)}")
+        names = (str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)  # as YAML spells true/false
+        raise ConfigError(f"{key}={value!r}; expected one of {', '.join(names)}")
 
 
 def check_tasks(cfg: DictConfig) -> None:
@@ -69,9 +69,12 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError("trainer.steps=0; expected an integer >= 1 (to score a checkpoint without training: "
                           "python -m demt_exp.evaluate checkpoint=FILE)")
     for key in ("trainer.steps", "trainer.batch_size", "trainer.eval_batch_size", "trainer.eval_interval",
-                "trainer.log_interval", "trainer.checkpoint.keep_last"):
+                "trainer.log_interval"):
         _integer_at_least(cfg, key, 1)
     _integer_at_least(cfg, "trainer.num_workers", 0)
+    _integer_at_least(cfg, "trainer.checkpoint.keep_last", 0)
+    if OmegaConf.select(cfg, "trainer.checkpoint.save_optimizer") is not None:
+        _one_of(cfg, "trainer.checkpoint.save_optimizer", ("auto", True, False))
     _integer_at_least(cfg, "trainer.checkpoint.interval", 1, optional=True)
     _integer_at_least(cfg, "trainer.stop_at_step", 1, optional=True)
     stop, steps = cfg.trainer.stop_at_step, cfg.trainer.steps
@@ -117,6 +120,8 @@ def check_grad_scaler(cfg: DictConfig) -> None:
 def check_model_fits(cfg: DictConfig) -> None:
     """Build the model on the meta device (no memory, no weights) and run one forward pass at the
     configured image size, so a backbone/encoder/decoder combination that cannot work fails now."""
+    import torch
+
     from demt_exp.models.model import build_model
 
     probe = copy.deepcopy(cfg)
@@ -138,7 +143,7 @@ def check_model_fits(cfg: DictConfig) -> None:
 
 def check_init_file(cfg: DictConfig) -> None:
     """The `model.init` file must exist now, not after the datasets are built."""
-    from demt_exp.models.init import init_file
+    from demt_exp.models.init_setting import init_file
 
     path = init_file(cfg)
     if path is not None and not Path(path).is_file():
@@ -146,9 +151,14 @@ def check_init_file(cfg: DictConfig) -> None:
                           f"$DEMT_WEIGHTS), or model.init=random to train from random weights on purpose")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Every check, cheapest first."""
+def validate_settings(cfg: DictConfig) -> None:
+    """The checks that need neither torch nor the model: they answer before anything heavy is imported."""
     check_tasks(cfg)
     check_trainer(cfg)
     check_init_file(cfg)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Every check, cheapest first."""
+    validate_settings(cfg)
     check_model_fits(cfg)

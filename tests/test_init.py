@@ -29,13 +29,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filt
 
 from demt_exp.config import compose_config
 from demt_exp.models.hrnet import HRNetBackbone
-from demt_exp.models.init import (
-    RANDOM,
-    apply_init,
-    backbone_to_ours,
-    describe_init,
-    init_file,
-)
+from demt_exp.models.init import apply_init, backbone_to_ours
+from demt_exp.models.init_setting import RANDOM, describe_init, init_file
 from demt_exp.models.model import build_model
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.models.vit import VitBackbone

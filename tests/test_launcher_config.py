@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from demt_exp.config import CONF_DIR
-from demt_exp.distributed import first_host, launcher_environment
+from demt_exp.launch_env import first_host, launcher_environment
 
 
 def launcher_config(*overrides: str):

@@ -19,9 +19,10 @@ Predictions: {task: float32 (B, output_channels, H, W)} raw logits / regressions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 IGNORE_INDEX = 255
 

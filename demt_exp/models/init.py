@@ -30,6 +30,7 @@ from demt_exp.models.convert import (
     raise_problems,
     swin_entries,
 )
+from demt_exp.models.init_setting import RANDOM, RANDOM_WARNING, init_file
 from demt_exp.models.weights import (
     BackboneState,
     load_state_dict_strict,
@@ -40,7 +41,6 @@ log = logging.getLogger("demt_exp")
 
 OUR_TOP_LEVEL: tuple[str, ...] = ("encoder.", "decoder.", "heads.")
 UPERNET_NECK_PREFIX = "neck."
-RANDOM = "random"
 
 
 # ----------------------------------------------------------------------------- formats
@@ -153,28 +153,6 @@ def load_weights(model: nn.Module, path: str | Path, trust: bool = False) -> Con
 # ----------------------------------------------------------------------------- model.init
 
 
-RANDOM_WARNING = (
-    "model.init is not set (or is `random`): this run starts from RANDOM weights (backbone included) and is recorded "
-    "as init: random. The paper recipes start from the official backbone checkpoint; give it with "
-    "model.init=<file> (see the experiment preset, or `python -m demt_exp.report presets`)."
-)
-
-
-def init_file(cfg: Any) -> str | None:
-    """The file `model.init` names (`model.weights` is its old name), or None for a random start."""
-    model_cfg = cfg.get("model") or {}
-    init, legacy = model_cfg.get("init"), model_cfg.get("weights")
-    if legacy and init not in (None, RANDOM):
-        raise ValueError(f"model.weights={legacy} and model.init={init}: give the file once, as model.init")
-    value = init if init not in (None, RANDOM) else legacy
-    return None if value in (None, "", RANDOM) else str(value)
-
-
-def describe_init(cfg: Any) -> str:
-    """What a run starts from: the `model.init` file, or "random"."""
-    return init_file(cfg) or RANDOM
-
-
 def apply_init(model: nn.Module, cfg: DictConfig, warn: bool = True) -> str:
     """Load `model.init` into a built model, or warn that it starts random and record `model.init: random`.
 
@@ -196,8 +174,3 @@ def apply_init(model: nn.Module, cfg: DictConfig, warn: bool = True) -> str:
     report = load_weights(model, path, trust=bool(cfg.get("trust_checkpoints", False)))
     log.info("init: %s", report.summary())
     return path
-
-
-def init_record(description: str) -> dict[str, str]:
-    """The run-metrics entry that says what the run started from."""
-    return {"model/init": description}

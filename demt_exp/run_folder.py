@@ -1,0 +1,75 @@
+"""A command's Hydra run folder: one per job, and none left behind by a job that did no work.
+
+Hydra creates the folder (with `.hydra/` and the job's log) before the command runs. Under
+torchrun or srun every process composes its own `${now:...}`, so each rank would create a folder
+of its own a second apart; ranks other than 0 point Hydra at a temporary folder instead (removed
+at exit) and take rank 0's folder over the process group. A job that stops on a config error or
+a Ctrl-C before writing anything removes the folder Hydra made for it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from demt_exp.errors import EXIT_CODE, UserError
+from demt_exp.launch_env import launch_rank
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
+def redirect_other_ranks(argv: list[str], rank: int | None = None) -> Path | None:
+    """On ranks > 0 of a multi-process launch, append overrides that put Hydra's own files in a
+    temporary folder (removed at exit); returns it (None on rank 0 and in multirun mode)."""
+    rank = launch_rank() if rank is None else rank
+    if rank == 0 or any(flag in argv for flag in MULTIRUN_FLAGS):
+        return None
+    scratch = Path(tempfile.mkdtemp(prefix=f"demt_exp_rank{rank}_"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    return scratch
+
+
+def holds_only_hydra_files(folder: Path) -> bool:
+    """True for a folder with nothing but what Hydra writes before a job starts: `.hydra/` and logs."""
+    return folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir())
+
+
+def remove_if_unused(folder: str | Path) -> bool:
+    """Remove a run folder that holds only Hydra's own files, and the parents inside the working folder
+    that this leaves empty (`outputs/<date>/`, `outputs/`)."""
+    folder = Path(folder).absolute()
+    if not holds_only_hydra_files(folder):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    cwd = Path.cwd().absolute()
+    for parent in folder.parents:
+        if parent == cwd or cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # fails, and so keeps it, when anything else is inside
+        except OSError:
+            break
+    return True
+
+
+def run_job(job: Callable[[], object], out_dir: str | Path) -> object:
+    """Run a command's job in its Hydra folder: a user mistake prints one line and exits 2, a Ctrl-C that
+    reaches here (a second one, or one before training started) exits 130; either way a folder the job
+    left nothing in is removed."""
+    try:
+        return job()
+    except UserError as error:
+        remove_if_unused(out_dir)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CODE)
+    except KeyboardInterrupt:
+        removed = remove_if_unused(out_dir)
+        kept = "" if removed else f"; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
+        print(f"aborted by Ctrl-C{kept}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)

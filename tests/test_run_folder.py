@@ -1,0 +1,63 @@
+"""Run folders: one per job, none left by a config mistake or `--help`, and mistakes in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, remove_if_unused
+
+
+def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m demt_exp ARGS` in `cwd`, where Hydra's default `outputs/<date>/<time>` would go."""
+    return subprocess.run([sys.executable, "-m", "demt_exp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_folder(tmp_path: Path) -> None:
+    result = command("trainer.steps=-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "error: trainer.steps=-1; expected an integer >= 1\n"
+    assert list(tmp_path.iterdir()) == []  # Hydra's outputs/<date>/<time> was removed, and its empty parents
+
+
+def test_a_missing_resume_file_is_one_line_and_keeps_no_folder(tmp_path: Path) -> None:
+    result = command("trainer.resume=true", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} does not exist "
+                             f"(trainer.resume=true continues the checkpoint of this run folder; hydra.run.dir names "
+                             f"the folder)\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_writes_no_folder(tmp_path: Path) -> None:
+    result = command("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "trainer" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_folders_holding_hydra_files_alone_are_removed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    empty_run, real_run = tmp_path / "day" / "10-00-00", tmp_path / "day" / "10-00-01"
+    for run in (empty_run, real_run):
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text("a: 1\n")
+        (run / "__main__.log").write_text("")
+    (real_run / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert holds_only_hydra_files(empty_run) and not holds_only_hydra_files(real_run)
+    assert not remove_if_unused(real_run) and real_run.is_dir()
+    assert remove_if_unused(empty_run) and not empty_run.exists()
+    assert (tmp_path / "day").is_dir()  # the parent still holds the other run
+    (real_run / "metrics.jsonl").unlink()
+    assert remove_if_unused(real_run) and not (tmp_path / "day").exists()  # its last run gone: the parent too
+    assert tmp_path.is_dir()  # never above the working folder
+
+
+def test_ranks_above_0_put_hydra_files_in_a_scratch_folder() -> None:
+    argv = ["demt_exp", "trainer.steps=2"]
+    assert redirect_other_ranks(list(argv), rank=0) is None
+    assert redirect_other_ranks(["demt_exp", "-m", "x=1,2"], rank=1) is None  # a sweep names its own folders
+    scratch = redirect_other_ranks(argv, rank=1)
+    assert scratch is not None and scratch.is_dir()
+    assert argv[-2:] == [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from demt_exp.data.tasks import IGNORE_INDEX, output_channels
+from demt_exp.rng import seeded
 
 
 def _class_log_frequencies(labels: list[torch.Tensor], num_classes: int) -> torch.Tensor:
@@ -41,10 +42,15 @@ class ConstantPredictor(nn.Module):
             self.register_buffer(f"const_{task}", value.view(-1, 1, 1))
 
     @classmethod
-    def fit(cls, dataset: Dataset, tasks: Sequence[str], num_semseg_classes: int, max_samples: int = 64) -> "ConstantPredictor":
-        """Estimate each task's constant from the first `max_samples` training samples."""
+    def fit(cls, dataset: Dataset, tasks: Sequence[str], num_semseg_classes: int, max_samples: int = 64,
+            seed: int = 0) -> "ConstantPredictor":
+        """Estimate each task's constant from the first `max_samples` training samples, each drawn with its
+        augmentation seeded from (seed, index): the same constants in every process and under any world size."""
         channels = output_channels(tasks, num_semseg_classes)
-        samples = [dataset[i] for i in range(min(len(dataset), max_samples))]
+        samples = []
+        for index in range(min(len(dataset), max_samples)):  # type: ignore[arg-type]
+            with seeded([seed, index]):
+                samples.append(dataset[index])
         constants: dict[str, torch.Tensor] = {}
         for task in tasks:
             labels = [s[task] for s in samples]

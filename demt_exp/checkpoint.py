@@ -19,14 +19,17 @@ from typing import Any
 
 import torch
 
+from demt_exp.errors import MissingFileError, UnreadableFileError, UserError
+
 log = logging.getLogger("demt_exp")
 
 TRUST_HINT = "trust_checkpoints=true"
+EXPECTED = "expected a file written by torch.save: a training checkpoint or a weights file"
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step")
+REQUIRED_KEYS = ("model", "scheduler", "step")  # and "optimizer" unless saved without it
 
 
-class UntrustedCheckpointError(pickle.UnpicklingError):
+class UntrustedCheckpointError(UserError, pickle.UnpicklingError):
     """A file holds pickled Python objects beyond tensors and plain values."""
 
 
@@ -86,7 +89,7 @@ def safe_load(path: str | Path, trust: bool = False, what: str = "checkpoint") -
     """`torch.load` that never runs code from the file unless `trust` is given."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise MissingFileError(f"{what} {path} does not exist; {EXPECTED}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -94,7 +97,7 @@ def safe_load(path: str | Path, trust: bool = False, what: str = "checkpoint") -
         detail = next((line for line in reason if "global" in line.lower()), "")
         if not detail:  # not a refused Python object: the bytes themselves are not a torch file
             first = next((line for line in reason if "error" in line.lower()), reason[0] if reason else str(error))
-            raise RuntimeError(f"{what} {path} cannot be read: {first.strip()[:200]}") from error
+            raise UnreadableFileError(f"{what} {path} cannot be read ({first.strip()[:200]}); {EXPECTED}") from error
         if not trust:
             raise UntrustedCheckpointError(
                 f"{what} {path} holds pickled Python objects that only a full unpickle can rebuild, and a full "
@@ -102,32 +105,34 @@ def safe_load(path: str | Path, trust: bool = False, what: str = "checkpoint") -
                 f"where it came from, with {TRUST_HINT}"
             ) from None
     except Exception as error:
-        raise RuntimeError(f"{what} {path} cannot be read: {error}") from error
+        raise UnreadableFileError(f"{what} {path} cannot be read ({error}); {EXPECTED}") from error
     log.warning("fully unpickling %s %s because %s was given", what, path, TRUST_HINT)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise RuntimeError(f"{what} {path} cannot be read: {error}") from error
+        raise UnreadableFileError(f"{what} {path} cannot be read ({error}); {EXPECTED}") from error
 
 
 def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
     """Read a training checkpoint, naming the file and the missing entries on failure."""
     payload = safe_load(path, trust, what="checkpoint")
     if not isinstance(payload, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(payload).__name__}, expected a training checkpoint dict")
+        raise UnreadableFileError(f"checkpoint {path} holds a {type(payload).__name__}, expected a training checkpoint dict")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
-        raise KeyError(f"checkpoint {path} has no {missing} entries; expected keys {', '.join(REQUIRED_KEYS)}, rng")
+        raise KeyError(f"checkpoint {path} has no {missing} entries; expected keys {', '.join(REQUIRED_KEYS)}, "
+                       f"optimizer, rng")
     return payload
 
 
 class CheckpointFolder:
     """`<run>/checkpoints/`: `step_<N>.pt` files (the newest `keep_last`), `last.pt` naming the newest
-    and, when a metric is chosen, `best.pt`; each file whole or absent."""
+    and, when a metric is chosen, `best.pt`; each file whole or absent. `keep_last=0` (quick tries)
+    keeps no step file and no `last.pt`, only `best.pt` when a metric is chosen."""
 
     def __init__(self, folder: str | Path, keep_last: int = 1) -> None:
-        if keep_last < 1:
-            raise ValueError(f"trainer.checkpoint.keep_last={keep_last}; expected an integer >= 1")
+        if keep_last < 0:
+            raise ValueError(f"trainer.checkpoint.keep_last={keep_last}; expected an integer >= 0 (0: no step files)")
         self.folder = Path(folder)
         self.keep_last = keep_last
 
@@ -146,8 +151,10 @@ class CheckpointFolder:
         found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := STEP_FILE.match(p.name))]
         return sorted(found)
 
-    def save(self, payload: dict[str, Any], step: int, best: bool = False) -> Path:
+    def save(self, payload: dict[str, Any], step: int, best: bool = False) -> Path | None:
         """Write the step file, point `last.pt` (and `best.pt`) at it, prune beyond `keep_last`."""
+        if not self.keep_last:
+            return save_atomic(payload, self.best) if best else None
         path = save_atomic(payload, self.folder / f"step_{step:08d}.pt")
         link_atomic(path, self.last)
         if best:

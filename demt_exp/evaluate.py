@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from demt_exp.distributed import all_reduce_sum_
 from demt_exp.metrics import MetricContext, MultiTaskMetrics
+from demt_exp.signals import ignore_interrupt
 
 BatchHook = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
 
@@ -45,6 +46,7 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, n
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=num_workers,
         drop_last=False,
+        worker_init_fn=ignore_interrupt,  # a first Ctrl-C lets the step and its checkpoint finish
     )
 
 

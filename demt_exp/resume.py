@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from demt_exp.checkpoint import CheckpointFolder, load_checkpoint
+from demt_exp.errors import MissingFileError, UserError
 from demt_exp.rng import set_rng_state
 
 log = logging.getLogger("demt_exp")
@@ -31,7 +32,7 @@ IDENTITY_KEYS = ("backbone", "encoder", "decoder", "model.bottleneck_channels", 
                  "trainer.seed", "trainer.grad_clip", "trainer.precision", "weighting")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """A checkpoint that cannot continue this run."""
 
 
@@ -50,7 +51,7 @@ def resolve_resume(resume: Any, out_dir: Path, folder: CheckpointFolder) -> Path
         return folder.last if folder.last.is_file() else None
     if resume is True:
         if not folder.last.is_file():
-            raise FileNotFoundError(f"checkpoint {folder.last} does not exist (trainer.resume=true continues the "
+            raise MissingFileError(f"checkpoint {folder.last} does not exist (trainer.resume=true continues the "
                                     f"checkpoint of this run folder; hydra.run.dir names the folder)")
         return folder.last
     if resume is False:
@@ -105,13 +106,15 @@ def check_compatible(payload: dict[str, Any], cfg: DictConfig, world_size: int, 
     return {k: v for k, v in diffs.items() if k not in refused}
 
 
-def build_payload(model: nn.Module, optimizer: Any, scheduler: Any, step: int, cfg: DictConfig,
+def build_payload(model: nn.Module, optimizer: Any | None, scheduler: Any, step: int, cfg: DictConfig,
                   rng_states: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to continue a run bit for bit, as tensors and plain values."""
+    """Everything needed to continue a run bit for bit, as tensors and plain values. Without an `optimizer`
+    (trainer.checkpoint.save_optimizer=false) the file is a third of the size and a resume is not exact."""
+    state = {} if optimizer is None else {"optimizer": optimizer.state_dict()}
     return {
         "format": FORMAT,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        **state,
         "scheduler": scheduler.state_dict(),
         "step": step,
         "rng": rng_states,
@@ -143,7 +146,12 @@ def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: D
     for key, module in (modules or {}).items():
         if key in payload:
             module.load_state_dict(payload[key])
-    optimizer.load_state_dict(payload["optimizer"])
+    if "optimizer" in payload:
+        optimizer.load_state_dict(payload["optimizer"])
+    else:
+        log.warning("%s holds no optimizer state (written with trainer.checkpoint.save_optimizer=false): the optimizer "
+                    "starts afresh at step %s, so this continuation is not identical to an uninterrupted run",
+                    path, payload["step"])
     scheduler.load_state_dict(payload["scheduler"])
     if "optimizer.lr" in changes:
         old, new = changes["optimizer.lr"]

@@ -1,4 +1,4 @@
-"""Preemption: a signal becomes "finish this step, checkpoint, then exit or requeue".
+"""Preemption and Ctrl-C: a signal becomes "finish this step, checkpoint, then exit or requeue".
 
 SLURM sends SIGUSR1/SIGUSR2 before a time limit (`--signal`, submitit's `signal_delay_s`) and
 SIGTERM on preemption, `scancel` or `scontrol requeue`. The handler only records the signal;
@@ -7,6 +7,11 @@ after the same step and none is left waiting in a collective. After the checkpoi
 signal is handed to the handler that was installed before ours (submitit's, which resubmits
 the job and exits on global rank 0); with no such handler on SLURM, rank 0 runs
 `scontrol requeue` itself. SIGTERM just exits: SLURM requeues a preempted or requeued job.
+
+Ctrl-C (SIGINT) is a stop signal too: the first finishes the step and saves; a second one
+aborts at once (KeyboardInterrupt; the last checkpoint on disk stays whole, since every save is
+atomic). A second SIGINT within `SIGINT_REPEAT_S` of the first is the same keypress seen twice
+(torchrun forwards the terminal's SIGINT to workers that already got it) and is ignored.
 """
 
 from __future__ import annotations
@@ -17,32 +22,37 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import torch
-import torch.distributed as dist
-
 log = logging.getLogger("demt_exp")
 
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+SIGINT_REPEAT_S = 1.0
 
 
 class StopRequested(Exception):
-    """Raised by the loop after the checkpoint of a signalled stop, carrying the signal."""
+    """Raised by the loop after the checkpoint of a signalled stop, carrying the signal; its message
+    is the one line that says how the run continues."""
 
-    def __init__(self, signum: int, step: int) -> None:
-        super().__init__(f"stopped after step {step} on {signal.Signals(signum).name}")
+    def __init__(self, signum: int, step: int, run_dir: Path, checkpoint: Path | None) -> None:
+        how = (f"checkpoint {checkpoint}; the same command with hydra.run.dir={run_dir} continues from it"
+               if checkpoint else f"no checkpoint (trainer.checkpoint.keep_last=0), so {run_dir} starts again from "
+               f"step 0 when run again")
+        super().__init__(f"stopped after step {step} on {signal.Signals(signum).name}: {how}")
         self.signum = signum
         self.step = step
 
 
 class SignalWatch:
-    """Records the first stop signal; restores the previous handlers on `close`."""
+    """Records the first stop signal; a second Ctrl-C aborts; restores the previous handlers on `close`."""
 
     def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
         self.received = 0
+        self.received_at = 0.0
         self.previous: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return  # only the main thread may install handlers; a library caller keeps its own
@@ -51,21 +61,22 @@ class SignalWatch:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if not self.received:
-            self.received = signum
-            log.warning("received %s: stopping after this step with a checkpoint", signal.Signals(signum).name)
-
-    def agreed(self, device: torch.device) -> int:
-        """The signal any rank received (0 if none), the same on every rank."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return self.received
-        flag = torch.tensor([self.received], dtype=torch.int64, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
+            self.received, self.received_at = signum, time.monotonic()
+            hint = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
+            log.warning("received %s: stopping after this step with a checkpoint%s", signal.Signals(signum).name, hint)
+        elif signum == signal.SIGINT and time.monotonic() - self.received_at > SIGINT_REPEAT_S:
+            raise KeyboardInterrupt
 
     def close(self) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
+
+
+def ignore_interrupt(worker_id: int) -> None:
+    """Loader workers' init: Ctrl-C reaches the whole foreground process group, and a worker that died of it
+    would fail the step the main process is finishing before its checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def requeue_or_exit(signum: int, previous_handler: Any, is_main: bool) -> None:

@@ -43,20 +43,15 @@ from demt_exp.evaluate import eval_loader, evaluate, to_device
 from demt_exp.losses import weighted_sum
 from demt_exp.metrics.delta_m import delta_m_record
 from demt_exp.metrics.direction import lower_is_better
-from demt_exp.models.init import (
-    RANDOM,
-    RANDOM_WARNING,
-    apply_init,
-    describe_init,
-    init_record,
-)
+from demt_exp.models.init import apply_init
+from demt_exp.models.init_setting import RANDOM, RANDOM_WARNING, describe_init, init_record
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.precision import autocast_factory, grad_scaler, no_scaling, optimizer_step
 from demt_exp.resume import build_payload, resolve_resume, restore
 from demt_exp.rng import rng_state, seed_everything
 from demt_exp.sampling import EpochSampler, SeededSamples, batches_forever
-from demt_exp.signals import SignalWatch, StopRequested, requeue_or_exit
+from demt_exp.signals import SignalWatch, StopRequested, ignore_interrupt, requeue_or_exit
 from demt_exp.tracking import build_tracker, finish_open, flatten, format_table
 from demt_exp.tracking.panels import validation_panels
 from demt_exp.validate import validate_config
@@ -78,6 +73,16 @@ def wants_chance_reference(setting: Any, dataset: str) -> bool:
     if isinstance(setting, bool):
         return setting
     raise ValueError(f"trainer.chance_reference={setting!r}; expected auto, true or false")
+
+
+def saves_optimizer(setting: Any, dataset: str) -> bool:
+    """`trainer.checkpoint.save_optimizer`: true (exact resume), false (weights only, a third of the size), or
+    auto (false only for the synthetic demo, whose tries should not each write the optimiser state)."""
+    if setting == "auto":
+        return dataset != "synthetic"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"trainer.checkpoint.save_optimizer={setting!r}; expected auto, true or false")
 
 
 def build_loss(tasks_cfg: DictConfig) -> nn.Module:
@@ -120,6 +125,7 @@ def train_loader(dataset: Dataset, info: DistInfo, trainer: DictConfig) -> DataL
         drop_last=True,
         pin_memory=info.device.type == "cuda",
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_interrupt,
         generator=torch.Generator(),  # worker base seeds come from here, never from the global RNG
     )
 
@@ -239,7 +245,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
         previous = watch.previous.get(stop.signum)
         watch.close()
         cleanup()
-        log.info("%s; checkpoint written, the run continues from it when started again", stop)
+        if info.is_main:
+            log.info("%s", stop)
         requeue_or_exit(stop.signum, previous, info.is_main)
         raise
     finally:
@@ -284,10 +291,12 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         wandb_run_id = payload.get("wandb_run_id")
         if info.is_main:
             dropped = tracker.truncate_after(start_step)
-            log.info("resumed from %s at step %d%s", resume_path, start_step,
-                     f" (dropped {dropped} history records of later steps)" if dropped else "")
-    elif info.is_main and tracker.truncate_after(0):
-        log.warning("%s held the history of a run that wrote no checkpoint; starting it again", out_dir)
+            log.info("continuing %s from step %d (%s)%s", out_dir, start_step, resume_path,
+                     f"; dropped {dropped} history records of later steps" if dropped else "")
+    elif info.is_main:
+        log.info("starting %s fresh", out_dir)
+        if tracker.truncate_after(-1):  # history never holds a step twice
+            log.warning("%s held the history of a run that wrote no checkpoint; starting it again", out_dir)
     tracker.start(wandb_run_id)  # a resumed run continues its W&B run
     net = maybe_compile(wrap_distributed(model, info, bool(trainer.find_unused_parameters)), cfg)  # trainer.compile
     loader = train_loader(train_set, info, trainer)
@@ -302,7 +311,8 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     steps = int(trainer.steps)
-    stop_at = None if trainer.stop_at_step is None else int(trainer.stop_at_step)
+    # stop_at_step ends a process that reaches it; a run continued from there (or beyond) trains on to `steps`
+    stop_at = None if trainer.stop_at_step is None or start_step >= int(trainer.stop_at_step) else int(trainer.stop_at_step)
     eval_every = int(trainer.eval_interval)
     save_every = int(trainer.checkpoint.interval or eval_every)
     evaluate_now = partial(
@@ -311,7 +321,9 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     )
 
     def save(step: int, is_best: bool) -> None:
-        """Every rank takes part (their RNG states are gathered); rank 0 writes."""
+        """Every rank takes part (their RNG states are gathered); rank 0 writes. keep_last=0 writes best.pt only."""
+        if not (folder.keep_last or is_best):
+            return
         gathered = gather_objects((rng_state(), weights_checksum(model)))
         states = [state for state, _ in gathered]
         if len({checksum for _, checksum in gathered}) != 1:
@@ -323,12 +335,14 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
                      "wandb_run_id": tracker.run_id, "weighting": weighting.state_dict()}
             if scaler.is_enabled():
                 extra["grad_scaler"] = scaler.state_dict()  # the scale and its growth count: resume stays exact
-            folder.save(build_payload(model, optimizer, scheduler, step, cfg, states, extra), step, best=is_best)
+            kept = optimizer if saves_optimizer(trainer.checkpoint.get("save_optimizer", True), str(cfg.dataset.name)) else None
+            folder.save(build_payload(model, kept, scheduler, step, cfg, states, extra), step, best=is_best)
 
     results: dict[str, dict[str, float]] = {}
     batches = batches_forever(loader, start_step)
     bar = tqdm(total=steps, initial=start_step, disable=not (info.is_main and cfg.logger.progress_bar), desc="train")
     images_seen, clock = 0, time.perf_counter()
+    step = start_step
     for step in range(start_step + 1, steps + 1):
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
@@ -375,20 +389,23 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         if outcome.signal:
             tracker.log(step, {"stop/signal": outcome.signal})
             bar.close()
-            raise StopRequested(outcome.signal, step)
+            raise StopRequested(outcome.signal, step, out_dir, folder.last if folder.keep_last else None)
         if step == stop_at:
             break
     bar.close()
-    if stop_at is not None and stop_at < steps:
+    if step < steps:
         if info.is_main:
-            log.info("stopped at step %d of %d as trainer.stop_at_step asks; continue with trainer.resume=true", stop_at, steps)
+            log.info("stopped at step %d of %d as trainer.stop_at_step asks; the same command continues %s to step %d",
+                     step, steps, out_dir, steps)
         return results
     if not results:  # resumed at the end: nothing left to train, still report
+        if info.is_main:
+            log.info("nothing left to train: %s is at its last step (%d); evaluating its checkpoint", out_dir, steps)
         results = evaluate_now(net)
     reference: dict[str, dict[str, float]] = {}
     if wants_chance_reference(trainer.get("chance_reference", "auto"), str(cfg.dataset.name)):
         reference = evaluate(
-            ConstantPredictor.fit(train_set, tasks, num_classes).to(info.device),
+            ConstantPredictor.fit(train_set, tasks, num_classes, seed=int(trainer.seed)).to(info.device),
             val_loader, tasks, num_classes, info.device, loss_fn=loss_fn,
         )
     if info.is_main:

@@ -26,6 +26,7 @@ TINY_RUN = [
     "encoder.dim=32",
     "trainer.batch_size=4",
     "logger.progress_bar=false",
+    "trainer.checkpoint.save_optimizer=true",  # exact resume (the synthetic demo alone saves weights only by default)
 ]
 
 

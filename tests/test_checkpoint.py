@@ -114,8 +114,17 @@ def test_folder_keeps_the_newest_steps_and_points_last_and_best(tmp_path: Path) 
     assert load_checkpoint(folder.last)["step"] == 6
     assert load_checkpoint(folder.best)["step"] == 4  # best.pt outlives the pruning of its step file
     assert not (tmp_path / "checkpoints" / "step_00000002.pt").exists()
-    with pytest.raises(ValueError, match="keep_last=0"):
-        CheckpointFolder(tmp_path, keep_last=0)
+    with pytest.raises(ValueError, match="keep_last=-1; expected an integer >= 0"):
+        CheckpointFolder(tmp_path, keep_last=-1)
+
+
+def test_folder_with_keep_last_0_writes_only_best(tmp_path: Path) -> None:
+    folder = CheckpointFolder(tmp_path / "checkpoints", keep_last=0)
+    assert folder.save({"step": 2, "model": {}, "scheduler": {}}, 2) is None
+    assert not (tmp_path / "checkpoints").exists()  # no step file, no last.pt: nothing was written
+    folder.save({"step": 4, "model": {}, "scheduler": {}}, 4, best=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt"]
+    assert load_checkpoint(folder.best)["step"] == 4 and not folder.last.exists()
 
 
 def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path) -> None:

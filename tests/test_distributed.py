@@ -109,6 +109,29 @@ def test_training_command_under_torchrun_writes_one_run_folder(tmp_path: Path) -
     assert (run_dir / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_folder_and_the_one_process_chance_level(tmp_path: Path) -> None:
+    """Without hydra.run.dir every rank would compose its own `${now:...}` folder; and the constant
+    predictor is fitted on the same seeded samples and scored on pooled shards under any world size."""
+    overrides = [*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.chance_reference=true"]
+    one = tmp_path / "one"
+    single = subprocess.run([sys.executable, "-m", "demt_exp", *overrides, f"hydra.run.dir={one}"], cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    workdir = tmp_path / "two"
+    workdir.mkdir()
+    result = torchrun("-m", "demt_exp", *overrides, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = sorted(p for p in (workdir / "outputs").glob("*/*"))
+    assert len(folders) == 1, folders
+    assert (folders[0] / "metrics.json").is_file() and (folders[0] / ".hydra" / "config.yaml").is_file()
+    two_ranks = json.loads((folders[0] / "baseline_metrics.json").read_text())
+    one_rank = json.loads((one / "baseline_metrics.json").read_text())
+    assert two_ranks.keys() == one_rank.keys()
+    for task, values in one_rank.items():
+        assert two_ranks[task] == pytest.approx(values, rel=1e-6), task
+
+
 WEIGHTING_TINY = [*TINY, "tasks.names=[semseg,depth]", "trainer.batch_size=4"]  # one classification, one regression task
 
 

@@ -46,7 +46,7 @@ def straight_signal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(
         tmp_path: Path, signum: int, straight_signal_run: Path) -> None:
     common = SIGNAL_RUN
@@ -60,10 +60,14 @@ def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(
     stopped_at = stop[0]["step"]
     assert 3 <= stopped_at < 14
     assert torch.load(split / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_at
-    assert f"stopped after step {stopped_at} on {signal.Signals(signum).name}" in (tmp_path / "split.log").read_text()
-    run_cli(*common, f"hydra.run.dir={split}")  # the same command again: trainer.resume=auto continues it
+    assert (f"stopped after step {stopped_at} on {signal.Signals(signum).name}: checkpoint {split}/checkpoints/last.pt; "
+            f"the same command with hydra.run.dir={split} continues from it") in (tmp_path / "split.log").read_text()
+    again = run_cli(*common, f"hydra.run.dir={split}")  # the same command again: trainer.resume=auto continues it
+    assert f"continuing {split} from step {stopped_at} ({split}/checkpoints/last.pt)" in again.stdout
     assert_bit_identical(final_weights(split), final_weights(straight))
     assert logged_steps(split) == list(range(1, 15))  # each step once
+    records = [(r["step"], tuple(sorted(r))) for r in history(split)]
+    assert len(records) == len(set(records))  # no record of any step written twice (step 0 included)
 
 
 @pytest.mark.slow
@@ -172,3 +176,49 @@ def test_the_other_rank_exits_within_the_timeout_when_one_dies(tmp_path: Path) -
     code = ranks[0].wait(timeout=120)
     assert code != 0
     assert time.monotonic() - killed_at < 90
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    """The first Ctrl-C asks for "this step, then save"; a second one (later than the same keypress seen
+    twice) stops mid-step: no traceback, exit 130, and the checkpoint on disk is the last whole one."""
+    run_dir = tmp_path / "run"
+    slow_steps = [*TINY, "dataset.image_size=[192,192]", "trainer.steps=50", "trainer.eval_interval=50",
+                  "trainer.checkpoint.interval=1", f"hydra.run.dir={run_dir}"]
+    job = start_cli(*slow_steps, log=tmp_path / "run.log")
+    wait_until(lambda: (run_dir / "checkpoints" / "last.pt").is_file() or job.poll() is not None, 300, "a checkpoint")
+    job.send_signal(signal.SIGINT)
+    time.sleep(1.5)  # > SIGINT_REPEAT_S: a second keypress, not the first one forwarded again
+    job.send_signal(signal.SIGINT)
+    assert job.wait(timeout=300) == 130
+    output = (tmp_path / "run.log").read_text()
+    assert "aborted by Ctrl-C; nothing in" in output and "Traceback" not in output
+    checkpoints = run_dir / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp"))  # an abort mid-save removes its temporary file
+    saved = torch.load(checkpoints / "last.pt", weights_only=True)["step"]
+    assert saved >= 1 and not (run_dir / "metrics.json").exists()
+    again = run_cli(*slow_steps, f"trainer.stop_at_step={saved + 1}")
+    assert f"continuing {run_dir} from step {saved} ({checkpoints}/last.pt)" in again.stdout
+
+
+@pytest.mark.slow
+def test_stop_at_step_reruns_end_one_way(tmp_path: Path) -> None:
+    """The same command three times: stops at 2 (no final metrics), continues to the last step (final
+    metrics.json and table), then says there is nothing left to train and reports again."""
+    run_dir = tmp_path / "run"
+    command = [*TINY, "trainer.steps=4", "trainer.eval_interval=4", "trainer.stop_at_step=2", f"hydra.run.dir={run_dir}"]
+    first = run_cli(*command)
+    assert f"stopped at step 2 of 4 as trainer.stop_at_step asks; the same command continues {run_dir} to step 4" \
+        in first.stdout
+    assert not (run_dir / "metrics.json").exists() and "final validation metrics" not in first.stdout
+    second = run_cli(*command)
+    assert f"continuing {run_dir} from step 2" in second.stdout
+    assert "final validation metrics at step 4" in second.stdout and "stopped at step" not in second.stdout
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+    (run_dir / "metrics.json").unlink()
+    third = run_cli(*command)
+    assert f"nothing left to train: {run_dir} is at its last step (4)" in third.stdout
+    assert "final validation metrics at step 4" in third.stdout
+    assert json.loads((run_dir / "metrics.json").read_text()) == final  # the same checkpoint, scored again
+    assert logged_steps(run_dir) == [1, 2, 3, 4]  # each step once over the three runs

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m demt_exp.bench [model]|deform|step|data|scaling [options]`.
+"""Benchmarks that print figures: `python -m demt_exp.bench [model]|scaling|startup|deform|step|data|... [options]`.
 
 model (default): eval forward and train step time, memory and component shares of the
         configured model, optionally beside the plain formulation (`demt_exp/bench_model.py`).
@@ -15,6 +15,7 @@ Figures are medians over repeats in one process, so ratios are comparable on a n
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -186,12 +187,34 @@ def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...]
     return seconds
 
 
+SUBCOMMANDS = {  # one line each, for `--help`; `model` is the default when no subcommand is named
+    "model": "eval and train-step time, memory and component shares of a config, beside its baselines",
+    "scaling": "time and memory against image size and number of tasks, with a plot",
+    "startup": "seconds each command takes to answer (--help, a config mistake, report presets)",
+    "deform": "ChlSpl backends, forward+backward",
+    "step": "training-step throughput of a config",
+    "data": "data-loading samples/s per worker",
+    "boundary": "SEISM boundary evaluation images/s on generated maps",
+    "linear": "fp32 CPU linear layers: BLAS vs the oneDNN convolution route",
+    "weighting": "step time of each loss-weighting method relative to fixed",
+}
+
+
+def overview() -> str:
+    """`python -m demt_exp.bench --help`: every subcommand with its line."""
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:{width}s}  {text}" for name, text in SUBCOMMANDS.items()]
+    return ("usage: python -m demt_exp.bench [SUBCOMMAND] [options]   (SUBCOMMAND --help for its options)\n\n"
+            + __doc__.split("\n\n")[0] + "\n\nsubcommands:\n" + "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["scaling"]:
-        from demt_exp import bench_scaling
-
-        bench_scaling.main(argv[1:])
+    if argv[:1] in (["--help"], ["-h"]):
+        print(overview())
+        return
+    if argv[:1] in (["scaling"], ["startup"]):  # subcommands with their own module
+        importlib.import_module(f"demt_exp.bench_{argv[0]}").main(argv[1:])
         return
     if not argv or argv[0] == "model" or argv[0].startswith("--") or "=" in argv[0]:
         from demt_exp import bench_model
@@ -200,25 +223,25 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(prog="python -m demt_exp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
-    d = sub.add_parser("deform", help="ChlSpl backends, forward+backward")
+    d = sub.add_parser("deform", help=SUBCOMMANDS["deform"])
     d.add_argument("--shape", type=int, nargs=4, default=(2, 256, 64, 64), metavar=("B", "C", "H", "W"))
     d.add_argument("--repeats", type=int, default=5)
     d.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    s = sub.add_parser("step", help="training-step throughput of a config")
+    s = sub.add_parser("step", help=SUBCOMMANDS["step"])
     s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.batch_size=4")
     s.add_argument("--repeats", type=int, default=3)
-    dl = sub.add_parser("data", help="data-loading samples/s per worker")
+    dl = sub.add_parser("data", help=SUBCOMMANDS["data"])
     dl.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=nyud dataset.root=/data/NYUDv2")
     dl.add_argument("--samples", type=int, default=50)
-    b = sub.add_parser("boundary", help="SEISM boundary evaluation images/s on generated maps")
+    b = sub.add_parser("boundary", help=SUBCOMMANDS["boundary"])
     b.add_argument("--images", type=int, default=16)
     b.add_argument("--size", type=int, nargs=2, default=(425, 560), metavar=("H", "W"))
     b.add_argument("--protocol", default="atrc", help="atrc, invpt or e.g. atrc-fast-9thr")
     b.add_argument("--dataset", default="nyud", choices=["nyud", "pascal_context"])
     b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
-    li = sub.add_parser("linear", help="fp32 CPU linear layers: BLAS vs the oneDNN convolution route")
+    li = sub.add_parser("linear", help=SUBCOMMANDS["linear"])
     li.add_argument("--repeats", type=int, default=5)
-    w = sub.add_parser("weighting", help="step time of each loss-weighting method relative to fixed")
+    w = sub.add_parser("weighting", help=SUBCOMMANDS["weighting"])
     w.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tasks=nyud trainer.batch_size=2")
     w.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from demt_exp.bench import main
+from demt_exp.bench import SUBCOMMANDS, main
 from demt_exp.models import deform
 
 
@@ -232,3 +232,20 @@ def test_scaling_outputs_hold_every_point_and_a_png_of_both_sweeps(tmp_path) -> 
     assert table[1] == "| official | 640 | 1 | 2.25 | 250 |" and table[5] == "| global | 256 | 5 | 6.50 | 500 |"
     assert [(r["attention"], int(r["size"]), int(r["tasks"])) for r in csv.DictReader(paths[1].open())] == \
         [(r["attention"], r["size"], r["tasks"]) for r in rows]
+
+
+def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--help"])
+    shown = capsys.readouterr().out
+    assert set(SUBCOMMANDS) == {"model", "scaling", "startup", "deform", "step", "data", "boundary", "linear",
+                                "weighting"}
+    for name, line in SUBCOMMANDS.items():
+        assert f"  {name}" in shown and line in shown
+
+
+def test_startup_bench_times_a_command_in_a_fresh_process() -> None:
+    from demt_exp.bench_startup import COMMANDS, time_command
+
+    seconds, code = time_command(("demt_exp", "trainer.steps=-1"), repeats=1)
+    assert code == 2 and 0 < seconds < 300  # the config mistake's exit code: it ran, and was timed
+    assert ("demt_exp", "--help") in COMMANDS and ("demt_exp.report", "presets", "--no-macs") in COMMANDS

@@ -111,6 +111,9 @@ def test_short_default_run_is_clearly_better_than_chance(tmp_path: Path) -> None
     )
     model = json.loads((run_dir / "metrics.json").read_text())
     chance = json.loads((run_dir / "baseline_metrics.json").read_text())
+    # The default job's model and checkpoint settings (the image size changes no tensor): its folder stays small.
+    assert "optimizer" not in load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file() and p.name != "last.pt") < 200e6
     assert model["semseg"]["mIoU"] > 2.5 * chance["semseg"]["mIoU"]
     assert model["sal"]["maxF"] > chance["sal"]["maxF"] + 25
     assert model["edge"]["pixel_maxF"] > chance["edge"]["pixel_maxF"] + 10
@@ -164,3 +167,42 @@ def test_training_logs_delta_m_against_configured_references(tmp_path: Path) -> 
     assert metrics["multi_task"]["delta_m"] == pytest.approx(expected, rel=1e-9)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["val/multi_task/delta_m"] for r in records if "val/multi_task/delta_m" in r] == [pytest.approx(expected)]
+
+
+@pytest.mark.slow
+def test_a_quick_try_with_keep_last_0_writes_no_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.checkpoint.keep_last=0",
+            f"hydra.run.dir={run_dir}")
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints").exists()
+    again = run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.checkpoint.keep_last=0",
+                    f"hydra.run.dir={run_dir}")
+    assert f"starting {run_dir} fresh" in again.stdout  # nothing to continue: the same command starts over
+    assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()].count(0) == 1
+
+
+@pytest.mark.slow
+def test_a_weights_only_checkpoint_is_a_third_of_the_size_and_resumes_with_a_warning(tmp_path: Path) -> None:
+    full, light = tmp_path / "full", tmp_path / "light"
+    common = [*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.stop_at_step=1"]
+    run_cli(*common, f"hydra.run.dir={full}")  # TINY asks for the optimiser state
+    run_cli(*common, "trainer.checkpoint.save_optimizer=false", f"hydra.run.dir={light}")
+    full_size = (full / "checkpoints" / "last.pt").stat().st_size
+    light_size = (light / "checkpoints" / "last.pt").stat().st_size
+    assert "optimizer" not in load_checkpoint(light / "checkpoints" / "last.pt")
+    assert 0.3 < light_size / full_size < 0.36  # AdamW keeps two moments per weight
+    resumed = run_cli(*common[:-1], "trainer.checkpoint.save_optimizer=false", f"hydra.run.dir={light}")
+    assert "holds no optimizer state (written with trainer.checkpoint.save_optimizer=false)" in resumed.stdout
+    assert load_checkpoint(light / "checkpoints" / "last.pt")["step"] == 2
+
+
+@pytest.mark.slow
+def test_a_text_file_as_model_init_says_what_was_expected(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights\n")
+    result = run_cli(*TINY, "trainer.steps=1", f"model.init={notes}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: weights file {notes} cannot be read (")
+    assert last.endswith("expected a file written by torch.save: a training checkpoint or a weights file")
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

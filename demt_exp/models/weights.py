@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from demt_exp.checkpoint import safe_load
+from demt_exp.errors import MissingFileError, UnreadableFileError
 
 
 @dataclass
@@ -38,16 +39,21 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     path = Path(path)
     if path.suffix == ".safetensors":  # timm's (Hugging Face) format: tensors only, nothing to unpickle
         if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist")
+            raise MissingFileError(f"weights file {path} does not exist")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise UnreadableFileError(f"weights file {path} cannot be read ({error}); expected a safetensors file") from None
     payload: Any = safe_load(path, trust, what="weights file")
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise ValueError(f"{path}: expected a state dict (mapping of names to tensors)")
+        raise UnreadableFileError(f"weights file {path} holds a {type(payload).__name__}; expected a state dict (a mapping "
+                                  f"of names to tensors), a training checkpoint or an official DeMT/DeGMix checkpoint")
     return payload
 
 

@@ -18,31 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.flops import OP_KINDS, count_flops, counter_gaps, op_name
-from demt_exp.models.formulation import set_fast
-from demt_exp.models.init import describe_init
-from demt_exp.models.model import build_model
+from demt_exp.models.init_setting import describe_init
+
+if TYPE_CHECKING:  # torch, timm and the models load inside the functions that build a model: `--help` stays instant
+    import torch
 
 COUNTED_NOTE = (
     "counted by FlopCounterMode itself: convolutions, linear layers (mm/addmm), einsum (lowered to bmm) and, "
     "where its kernel is covered, scaled-dot-product attention; every other op kind the models use is probed "
     "on this device and added by formula where the counter gives 0 (listed above)"
 )
-FORMULA_TEXT = {kind.name: kind.formula_text for kind in OP_KINDS}
 NOT_COUNTED_NOTE = (
     "not counted: norms (LayerNorm, BatchNorm), activations (GELU, ReLU), softmax, resizing (interpolate), "
     "padding, elementwise ops (residual adds, scaling, gates, offset coordinates)"
 )
 BUFFERS_NOTE = "buffers excluded: BN running statistics, relative-position indices, masks"
-
-
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
@@ -58,11 +54,19 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
 
 def printed_op(op: Any) -> str:
     """`aten::grid_sampler_2d`, as torch's profiler spells an op."""
+    from demt_exp.flops import op_name
+
     return op_name(op).replace(".", "::", 1)
 
 
 def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
     """MACs per child module, split into counted by torch and added by formula, plus per-op totals."""
+    import torch
+
+    from demt_exp.flops import OP_KINDS, count_flops, counter_gaps
+    from demt_exp.models.formulation import set_fast
+
+    formula_text = {kind.name: kind.formula_text for kind in OP_KINDS}
     model.eval()
     fast_paths = set_fast(model, False)  # count the model's definition (SPEC 1.10), not the shortcuts
     try:
@@ -94,7 +98,7 @@ def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
         "total": total,
         "counted_by_op": {str(op): v // 2 for op, v in ops.items() if op not in added_ops},
         "added_by_op": {printed_op(op): ops.get(op, 0) // 2 for op in added_ops},
-        "added_formulas": {printed_op(op): f"{kind}: MACs = {FORMULA_TEXT[kind]}" for op, kind in added_ops.items()},
+        "added_formulas": {printed_op(op): f"{kind}: MACs = {formula_text[kind]}" for op, kind in added_ops.items()},
         "unaccounted_ops": count.unaccounted,
         "probe_failures": {**gaps.unavailable, **{k: f"counted {c} MACs, formula {e}" for k, (c, e) in
                                                   gaps.mismatched.items()}},
@@ -107,6 +111,10 @@ def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
 def model_report(overrides: Sequence[str], input_size: Sequence[int] | None = None, batch: int = 1,
                  device: str = "meta", macs: bool = True) -> dict[str, Any]:
     """Everything the command prints, as a JSON-ready dict. Input size defaults to dataset.image_size."""
+    import torch
+
+    from demt_exp.models.model import build_model
+
     cfg = compose_config(overrides)
     size = [int(s) for s in (input_size or cfg.dataset.image_size)]
     with torch.device(device):  # meta: no memory, no init time, even for Swin-L
@@ -176,6 +184,10 @@ def published_text(paper: Any) -> str:
 
 def preset_row(name: str, macs: bool) -> dict[str, Any]:
     """One preset on the meta device: counts, MACs at its input size, init file, README row."""
+    import torch
+
+    from demt_exp.models.model import build_model
+
     cfg = compose_config([f"experiment={name}"])
     size = [int(s) for s in cfg.dataset.image_size]
     with torch.device("meta"):
@@ -203,23 +215,65 @@ def presets_report(names: Sequence[str], macs: bool = True) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown presets {unknown}; conf/experiment has {preset_names()}")
     return {"presets": [preset_row(name, macs) for name in names], "mac_unit": "multiply-accumulates (G)",
-            "init_dir_note": "init: the model.init file (`present` when it exists on this machine)"}
+            "init_dir_note": "init: the model.init file; init_present is false when it is missing on this machine"}
+
+
+PRESETS_WIDTH = 120  # a terminal: every line of the presets table fits
+
+
+def _fit(text: str, indent: str = "", more: str = "") -> list[str]:
+    """`text` wrapped to the table width; long names (file names) are broken rather than overflowing."""
+    return textwrap.wrap(text, PRESETS_WIDTH, initial_indent=indent, subsequent_indent=more or indent,
+                         break_on_hyphens=False)
+
+
+def init_labels(presets: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """`[1]`, `[2]`... per distinct init file, in table order: many presets share a backbone file, and a
+    file name (~100 characters) would not fit a row."""
+    files = dict.fromkeys(r["init"] for r in presets if r["init"] != "random")
+    return {path: f"[{i}]" for i, path in enumerate(files, start=1)}
+
+
+def init_cell(row: dict[str, Any], labels: dict[str, str]) -> str:
+    if row["init"] == "random":
+        return "random"
+    return f"{labels[row['init']]} {'present' if row['init_present'] else 'MISSING'}"
+
+
+def init_legend(presets: Sequence[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    """The init files by folder, each marked present or MISSING (not on this machine)."""
+    present = {r["init"]: r["init_present"] for r in presets}
+    folders = dict.fromkeys(str(Path(path).parent) for path in labels)
+    lines = []
+    for folder in folders:
+        where = folder if Path(folder).is_absolute() else f"{folder} (here: {Path(folder).resolve()})"
+        lines += _fit(f"init files (model.init) in {where}; MISSING: not on this machine (put the file there, "
+                      "point DEMT_WEIGHTS at its folder, or give model.init=<file>):")
+        for path, label in labels.items():
+            if str(Path(path).parent) == folder:
+                status = "present" if present[path] else "MISSING"
+                lines += _fit(f"{label} {status}  {Path(path).name}", "  ", " " * (len(label) + 12))
+    return lines
 
 
 def format_presets(report: dict[str, Any]) -> str:
-    """One plain-text table: a row per preset."""
-    header = ("preset", "input", "params", "trainable", "GMACs", "init", "README row", "published")
-    rows = [header]
-    for r in report["presets"]:
-        init = Path(r["init"]).name + (" (present)" if r["init_present"] else "")
-        gmacs = f"{r['macs'] / 1e9:.2f}" if "macs" in r else "-"
-        rows.append((r["preset"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['trainable']:,}",
-                     gmacs, init, r["readme_row"] or "-", r["published"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))
-    lines.append("params/trainable: exact counts (buffers excluded); GMACs: one image at the preset's input size, "
-                 "deformable and grid-sampling ops added by formula; init: model.init (official file of the row)")
+    """A 120-column table: a row per preset with its init file's label and status, the README row it
+    reproduces with its published numbers on the lines below, then the init files by label."""
+    labels = init_labels(report["presets"])
+    header = ("preset", "input", "params", "trainable", "GMACs", "init")
+    cells = [header] + [(r["preset"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['trainable']:,}",
+                         f"{r['macs'] / 1e9:.2f}" if "macs" in r else "-", init_cell(r, labels))
+                        for r in report["presets"]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    for r, row in zip(report["presets"], cells[1:]):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        published = f"{r['readme_row']}: {r['published']}" if r["readme_row"] else r["published"]
+        lines += _fit(published, "    ", "      ")
+    lines += init_legend(report["presets"], labels)
+    lines += _fit("params/trainable: exact counts (buffers excluded); GMACs: one image at the preset's input size, "
+                  "deformable and grid-sampling ops added by formula; below each preset: the README row it "
+                  "reproduces and its published numbers")
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import torch
 from demt_exp.config import compose_config
 from demt_exp.models.model import build_model
 from demt_exp.report import main, model_report, preset_names
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_preset_has_a_row_with_its_counts_init_and_published_numbers(tmp_path: Path, capsys) -> None:
@@ -34,6 +38,40 @@ def test_every_preset_has_a_row_with_its_counts_init_and_published_numbers(tmp_p
     assert "not a target" in rows["degmix_nyud_vit_b"]["published"]  # the README row copied from Swin-L
     assert rows["demt_cityscapes_swin_t"]["readme_row"] is None
     assert not swin_t["init_present"]  # no official file on a test machine, and the table says so
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 120
+    (swin_t_line,) = [line for line in lines if line.startswith("demt_nyud_swin_t ")]
+    label = swin_t_line.split()[-2]
+    assert swin_t_line.endswith(f"{label} MISSING") and f"  {label} MISSING  {Path(swin_t['init']).name}" in lines
+    assert lines[lines.index(swin_t_line) + 1].startswith("    DeMT README, NYUD-v2, Swin-T: params 32.07M")
+
+
+def test_the_table_marks_each_init_file_present_or_missing(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DEMT_WEIGHTS", str(tmp_path))
+    swin_t = Path(compose_config(["experiment=demt_nyud_swin_t"]).model.init)
+    hrnet = Path(compose_config(["experiment=demt_nyud_hrnet18"]).model.init)
+    swin_t.write_bytes(b"")  # present (the table checks the file is there, not what it holds)
+    report = main(["presets", "demt_nyud_swin_t", "demt_nyud_hrnet18", "degmix_nyud_swin_t", "--no-macs"])
+    assert [(r["init"], r["init_present"]) for r in report["presets"]] == [
+        (str(swin_t), True), (str(hrnet), False), (str(swin_t), True)]
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 120
+    rows = [line for line in lines if line.split(" ")[0] in {"demt_nyud_swin_t", "demt_nyud_hrnet18",
+                                                             "degmix_nyud_swin_t"}]
+    assert [row.split("  ")[-1] for row in rows] == ["[1] present", "[2] MISSING", "[1] present"]
+    assert f"  [1] present  {swin_t.name}" in lines and f"  [2] MISSING  {hrnet.name}" in lines
+    assert any(line.startswith(f"init files (model.init) in {tmp_path}; MISSING: not on this machine")
+               for line in lines)
+
+
+def test_the_command_starts_without_torch() -> None:
+    """`--help` and the preset listing load torch, timm and the models only where a model is built."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.report", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "presets" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "demt_exp.config" in imported  # the command's own imports were loaded (and timed)
+    assert {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}} == set()
 
 
 def test_presets_macs_equal_the_model_report_at_the_preset_input(capsys) -> None:

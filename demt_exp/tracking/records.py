@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 Nested = Mapping[str, Mapping[str, float]]
@@ -13,14 +12,20 @@ def flatten(prefix: str, metrics: Nested) -> dict[str, float]:
     return {f"{prefix}/{task}/{name}": float(value) for task, values in metrics.items() for name, value in values.items()}
 
 
-def format_table(model: Nested, reference: Nested, reference_name: str = "constant baseline") -> str:
-    """Plain-text table of the final metrics beside the chance-level reference."""
-    rows = [("task", "metric", "model", reference_name)]
+def format_table(model: Nested, reference: Nested | None = None, reference_name: str = "constant baseline") -> str:
+    """Plain-text table of the final metrics, beside a reference (e.g. the chance level) when one is given.
+
+    Without a reference (None or empty) there is no reference column; a metric the reference lacks shows `-`.
+    """
+    rows = [("task", "metric", "model", *([reference_name] if reference else []))]
     for task, values in model.items():
         for name, value in values.items():
-            ref = reference.get(task, {}).get(name, math.nan)
-            rows.append((task, name, f"{value:.4f}", f"{ref:.4f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+            cells = (task, name, f"{value:.4f}")
+            if reference:
+                ref = reference.get(task, {}).get(name)
+                cells += ("-" if ref is None else f"{ref:.4f}",)
+            rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from demt_exp.config import SWEEPS_DIR
+from demt_exp.errors import ConfigError
 from demt_exp.metrics.delta_m import (
     STANDARD_METRICS,
     delta_m,
@@ -85,3 +86,31 @@ def test_single_task_sweep_runs_one_job_per_task_of_the_standard_set(dataset: st
     params = OmegaConf.load(Path(SWEEPS_DIR) / "sweep" / f"{sweep}.yaml").hydra.sweeper.params
     jobs = [value.strip("[]") for value in str(params["tasks.names"]).split(",")]
     assert sorted(jobs) == sorted({key.split("/")[0] for key in STANDARD_METRICS[dataset]})
+
+
+def test_reference_files_are_data_nothing_in_them_is_resolved_or_run(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("DEMT_TEST_SECRET", "resolved-secret")
+    crafted = {
+        "target.yaml": f"semseg:\n  mIoU: {{_target_: builtins.exec, _args_: [\"open('{marker}', 'w')\"]}}\n",
+        "env.yaml": "semseg: {mIoU: '${oc.env:DEMT_TEST_SECRET}'}\n",
+        "top.yaml": f"_target_: builtins.exec\n_args_: [\"open('{marker}', 'w')\"]\n",
+        "tag.yaml": f"semseg: {{mIoU: !!python/object/apply:os.system ['touch {marker}']}}\n",
+        "flag.json": json.dumps({"semseg": {"mIoU": True}}),
+    }
+    expected = {"target.yaml": "semseg/mIoU.*non-numeric", "env.yaml": r"semseg/mIoU.*non-numeric.*\$\{oc\.env",
+                "top.yaml": "entry '_target_' should map", "tag.yaml": "cannot be parsed as YAML",
+                "flag.json": "semseg/mIoU.*non-numeric value True"}
+    for name, text in crafted.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=f"{name}.*{expected[name]}") as refused:
+            load_references([tmp_path / name])
+        assert "resolved-secret" not in str(refused.value) and "\n" not in str(refused.value)
+    assert not marker.exists()
+
+
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 reads 4e1 as text; it is still a number, and so is an integer.
+    (tmp_path / "refs.yaml").write_text("semseg: {mIoU: 4e1}\ndepth: {rmse: 1}\n")
+    assert load_references([tmp_path / "refs.yaml"]) == {"semseg": {"mIoU": 40.0}, "depth": {"rmse": 1.0}}

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
+from demt_exp.errors import ConfigError
 from demt_exp.metrics.registry import metric_directions
 
 log = logging.getLogger("demt_exp")
@@ -99,24 +100,38 @@ def standard_metrics(dataset: str) -> tuple[str, ...]:
     return STANDARD_METRICS[dataset]
 
 
+def _number(value: object, source: Path, key: str) -> float:
+    """A metric value: a number, or text that reads as one (YAML 1.1 reads `1e-3` as text); nothing else:
+    no booleans, nested nodes, interpolations or targets."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{source}: reference {key} holds the non-numeric value {value!r}; expected a number "
+                      "(a references file is data: nothing in it is resolved or instantiated)")
+
+
 def _task_results(payload: object, source: Path) -> dict[str, dict[str, float]]:
     if not isinstance(payload, Mapping):
-        raise ValueError(f"{source}: expected a mapping {{task: {{metric: value}}}}")
+        raise ConfigError(f"{source}: expected a mapping {{task: {{metric: value}}}}")
     results: dict[str, dict[str, float]] = {}
     for task, values in payload.items():
         if task in NON_TASK_KEYS:
             continue
         if not isinstance(values, Mapping):
-            raise ValueError(f"{source}: entry {task!r} should map metric names to numbers, got {values!r}")
-        try:
-            results[str(task)] = {str(k): float(v) for k, v in values.items()}
-        except (TypeError, ValueError):
-            raise ValueError(f"{source}: entry {task!r} holds a non-numeric value: {dict(values)!r}") from None
+            raise ConfigError(f"{source}: entry {task!r} should map metric names to numbers, got {values!r}")
+        results[str(task)] = {str(k): _number(v, source, f"{task}/{k}") for k, v in values.items()}
     return results
 
 
 def read_reference(source: str | Path) -> dict[str, dict[str, float]]:
-    """One reference source: a .yaml/.yml/.json file, or a run folder holding metrics.json."""
+    """One reference source: a .yaml/.yml/.json file, or a run folder holding metrics.json.
+
+    Read as data only (JSON, or YAML's safe loader): nothing in it is resolved or instantiated.
+    """
     path = Path(source)
     if path.is_dir():
         path = path / "metrics.json"
@@ -125,9 +140,10 @@ def read_reference(source: str | Path) -> dict[str, dict[str, float]]:
     elif not path.is_file():
         raise FileNotFoundError(f"Delta_m reference {source} does not exist (expected a run folder, .yaml or .json)")
     try:
-        payload = json.loads(path.read_text()) if path.suffix == ".json" else OmegaConf.to_container(OmegaConf.load(path))
-    except Exception as error:  # JSON and YAML parsers raise several types
-        raise ValueError(f"{path}: cannot be parsed as {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+        payload = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (ValueError, yaml.YAMLError) as error:  # json's and YAML's parse errors
+        what = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"{path}: cannot be parsed as {what}: {' '.join(str(error).split())}") from None
     return _task_results(payload, path)
 
 
@@ -140,7 +156,7 @@ def load_references(sources: Iterable[str | Path]) -> dict[str, dict[str, float]
             for name, value in values.items():
                 key = f"{task}/{name}"
                 if key in origin and merged[task][name] != value:
-                    raise ValueError(f"Delta_m reference {key} is {merged[task][name]} in {origin[key]} "
+                    raise ConfigError(f"Delta_m reference {key} is {merged[task][name]} in {origin[key]} "
                                      f"but {value} in {source}; give one reference per task")
                 merged.setdefault(task, {})[name] = value
                 origin[key] = str(source)

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from demt_exp.config import compose_config
-from demt_exp.inference import merge_stored_config, named_keys, read_training_checkpoint
+from demt_exp.errors import UserError
+from demt_exp.inference import (
+    composable,
+    inference_config,
+    merge_stored_config,
+    named_keys,
+    read_training_checkpoint,
+)
+from demt_exp.stored_config import StoredConfigError
 
 
 def stored_run(**extra: str) -> dict:
@@ -49,3 +58,35 @@ def test_named_keys_strip_prefixes_and_skip_hydra() -> None:
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing.pt")):
         read_training_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_stored_node_must_be_a_mapping_not_a_yaml_text() -> None:
+    # OmegaConf.create would parse a string as a YAML document, targets included.
+    stored = {**stored_run(), "backbone": "_target_: torch.load\nf: aux.pt\nweights_only: false"}
+    composed = compose_config(["dataset=nyud", "checkpoint=x.pt"], "evaluate")
+    with pytest.raises(StoredConfigError, match="x.pt: stored config key backbone is a str; expected a mapping"):
+        merge_stored_config(stored, composed, ["checkpoint=x.pt"], "x.pt")
+
+
+def test_the_stored_dataset_name_is_an_option_name_not_a_path(tmp_path: Path) -> None:
+    stored = stored_run()
+    stored["dataset"]["name"] = "../../../elsewhere/evil"
+    checkpoint = tmp_path / "last.pt"
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "step": 0, "config": stored}, checkpoint)
+    with pytest.raises(StoredConfigError, match=f"checkpoint {checkpoint}: stored config key dataset.name is '../"):
+        inference_config(checkpoint, [f"checkpoint={checkpoint}"], "evaluate")
+    stored["dataset"]["name"] = "gone"  # a plain name that is no option here: named, with the way out
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "step": 0, "config": stored}, checkpoint)
+    with pytest.raises(UserError, match="dataset=gone, which is not a dataset option here.*dataset=nyud"):
+        inference_config(checkpoint, [f"checkpoint={checkpoint}"], "evaluate")
+
+
+def test_a_file_that_is_not_a_torch_file_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(UserError, match=f"checkpoint {tmp_path / 'notes.pt'} cannot be read"):
+        read_training_checkpoint(tmp_path / "notes.pt")
+
+
+def test_overrides_keep_the_users_config_folders_and_drop_hydras_own() -> None:
+    line = ["checkpoint=x.pt", "hydra.run.dir=out", "hydra.searchpath=[file:///mine]", "backbone=mine"]
+    assert composable(line) == ["hydra.searchpath=[file:///mine]", "checkpoint=x.pt", "backbone=mine"]

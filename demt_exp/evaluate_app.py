@@ -13,31 +13,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from demt_exp.config import CONF_DIR
-from demt_exp.cpu_allocator import configure_cpu_allocator
-from demt_exp.distributed import (
-    DistInfo,
-    broadcast_from_main,
-    cleanup,
-    init_distributed,
-)
-from demt_exp.evaluate import eval_loader, evaluate
-from demt_exp.inference import inference_config, load_inference_model
-from demt_exp.metrics import MetricContext
-from demt_exp.metrics.boundary_settings import boundary_settings
-from demt_exp.metrics.delta_m import delta_m_record
-from demt_exp.metrics.edge_boundary import val_dataset_options
-from demt_exp.prediction_writer import PredictionWriter
-from demt_exp.tracking import Tracker, flatten, format_table
-from demt_exp.train import autocast_factory
+from demt_exp.errors import ConfigError, UserError
+from demt_exp.inference import composable, exit_on_user_error
+
+if TYPE_CHECKING:
+    import torch
+
+    from demt_exp.distributed import DistInfo
 
 log = logging.getLogger("demt_exp")
 
@@ -53,11 +42,24 @@ def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str
     return numbers, labels
 
 
-def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, info: DistInfo) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, info: DistInfo
+) -> dict[str, Any]:
     """Evaluate, write the per-image files and (rank 0) metrics.json; returns what metrics.json holds."""
+    # The engine is imported here, not at the top: `--help` answers before torch would load.
+    from hydra.utils import instantiate
+
+    from demt_exp.evaluate import eval_loader, evaluate
+    from demt_exp.inference import load_inference_model
+    from demt_exp.metrics import MetricContext
+    from demt_exp.metrics.boundary_settings import boundary_settings
+    from demt_exp.metrics.edge_boundary import val_dataset_options
+    from demt_exp.prediction_writer import PredictionWriter
+    from demt_exp.train import autocast_factory
+
     protocol = str(cfg.eval.boundary_protocol)
     if protocol not in BOUNDARY_PROTOCOLS:
-        raise ValueError(f"eval.boundary_protocol={protocol!r}; expected one of {list(BOUNDARY_PROTOCOLS)}")
+        raise ConfigError(f"eval.boundary_protocol={protocol!r}; expected one of {list(BOUNDARY_PROTOCOLS)}")
     tasks = list(cfg.tasks.names)
     num_classes = int(cfg.dataset.num_semseg_classes)
     model = load_inference_model(cfg.checkpoint, cfg, payload).to(info.device)
@@ -75,35 +77,59 @@ def evaluate_checkpoint(cfg: DictConfig, payload: dict[str, Any] | None, out_dir
         writer.write_batch(batch, preds, [next(positions) for _ in range(batch["image"].shape[0])])
 
     context = MetricContext(num_classes, dataset, {"boundary": boundary})
-    results, labels = split_labels(evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
-                                            autocast=autocast_factory(str(cfg.trainer.precision), info.device)))
+    autocast = autocast_factory(str(cfg.trainer.precision), info.device)
+    results = evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
+                       autocast=autocast)
+    return write_record(cfg, results, len(val_set), boundary_record, out_dir, info)
+
+
+def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: int, boundary_record: dict[str, str],
+                 out_dir: Path, info: DistInfo) -> dict[str, Any]:
+    """metrics.json (with Delta_m when references are given), metrics.jsonl and the console table."""
+    from demt_exp.metrics.delta_m import delta_m_record
+    from demt_exp.tracking import Tracker, flatten, format_table
+
+    results, labels = split_labels(results)
     multi_task, delta_protocol = delta_m_record(cfg, results, info.is_main)
     record: dict[str, Any] = dict(results)
     if multi_task:
         record["multi_task"] = multi_task
     record["protocol"] = {
-        "split": "val", "images": str(len(val_set)), "checkpoint": str(cfg.checkpoint), **boundary_record,
+        "split": "val", "images": str(images), "checkpoint": str(cfg.checkpoint), **boundary_record,
         "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
     }
-    if info.is_main and "edge" in tasks and "odsF" not in results.get("edge", {}):
+    if info.is_main and "edge" in cfg.tasks.names and "odsF" not in results.get("edge", {}):
         log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")
     tracker = Tracker(out_dir, info.is_main)
     tracker.log(0, flatten("val", {**results, **({"multi_task": multi_task} if multi_task else {})}))
     tracker.write_summary(record)
     if info.is_main:
-        log.info("validation metrics of %s (%d images, %d processes):\n%s", cfg.checkpoint, len(val_set),
-                 info.world_size, format_table(results, {}, reference_name="-"))
+        log.info("validation metrics of %s (%d images, %d processes):\n%s", cfg.checkpoint, images,
+                 info.world_size, format_table(results))
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> None:
-    overrides = list(HydraConfig.get().overrides.task)
+def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Evaluate the checkpoint `cfg.checkpoint` as the command line `overrides` describes it."""
+    from demt_exp.cpu_allocator import configure_cpu_allocator
+    from demt_exp.distributed import broadcast_from_main, cleanup, init_distributed
+    from demt_exp.inference import inference_config
+
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise UserError("no checkpoint given: python -m demt_exp.evaluate checkpoint=PATH [overrides]")
     configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
     info = init_distributed(str(cfg.trainer.device))
     try:
         out_dir = Path(broadcast_from_main(HydraConfig.get().runtime.output_dir))
         config, payload = inference_config(str(cfg.checkpoint), overrides, CONFIG_NAME)
-        evaluate_checkpoint(config, payload, out_dir, info)
+        return evaluate_checkpoint(config, payload, out_dir, info)
     finally:
         cleanup()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> None:
+    """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
+    overrides = HydraConfig.get().overrides
+    with exit_on_user_error():
+        run(cfg, composable([*overrides.hydra, *overrides.task]))

@@ -5,31 +5,32 @@ indices for semseg / human_parts, 8-bit maps for edge and saliency, colour pictu
 with the metres in `depth/<id>.npy`, and of normals) and a side-by-side panel
 `<out>/panels/<id>.png`. With `input=null` the images are the val split of the checkpoint's data
 set, and the panels show the ground truth under the predictions.
+
+The inputs (the checkpoint, its stored config, the images) are checked before Hydra creates
+`<out>`: a mistake leaves no folder behind, only an `error:` line (exit code 2).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from demt_exp.config import CONF_DIR
-from demt_exp.cpu_allocator import configure_cpu_allocator
-from demt_exp.data.transforms import Compose, Normalize, PadImage, ToTensor
-from demt_exp.distributed import pick_device
-from demt_exp.evaluate import to_device
-from demt_exp.inference import inference_config, load_inference_model
-from demt_exp.prediction_writer import PredictionWriter
+from demt_exp.config import CONF_DIR, compose_config
+from demt_exp.errors import ConfigError, UserError
+from demt_exp.inference import composable, exit_on_user_error
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 log = logging.getLogger("demt_exp")
 
@@ -55,13 +56,28 @@ def image_files(source: str | Sequence[str]) -> list[Path]:
     stems = [p.stem for p in files]
     repeated = sorted({s for s in stems if stems.count(s) > 1})
     if repeated:
-        raise ValueError(f"input images share the names {repeated}; outputs are named after the file, so rename them")
+        raise ConfigError(f"input images share the names {repeated}; outputs are named after the file, so rename them")
     return files
 
 
-class ImageFiles(Dataset):
+def check_images(files: Sequence[Path]) -> None:
+    """Every file opens as an image (its header only: cheap), so a bad one fails before any output exists."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in files:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, UnidentifiedImageError) as error:
+            raise ConfigError(f"input {path} cannot be read as an image: {error}") from None
+
+
+class ImageFiles:
     """Unlabelled images as the validation pipeline feeds them: ImageNet-normalised, padded centred
-    to a multiple of `pad_multiple` (meta records size and padding so outputs crop back)."""
+    to a multiple of `pad_multiple` (meta records size and padding so outputs crop back).
+
+    A map-style dataset (`len` and indexing), which is all a DataLoader needs.
+    """
 
     def __init__(self, files: Sequence[Path], pad_multiple: int) -> None:
         self.files = list(files)
@@ -71,11 +87,16 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        import numpy as np
+        from PIL import Image
+
+        from demt_exp.data.transforms import Compose, Normalize, PadImage, ToTensor
+
         path = self.files[index]
         try:
             rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         except OSError as error:
-            raise ValueError(f"input {path} cannot be read as an image: {error}") from None
+            raise ConfigError(f"input {path} cannot be read as an image: {error}") from None
         h, w = rgb.shape[:2]
         size = [-(-h // self.pad_multiple) * self.pad_multiple, -(-w // self.pad_multiple) * self.pad_multiple]
         sample = {"image": rgb, "meta": {"id": path.stem, "size": (h, w)}}
@@ -83,37 +104,91 @@ class ImageFiles(Dataset):
 
 
 def prediction_inputs(cfg: DictConfig) -> Dataset:
+    """The images to predict: the named files (each checked to open) or the data set's val split."""
+    from hydra.utils import instantiate
+    from torch.utils.data import Subset
+
     source = cfg.input
     if source is None:
         dataset: Dataset = instantiate(cfg.dataset.val)
     else:
-        dataset = ImageFiles(image_files(list(source) if isinstance(source, ListConfig) else str(source)), int(cfg.pad_multiple))
+        files = image_files(list(source) if isinstance(source, ListConfig) else str(source))
+        check_images(files)
+        dataset = ImageFiles(files, int(cfg.pad_multiple))  # type: ignore[assignment]
     if cfg.limit is not None:
         dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))  # type: ignore[arg-type]
     return dataset
 
 
-@torch.no_grad()
-def predict(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path) -> int:
+def predict(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, dataset: Dataset | None = None) -> int:
     """Write every image's task files and panel; returns the number of images."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from demt_exp.distributed import pick_device
+    from demt_exp.evaluate import to_device
+    from demt_exp.inference import load_inference_model
+    from demt_exp.prediction_writer import PredictionWriter
+
     device = pick_device(str(cfg.trainer.device), 0)
     model = load_inference_model(cfg.checkpoint, cfg, payload).to(device)
-    dataset = prediction_inputs(cfg)
+    dataset = prediction_inputs(cfg) if dataset is None else dataset
     writer = PredictionWriter(out_dir, {t: t for t in cfg.tasks.names}, panels=None)
-    for position, batch in enumerate(DataLoader(dataset, batch_size=1)):
-        batch = to_device(batch, device)
-        preds = {t: p.float() for t, p in model(batch["image"]).items()}
-        writer.write_batch(batch, preds, [position])
+    with torch.no_grad():
+        for position, batch in enumerate(DataLoader(dataset, batch_size=1)):
+            batch = to_device(batch, device)
+            preds = {t: p.float() for t, p in model(batch["image"]).items()}
+            writer.write_batch(batch, preds, [position])
     log.info("wrote predictions of %d images to %s", len(dataset), out_dir)  # type: ignore[arg-type]
     return len(dataset)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=1)
+def checked_inputs(checkpoint: str, overrides: tuple[str, ...]) -> tuple[DictConfig, dict[str, Any] | None, Dataset]:
+    """Everything predict reads from the user's files: the checkpoint (readable, its stored config
+    accepted), the config it gives, and the input images. Kept, so the check before Hydra creates the
+    output folder and the run after it read the checkpoint once."""
+    from demt_exp.inference import inference_config
+
+    if checkpoint == "???":
+        raise UserError("no checkpoint given: python -m demt_exp.predict checkpoint=PATH input=IMAGES out=DIR")
+    config, payload = inference_config(checkpoint, overrides, CONFIG_NAME)
+    return config, payload, prediction_inputs(config)
+
+
+def check_before_output(argv: Sequence[str]) -> None:
+    """Check the inputs `argv` names while no output exists; Hydra's own flags (--help, -m, ...) and a
+    command line that does not compose are left to Hydra, which reports them itself."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    overrides = tuple(composable(argv))
+    try:
+        cfg = compose_config(overrides, CONFIG_NAME)
+    except (HydraException, OmegaConfBaseException):
+        return
+    checkpoint = "???" if OmegaConf.is_missing(cfg, "checkpoint") else str(cfg.checkpoint)
+    checked_inputs(checkpoint, overrides)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
-    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
-    config, payload = inference_config(str(cfg.checkpoint), list(HydraConfig.get().overrides.task), CONFIG_NAME)
-    predict(config, payload, Path(str(cfg.out)))
+    """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
+    from demt_exp.cpu_allocator import configure_cpu_allocator
+
+    overrides = HydraConfig.get().overrides
+    with exit_on_user_error():
+        configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
+        checkpoint = "???" if OmegaConf.is_missing(cfg, "checkpoint") else str(cfg.checkpoint)
+        config, payload, dataset = checked_inputs(checkpoint, tuple(composable([*overrides.hydra, *overrides.task])))
+        predict(config, payload, Path(str(cfg.out)), dataset)
+
+
+def cli() -> None:
+    """`python -m demt_exp.predict`: the inputs are checked first, then Hydra runs the command in `<out>`."""
+    with exit_on_user_error():
+        check_before_output(sys.argv[1:])
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

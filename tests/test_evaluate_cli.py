@@ -4,6 +4,7 @@ split only; one process and two torchrun (gloo) processes give the same results.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from PIL import Image
 
 from demt_exp.crop import edge_uint8
 from demt_exp.inference import inference_config, load_inference_model
+from demt_exp.tracking import format_table
 from demt_exp.metrics import (
     BoundaryMetric,
     MultiTaskMetrics,
@@ -37,8 +39,11 @@ def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(synthetic_checkpoint: Path, tmp_path: Path) -> None:
-    metrics = run_evaluation(synthetic_checkpoint, tmp_path, "eval.panels=2", "eval.num_workers=0")
+def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(
+    synthetic_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="demt_exp"):
+        metrics = run_evaluation(synthetic_checkpoint, tmp_path, "eval.panels=2", "eval.num_workers=0")
     tasks = ["semseg", "human_parts", "sal", "normals", "edge", "depth"]
     expected = MultiTaskMetrics(tasks, 8).higher_is_better()  # synthetic data: no SEISM boundary ground truth
     assert {t: set(metrics[t]) for t in tasks} == {t: set(v) for t, v in expected.items()}
@@ -51,6 +56,25 @@ def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(synthe
     assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == ["synthetic_val_000000.png", "synthetic_val_000001.png"]
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["val/semseg/mIoU"] == pytest.approx(metrics["semseg"]["mIoU"])
+    # The printed table: no reference was given, so no reference column (and no column of nan).
+    table = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("validation metrics"))
+    assert table.splitlines()[1].split() == ["task", "metric", "model"]
+    assert "nan" not in table and f"{metrics['semseg']['mIoU']:.4f}" in table
+
+
+def test_the_table_has_a_reference_column_only_when_there_is_a_reference() -> None:
+    results = {"semseg": {"mIoU": 41.5, "pixel_acc": 0.8}, "depth": {"rmse": 0.61}}
+    assert format_table(results).splitlines() == [
+        "task    metric     model",
+        "------  ---------  -------",
+        "semseg  mIoU       41.5000",
+        "semseg  pixel_acc  0.8000",
+        "depth   rmse       0.6100",
+    ]
+    with_reference = format_table(results, {"semseg": {"mIoU": 12.5}}, reference_name="chance").splitlines()
+    assert with_reference[0].split() == ["task", "metric", "model", "chance"]
+    assert with_reference[2].split() == ["semseg", "mIoU", "41.5000", "12.5000"]
+    assert with_reference[3].split() == ["semseg", "pixel_acc", "0.8000", "-"]  # not in the reference
 
 
 @pytest.mark.slow
@@ -141,3 +165,29 @@ def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoin
         for name in names:
             assert (tmp_path / "one" / folder / name).read_bytes() == (tmp_path / "two" / folder / name).read_bytes()
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs
+
+
+def test_the_evaluate_app_imports_none_of_the_heavy_libraries_before_it_runs() -> None:
+    # The Hydra app answers --help before its function runs, so its module alone must stay light.
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import demt_exp.evaluate_app"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "demt_exp.stored_config" in imported
+    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
+    assert heavy == set()
+
+
+def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    cases = {"missing": [f"checkpoint={tmp_path / 'missing.pt'}"], "unreadable": [f"checkpoint={tmp_path / 'notes.pt'}"],
+             "none": []}
+    named = {"missing": f"checkpoint {tmp_path / 'missing.pt'} does not exist",
+             "unreadable": f"checkpoint {tmp_path / 'notes.pt'} cannot be read", "none": "checkpoint=PATH"}
+    for case, args in cases.items():
+        done = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}"],
+                              cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (case, done.stderr[-3000:])
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and named[case] in errors[0], (case, done.stderr[-3000:])

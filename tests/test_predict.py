@@ -3,6 +3,7 @@ predicted classes, and panels that really show the input, predictions and ground
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,39 @@ def test_predict_command_writes_into_out(checkpoint: Path, images: Path, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "panels").iterdir()) == ["wide.png"]
     assert Image.open(out / "normals" / "wide.png").size == (70, 45)
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "demt_exp.predict", *args, "trainer.device=cpu"], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+
+def test_inputs_are_checked_before_the_output_folder_exists(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    # Each mistake: exit code 2, one `error:` line naming the file, and no <out> folder left behind.
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a picture")
+    cases = {
+        "missing checkpoint": ([f"checkpoint={tmp_path / 'missing.pt'}", f"input={images}"], tmp_path / "missing.pt"),
+        "missing input": ([f"checkpoint={checkpoint}", f"input={tmp_path / 'nowhere'}"], tmp_path / "nowhere"),
+        "not an image": ([f"checkpoint={checkpoint}", f"input=[{not_an_image}]"], not_an_image),
+        "not a checkpoint": ([f"checkpoint={not_an_image}", f"input={images}"], not_an_image),
+        "no checkpoint": ([f"input={images}"], "checkpoint=PATH"),
+    }
+    for case, (args, named) in cases.items():
+        out = tmp_path / f"out_{case.replace(' ', '_')}"
+        result = run_command(*args, f"out={out}")
+        assert result.returncode == 2, (case, result.stderr[-3000:])
+        assert "Traceback" not in result.stderr, (case, result.stderr[-3000:])
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(named) in errors[0], (case, result.stderr[-3000:])
+        assert not out.exists(), case
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.predict", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "checkpoint" in done.stdout, done.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "demt_exp.stored_config" in imported  # the command's own modules were loaded (and timed)
+    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
+    assert heavy == set()

@@ -11,21 +11,24 @@ backbone, so only the backbone (`backbone.*` keys) is written for them.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
-import torch
+from hydra.errors import HydraException
 
-from demt_exp.checkpoint import save_atomic
-from demt_exp.config import compose_config
-from demt_exp.models.init import load_weights
-from demt_exp.models.model import build_model
+from demt_exp.errors import EXIT_CODE, UserError
+
+# What a user can fix from the message: a missing or refused file, a file of another model (its keys
+# and shapes are named), an override that does not compose.
+USER_ERRORS = (UserError, FileNotFoundError, pickle.UnpicklingError, ValueError, HydraException)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m demt_exp.convert",
-        description="Convert an official DeMT/DeGMix checkpoint (or a backbone file: mmseg, timm, HRNet) to our state dict.",
+        description="Convert an official DeMT/DeGMix checkpoint (or a backbone file: mmseg, timm, HRNet) "
+                    "to our state dict.",
     )
     parser.add_argument("--official", required=True, type=Path, help="checkpoint to convert (any known format)")
     parser.add_argument("--out", required=True, type=Path, help="where to write our state dict")
@@ -36,19 +39,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def convert(official: Path, out: Path, overrides: list[str], trust: bool = False) -> str:
-    """Build, load (strict), write; returns the one-line summary."""
+    """Build, load (strict), write; returns the one-line summary.
+
+    The model comes from the command line alone: the file gives tensors (read `weights_only` unless
+    `trust`), never a config, so nothing in it chooses code.
+    """
+    from demt_exp.checkpoint import TRUST_HINT, UntrustedCheckpointError, save_atomic
+    from demt_exp.config import compose_config
+    from demt_exp.models.init import load_state
+    from demt_exp.models.model import build_model
+    from demt_exp.models.weights import read_state_dict
+
+    try:
+        state = read_state_dict(official, trust)
+    except UntrustedCheckpointError as error:  # this command's switch is --trust
+        raise UserError(str(error).replace(TRUST_HINT, "--trust")) from None
+    except RuntimeError as error:  # the bytes are not a checkpoint: the message names the file
+        raise UserError(str(error)) from None
     model = build_model(compose_config(overrides))
-    report = load_weights(model, official, trust=trust)
-    state: dict[str, torch.Tensor] = model.state_dict()
+    report = load_state(model, state, str(official))
+    ours = model.state_dict()
     if report.scope == "backbone":
-        state = {k: v for k, v in state.items() if k.startswith("backbone.")}
-    save_atomic(state, out)
-    return f"{report.summary()}; wrote {len(state)} tensors to {out}"
+        ours = {k: v for k, v in ours.items() if k.startswith("backbone.")}
+    save_atomic(ours, out)
+    return f"{report.summary()}; wrote {len(ours)} tensors to {out}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: a user's mistake is one `error:` line on stderr and exit code 2, without a traceback."""
     args = parse_args(argv)
-    print(convert(args.official, args.out, args.overrides, args.trust))
+    try:
+        print(convert(args.official, args.out, args.overrides, args.trust))
+    except USER_ERRORS as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_CODE
     return 0
 
 

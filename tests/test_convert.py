@@ -222,3 +222,38 @@ def test_cli_converts_and_model_weights_loads_both_formats(
         loaded = build_model(cfg)
         assert apply_init(loaded, cfg) == str(path)
         assert_same_tensors(loaded.state_dict(), model.state_dict())
+
+
+def test_nothing_in_the_official_file_chooses_code(tiny_demt: tuple[list[str], MultiTaskModel], tmp_path: Path) -> None:
+    from test_trust_boundary import write_code_pickle
+
+    args, model = tiny_demt
+    marker = tmp_path / "marker"
+    aux = write_code_pickle(tmp_path / "aux.pt", marker)
+    # A weights_only-safe file whose hyper-parameters name code: the command line alone describes the model.
+    crafted = tmp_path / "official.ckpt"
+    hyper = {"backbone": {"_target_": "torch.load", "f": str(aux), "weights_only": False}, "root": "${oc.env:HOME}"}
+    torch.save({"state_dict": ours_to_official(model), "hyper_parameters": hyper}, crafted)
+    out = tmp_path / "ours.pt"
+    command = [sys.executable, "-m", "demt_exp.convert", "--official", str(crafted), "--out", str(out), *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_tensors(torch.load(out, weights_only=True), model.state_dict())
+    assert not marker.exists()
+    # A file that is itself a code-running pickle: refused in one line naming it and the switch, nothing runs.
+    command = [sys.executable, "-m", "demt_exp.convert", "--official", str(aux), "--out", str(tmp_path / "x.pt"), *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(aux) in errors[0] and "--trust" in errors[0], result.stderr
+    assert not marker.exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.convert", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--official" in done.stdout, done.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "demt_exp.errors" in imported  # the command's own modules were loaded (and timed)
+    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
+    assert heavy == set()

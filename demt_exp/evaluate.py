@@ -1,99 +1,141 @@
-"""Evaluation: pooled metrics over the whole validation set, summed across processes (SPEC 4).
+"""`python -m demt_exp.evaluate checkpoint=PATH [overrides]`: score a checkpoint on the val split.
 
-The loop is here (training uses it too); `python -m demt_exp.evaluate` runs `evaluate_app`.
+Builds model and data from the checkpoint's stored config (or the composed one for files
+without a config), evaluates the val split only, at batch 1 by default, on one process or
+sharded under torchrun (every image exactly once; pooled sums make the result the same).
+Writes to the Hydra run folder: `metrics.json` ({task: {metric: value}}, Delta_m under
+`multi_task` when references are given, and a `protocol` record), `metrics.jsonl`,
+`edge_preds/<id>.png` (SEISM's input, cropped to the original size) and `panels/<id>.png`
+for the first `eval.panels` images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from typing import Any, Callable
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-from demt_exp.distributed import all_reduce_sum_
-from demt_exp.metrics import MetricContext, MultiTaskMetrics
-from demt_exp.signals import ignore_interrupt
+from demt_exp.config import CONF_DIR
+from demt_exp.errors import ConfigError, UserError
+from demt_exp.inference import composable
+from demt_exp.run_folder import redirect_other_ranks, run_job
 
-BatchHook = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
+if TYPE_CHECKING:
+    import torch
 
+    from demt_exp.distributed import DistInfo
 
-class ShardSampler(Sampler[int]):
-    """Every `world_size`-th index from `rank`: each image is evaluated exactly once (SPEC 8 item 22)."""
+log = logging.getLogger("demt_exp")
 
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+CONFIG_NAME = "evaluate"
+BOUNDARY_PROTOCOLS = ("atrc", "invpt")
+SEISM_EDGE_DIR = "edge_preds"
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move every tensor of a batch (not the meta data) to `device`."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def split_labels(results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Numbers per task, and the text a metric reports beside them (e.g. its protocol) as "task/name"."""
+    numbers = {t: {k: float(v) for k, v in values.items() if not isinstance(v, str)} for t, values in results.items()}
+    labels = {f"{t}/{k}": v for t, values in results.items() for k, v in values.items() if isinstance(v, str)}
+    return numbers, labels
 
 
-def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int = 0) -> DataLoader:
-    """Ordered loader over this process's shard of the validation set."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), rank, world_size),
-        num_workers=num_workers,
-        drop_last=False,
-        worker_init_fn=ignore_interrupt,  # a first Ctrl-C lets the step and its checkpoint finish
-    )
+def evaluate_checkpoint(
+    cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, info: DistInfo
+) -> dict[str, Any]:
+    """Evaluate, write the per-image files and (rank 0) metrics.json; returns what metrics.json holds."""
+    # The engine is imported here, not at the top: `--help` answers before torch would load.
+    from hydra.utils import instantiate
+
+    from demt_exp.evaluator import eval_loader, evaluate
+    from demt_exp.inference import load_inference_model
+    from demt_exp.metrics import MetricContext
+    from demt_exp.metrics.boundary_settings import boundary_settings
+    from demt_exp.metrics.edge_boundary import val_dataset_options
+    from demt_exp.prediction_writer import PredictionWriter
+    from demt_exp.train import autocast_factory
+
+    protocol = str(cfg.eval.boundary_protocol)
+    if protocol not in BOUNDARY_PROTOCOLS:
+        raise ConfigError(f"eval.boundary_protocol={protocol!r}; expected one of {list(BOUNDARY_PROTOCOLS)}")
+    tasks = list(cfg.tasks.names)
+    num_classes = int(cfg.dataset.num_semseg_classes)
+    model = load_inference_model(cfg.checkpoint, cfg, payload).to(info.device)
+    dataset = str(cfg.dataset.name)
+    # The val split only: nothing here reads the training set.
+    val_set = instantiate(cfg.dataset.val, **val_dataset_options(dataset, tasks))
+    boundary, boundary_record = boundary_settings(protocol, dataset, tasks, cfg.eval.get("boundary_image_list"),
+                                                  cfg.eval.get("boundary_workers"), getattr(val_set, "ids", None))
+    loader = eval_loader(val_set, int(cfg.eval.batch_size), info.rank, info.world_size, int(cfg.eval.num_workers))
+    task_dirs = {"edge": SEISM_EDGE_DIR} if "edge" in tasks and cfg.eval.edge_pngs else {}
+    writer = PredictionWriter(out_dir, task_dirs, panels=int(cfg.eval.panels))
+    positions = iter(loader.sampler)
+
+    def write(batch: dict[str, Any], preds: dict[str, torch.Tensor]) -> None:
+        writer.write_batch(batch, preds, [next(positions) for _ in range(batch["image"].shape[0])])
+
+    context = MetricContext(num_classes, dataset, {"boundary": boundary})
+    autocast = autocast_factory(str(cfg.trainer.precision), info.device)
+    results = evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
+                       autocast=autocast)
+    return write_record(cfg, results, len(val_set), boundary_record, out_dir, info)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    tasks: Sequence[str],
-    num_semseg_classes: int,
-    device: torch.device,
-    loss_fn: Callable[..., Any] | None = None,
-    autocast: Callable[[], Any] = nullcontext,
-    on_batch: BatchHook | None = None,
-    context: MetricContext | None = None,
-) -> dict[str, dict[str, float]]:
-    """Metrics per task ({task: {name: value}}), plus the mean unweighted loss per task when `loss_fn` is given.
+def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: int, boundary_record: dict[str, str],
+                 out_dir: Path, info: DistInfo) -> dict[str, Any]:
+    """metrics.json (with Delta_m when references are given), metrics.jsonl and the console table."""
+    from demt_exp.metrics.delta_m import delta_m_record
+    from demt_exp.tracking import Tracker, flatten, format_table
 
-    `on_batch(batch, preds)` sees every batch with its float predictions (e.g. to write files).
-    """
-    was_training = model.training
-    model.eval()
-    metrics = MultiTaskMetrics(list(tasks), num_semseg_classes, context)
-    loss_sums = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=device)  # per task, then image count
-    for batch in loader:
-        batch = to_device(batch, device)
-        with autocast():
-            preds = model(batch["image"])
-        preds = {t: p.float() for t, p in preds.items()}
-        metrics.update(preds, batch)
-        if on_batch is not None:
-            on_batch(batch, preds)
-        if loss_fn is not None:
-            _, per_task = loss_fn(preds, batch)
-            images = batch["image"].shape[0]
-            loss_sums[:-1] += torch.stack([per_task[t].detach().double() for t in tasks]) * images
-            loss_sums[-1] += images
-    metrics.to(device).sync()  # a process that saw no image still holds CPU states
-    results = metrics.compute()
-    if loss_fn is not None:
-        all_reduce_sum_(loss_sums)
-        for i, task in enumerate(tasks):
-            results.setdefault(task, {})["loss"] = float(loss_sums[i] / loss_sums[-1].clamp_min(1))
-    model.train(was_training)
-    return results
+    results, labels = split_labels(results)
+    multi_task, delta_protocol = delta_m_record(cfg, results, info.is_main)
+    record: dict[str, Any] = dict(results)
+    if multi_task:
+        record["multi_task"] = multi_task
+    record["protocol"] = {
+        "split": "val", "images": str(images), "checkpoint": str(cfg.checkpoint), **boundary_record,
+        "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
+    }
+    if info.is_main and "edge" in cfg.tasks.names and "odsF" not in results.get("edge", {}):
+        log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")
+    tracker = Tracker(out_dir, info.is_main)
+    tracker.log(0, flatten("val", {**results, **({"multi_task": multi_task} if multi_task else {})}))
+    tracker.write_summary(record)
+    if info.is_main:
+        log.info("validation metrics of %s (%d images, %d processes):\n%s", cfg.checkpoint, images,
+                 info.world_size, format_table(results))
+    return record
 
 
-if __name__ == "__main__":  # `python -m demt_exp.evaluate checkpoint=...`: the Hydra app lives beside the loop
-    from demt_exp.evaluate_app import main
+def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Evaluate the checkpoint `cfg.checkpoint` as the command line `overrides` describes it."""
+    from demt_exp.cpu_allocator import configure_cpu_allocator
+    from demt_exp.distributed import broadcast_from_main, cleanup, init_distributed
+    from demt_exp.inference import inference_config
 
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise UserError("no checkpoint given: python -m demt_exp.evaluate checkpoint=PATH [overrides]")
+    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
+    info = init_distributed(str(cfg.trainer.device))
+    try:
+        out_dir = Path(broadcast_from_main(HydraConfig.get().runtime.output_dir))
+        config, payload = inference_config(str(cfg.checkpoint), overrides, CONFIG_NAME)
+        return evaluate_checkpoint(config, payload, out_dir, info)
+    finally:
+        cleanup()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> None:
+    """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
+    overrides = HydraConfig.get().overrides
+    run_job(lambda: run(cfg, composable([*overrides.hydra, *overrides.task])), HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    redirect_other_ranks(sys.argv)  # torchrun: every rank works in rank 0's run folder
     main()

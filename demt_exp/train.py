@@ -39,7 +39,7 @@ from demt_exp.distributed import (
     gather_objects,
     init_distributed,
 )
-from demt_exp.evaluate import eval_loader, evaluate, to_device
+from demt_exp.evaluator import eval_loader, evaluate, to_device
 from demt_exp.losses import weighted_sum
 from demt_exp.metrics.delta_m import delta_m_record
 from demt_exp.metrics.direction import lower_is_better

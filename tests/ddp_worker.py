@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 from demt_exp.config import compose_config
 from demt_exp.distributed import cleanup, init_distributed
-from demt_exp.evaluate import to_device
+from demt_exp.evaluator import to_device
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.train import (

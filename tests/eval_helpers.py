@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from demt_exp.checkpoint import save_atomic
 from demt_exp.config import compose_config
 from demt_exp.distributed import DistInfo
-from demt_exp.evaluate_app import evaluate_checkpoint
+from demt_exp.evaluate import evaluate_checkpoint
 from demt_exp.inference import inference_config
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler

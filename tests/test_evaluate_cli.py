@@ -167,9 +167,9 @@ def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoin
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs
 
 
-def test_the_evaluate_app_imports_none_of_the_heavy_libraries_before_it_runs() -> None:
+def test_the_evaluate_command_imports_none_of_the_heavy_libraries_before_it_runs() -> None:
     # The Hydra app answers --help before its function runs, so its module alone must stay light.
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import demt_exp.evaluate_app"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import demt_exp.evaluate"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}

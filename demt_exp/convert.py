@@ -11,17 +11,12 @@ backbone, so only the backbone (`backbone.*` keys) is written for them.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
 from hydra.errors import HydraException
 
-from demt_exp.errors import EXIT_CODE, UserError
-
-# What a user can fix from the message: a missing or refused file, a file of another model (its keys
-# and shapes are named), an override that does not compose.
-USER_ERRORS = (UserError, FileNotFoundError, pickle.UnpicklingError, ValueError, HydraException)
+from demt_exp.errors import UserError, one_line_errors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,8 +49,6 @@ def convert(official: Path, out: Path, overrides: list[str], trust: bool = False
         state = read_state_dict(official, trust)
     except UntrustedCheckpointError as error:  # this command's switch is --trust
         raise UserError(str(error).replace(TRUST_HINT, "--trust")) from None
-    except RuntimeError as error:  # the bytes are not a checkpoint: the message names the file
-        raise UserError(str(error)) from None
     model = build_model(compose_config(overrides))
     report = load_state(model, state, str(official))
     ours = model.state_dict()
@@ -66,13 +59,11 @@ def convert(official: Path, out: Path, overrides: list[str], trust: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command: a user's mistake is one `error:` line on stderr and exit code 2, without a traceback."""
+    """The command: a user's mistake (a file, an override, a model the file does not fit) is one `error:` line
+    on stderr and exit code 2, without a traceback."""
     args = parse_args(argv)
-    try:
+    with one_line_errors(extra=(ValueError, HydraException)):
         print(convert(args.official, args.out, args.overrides, args.trust))
-    except USER_ERRORS as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return EXIT_CODE
     return 0
 
 

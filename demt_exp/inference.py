@@ -15,11 +15,8 @@ a dataset option's name (it is composed as `dataset=<name>`), and its model node
 from __future__ import annotations
 
 import logging
-import pickle
 import re
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +25,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.config import compose_config
-from demt_exp.errors import EXIT_CODE, UserError
+from demt_exp.errors import UserError
 from demt_exp.stored_config import StoredConfigError, check_checkpoint_config
 
 if TYPE_CHECKING:
@@ -39,18 +36,6 @@ log = logging.getLogger("demt_exp")
 MODEL_NODES = ("tasks", "backbone", "encoder", "decoder", "model")
 # A stored dataset name becomes a group choice (`dataset=<name>`): a plain option name, never a path.
 OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
-# What a user can fix from the message alone: bad files, values and keys (unpickling: a refused pickle).
-USER_ERRORS = (UserError, FileNotFoundError, pickle.UnpicklingError)
-
-
-@contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Print a user's mistake as one `error:` line on stderr and exit 2, without a traceback."""
-    try:
-        yield
-    except USER_ERRORS as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(EXIT_CODE)
 
 
 def composable(overrides: Sequence[str]) -> list[str]:
@@ -80,8 +65,6 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any] | None:
         payload = load_checkpoint(path)
     except KeyError:
         return None
-    except (ValueError, RuntimeError) as error:  # not a torch file, or not a dict: named by the loader
-        raise UserError(str(error)) from None
     return payload if isinstance(payload.get("config"), Mapping) else None
 
 

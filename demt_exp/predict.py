@@ -26,8 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.errors import ConfigError, UserError
-from demt_exp.inference import composable, exit_on_user_error
+from demt_exp.errors import ConfigError, UserError, one_line_errors
+from demt_exp.inference import composable
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -126,7 +126,7 @@ def predict(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, data
     from torch.utils.data import DataLoader
 
     from demt_exp.distributed import pick_device
-    from demt_exp.evaluate import to_device
+    from demt_exp.evaluator import to_device
     from demt_exp.inference import load_inference_model
     from demt_exp.prediction_writer import PredictionWriter
 
@@ -176,7 +176,7 @@ def main(cfg: DictConfig) -> None:
     from demt_exp.cpu_allocator import configure_cpu_allocator
 
     overrides = HydraConfig.get().overrides
-    with exit_on_user_error():
+    with one_line_errors():
         configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
         checkpoint = "???" if OmegaConf.is_missing(cfg, "checkpoint") else str(cfg.checkpoint)
         config, payload, dataset = checked_inputs(checkpoint, tuple(composable([*overrides.hydra, *overrides.task])))
@@ -185,7 +185,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """`python -m demt_exp.predict`: the inputs are checked first, then Hydra runs the command in `<out>`."""
-    with exit_on_user_error():
+    with one_line_errors():
         check_before_output(sys.argv[1:])
     main()
 

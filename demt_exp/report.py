@@ -23,7 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.errors import HydraException
+
 from demt_exp.config import CONF_DIR, compose_config
+from demt_exp.errors import ConfigError, one_line_errors
 from demt_exp.models.init_setting import describe_init
 
 if TYPE_CHECKING:  # torch, timm and the models load inside the functions that build a model: `--help` stays instant
@@ -213,7 +216,7 @@ def presets_report(names: Sequence[str], macs: bool = True) -> dict[str, Any]:
     """The `presets` table as JSON-ready rows."""
     unknown = sorted(set(names) - set(preset_names()))
     if unknown:
-        raise ValueError(f"unknown presets {unknown}; conf/experiment has {preset_names()}")
+        raise ConfigError(f"unknown presets {unknown}; conf/experiment has {preset_names()}")
     return {"presets": [preset_row(name, macs) for name in names], "mac_unit": "multiply-accumulates (G)",
             "init_dir_note": "init: the model.init file; init_present is false when it is missing on this machine"}
 
@@ -308,4 +311,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with one_line_errors(extra=(HydraException,)):  # an unknown preset or override: one line, exit 2
+        main(sys.argv[1:])

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from demt_exp.errors import EXIT_CODE, UserError
+from demt_exp.errors import INTERRUPTED_EXIT, one_line_errors
 from demt_exp.launch_env import launch_rank
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def redirect_other_ranks(argv: list[str], rank: int | None = None) -> Path | None:
@@ -59,17 +57,15 @@ def remove_if_unused(folder: str | Path) -> bool:
 
 
 def run_job(job: Callable[[], object], out_dir: str | Path) -> object:
-    """Run a command's job in its Hydra folder: a user mistake prints one line and exits 2, a Ctrl-C that
-    reaches here (a second one, or one before training started) exits 130; either way a folder the job
-    left nothing in is removed."""
-    try:
+    """Run a command's job in its Hydra folder (`errors.one_line_errors`): a user mistake or a Ctrl-C that
+    reaches here (a second one, or one before training started) ends in one line, and a folder the job left
+    nothing in is removed."""
+
+    def tidy(code: int) -> str:
+        if remove_if_unused(out_dir) or code != INTERRUPTED_EXIT:
+            return ""
+        return f"; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
+
+    with one_line_errors(after=tidy):
         return job()
-    except UserError as error:
-        remove_if_unused(out_dir)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_CODE)
-    except KeyboardInterrupt:
-        removed = remove_if_unused(out_dir)
-        kept = "" if removed else f"; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
-        print(f"aborted by Ctrl-C{kept}", file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT)
+    return None  # not reached: one_line_errors exits

@@ -20,6 +20,7 @@ from torch import nn
 from demt_exp.checkpoint import CheckpointFolder, load_checkpoint
 from demt_exp.errors import MissingFileError, UserError
 from demt_exp.rng import set_rng_state
+from demt_exp.stored_config import check_checkpoint_config
 
 log = logging.getLogger("demt_exp")
 
@@ -141,6 +142,8 @@ def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: D
     learned task weights under "weighting", the fp16 GradScaler under "grad_scaler"); a checkpoint
     written without one keeps that object's fresh state."""
     payload = load_checkpoint(path, trust=trust)
+    # Only compared, never built; still refused like any stored config that names code this run does not
+    check_checkpoint_config(payload.get("config") or {}, path, composed=cfg)
     changes = check_compatible(payload, cfg, world_size, path)
     model.load_state_dict(payload["model"])
     for key, module in (modules or {}).items():

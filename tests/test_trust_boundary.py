@@ -126,7 +126,20 @@ def test_evaluate_refuses_a_crafted_stored_config_and_runs_nothing(genuine: Path
                  "trainer.device=cpu")
     assert_refused(result, key, value, str(release))
     assert not marker.exists()
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run").exists()  # refused before any output: no run folder is left behind
+
+
+@pytest.mark.parametrize("case", ["torch_load", "exec"])
+def test_training_refuses_to_resume_a_crafted_checkpoint_and_runs_nothing(genuine: Path, tmp_path: Path,
+                                                                           case: str) -> None:
+    """A resume only compares the stored config with this run's; it is still refused before any use."""
+    change, key, value = CRAFTED[case]
+    release, marker = craft(genuine, tmp_path, change)
+    result = run("demt_exp", *TINY_SYNTHETIC, "trainer.steps=2", f"trainer.resume={release}",
+                 f"hydra.run.dir={tmp_path / 'run'}", "logger.progress_bar=false")
+    assert_refused(result, key, value, str(release))
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("case", ["torch_load", "interpolation"])

@@ -50,6 +50,20 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, n
     )
 
 
+def image_losses(loss_fn: Any, preds: dict[str, torch.Tensor], batch: dict[str, Any],
+                 tasks: Sequence[str]) -> torch.Tensor:
+    """Each task's loss summed over the batch's images, each image's loss on its own, then the image count.
+
+    A batch's mean loss weights images by their valid pixels (ignored labels differ per image), so it
+    would depend on which images share a batch: on the eval batch size and the number of processes."""
+    sums = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=batch["image"].device)
+    for j in range(batch["image"].shape[0]):
+        one = loss_fn.task_losses({t: preds[t][j:j + 1] for t in tasks}, {t: batch[t][j:j + 1] for t in tasks})
+        sums[:-1] += torch.stack([one[t].detach().double() for t in tasks])
+    sums[-1] = batch["image"].shape[0]
+    return sums
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -79,10 +93,7 @@ def evaluate(
         if on_batch is not None:
             on_batch(batch, preds)
         if loss_fn is not None:
-            _, per_task = loss_fn(preds, batch)
-            images = batch["image"].shape[0]
-            loss_sums[:-1] += torch.stack([per_task[t].detach().double() for t in tasks]) * images
-            loss_sums[-1] += images
+            loss_sums += image_losses(loss_fn, preds, batch, tasks)
     metrics.to(device).sync()  # a process that saw no image still holds CPU states
     results = metrics.compute()
     if loss_fn is not None:

@@ -2,31 +2,37 @@
 `saliency`), the SEISM boundary evaluation (`boundary` with its protocol, pooling, thinning, NMS
 and matching parts), the per-task list (`registry`) and the multi-task delta (`delta_m`)."""
 
-from demt_exp.metrics.boundary import (
-    BoundaryMetric,
-    gt_boundary_map,
-    image_counts,
-    png_values,
-)
-from demt_exp.metrics.boundary_parallel import BoundaryCounter, evaluate_boundaries
-from demt_exp.metrics.boundary_protocol import (
-    BoundaryProtocol,
-    atrc_protocol,
-    boundary_protocol,
-    invpt_protocol,
-)
-from demt_exp.metrics.dense import (
-    DepthRMSE,
-    EdgePixelMaxF,
-    MaxF,
-    MeanIoU,
-    Metric,
-    NormalsMeanAngle,
-)
-from demt_exp.metrics.depth import DepthRelativeErrors
-from demt_exp.metrics.normals import NormalsAngleDistribution
-from demt_exp.metrics.registry import TASK_METRICS, MetricContext, MultiTaskMetrics
-from demt_exp.metrics.saliency import SaliencyMeanIoU
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each name loads its module on first use (PEP 562), so a light user of one module (e.g. `delta_m` for its
+# metric sets) does not import torch and every metric family with the package.
+_HOME = {
+    "BoundaryCounter": "demt_exp.metrics.boundary_parallel",
+    "BoundaryMetric": "demt_exp.metrics.boundary",
+    "BoundaryProtocol": "demt_exp.metrics.boundary_protocol",
+    "DepthRMSE": "demt_exp.metrics.dense",
+    "DepthRelativeErrors": "demt_exp.metrics.depth",
+    "EdgePixelMaxF": "demt_exp.metrics.dense",
+    "MaxF": "demt_exp.metrics.dense",
+    "MeanIoU": "demt_exp.metrics.dense",
+    "Metric": "demt_exp.metrics.dense",
+    "MetricContext": "demt_exp.metrics.registry",
+    "MultiTaskMetrics": "demt_exp.metrics.registry",
+    "NormalsAngleDistribution": "demt_exp.metrics.normals",
+    "NormalsMeanAngle": "demt_exp.metrics.dense",
+    "SaliencyMeanIoU": "demt_exp.metrics.saliency",
+    "TASK_METRICS": "demt_exp.metrics.registry",
+    "atrc_protocol": "demt_exp.metrics.boundary_protocol",
+    "boundary_protocol": "demt_exp.metrics.boundary_protocol",
+    "evaluate_boundaries": "demt_exp.metrics.boundary_parallel",
+    "gt_boundary_map": "demt_exp.metrics.boundary",
+    "image_counts": "demt_exp.metrics.boundary",
+    "invpt_protocol": "demt_exp.metrics.boundary_protocol",
+    "png_values": "demt_exp.metrics.boundary",
+}
 
 __all__ = [
     "BoundaryCounter", "BoundaryMetric", "BoundaryProtocol", "DepthRMSE", "DepthRelativeErrors", "EdgePixelMaxF",
@@ -34,3 +40,9 @@ __all__ = [
     "SaliencyMeanIoU", "TASK_METRICS", "atrc_protocol", "boundary_protocol", "evaluate_boundaries",
     "gt_boundary_map", "image_counts", "invpt_protocol", "png_values",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'demt_exp.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)

@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from demt_exp.errors import ConfigError
-from demt_exp.metrics.registry import metric_directions
 
 log = logging.getLogger("demt_exp")
 
@@ -174,6 +173,8 @@ def format_delta_m(result: DeltaM) -> str:
 
 def delta_m_record(cfg: Any, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
     """Delta_m against the configured references ({} when none are given) and what it was computed over."""
+    from demt_exp.metrics.registry import metric_directions  # torch: only where results are scored
+
     settings = cfg.eval.delta_m  # references: run folders or files; metrics: null = the dataset's standard set
     if not settings.references:
         return {}, {}

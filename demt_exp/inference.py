@@ -54,7 +54,13 @@ def named_keys(overrides: Sequence[str]) -> list[str]:
     return [o.key_or_group for o in parsed if not o.key_or_group.startswith("hydra")]
 
 
-def read_training_checkpoint(path: str | Path) -> dict[str, Any] | None:
+def trust_requested(overrides: Sequence[str]) -> bool:
+    """`trust_checkpoints=true` on the command line: the checkpoint is read before the config is composed."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return any(o.key_or_group == "trust_checkpoints" and o.value() is True for o in parsed)
+
+
+def read_training_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any] | None:
     """Our training checkpoint's payload, or None for a weights-only / official file.
 
     Tensors and plain values only (`weights_only`); a file that cannot be read is the user's to fix.
@@ -62,7 +68,7 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any] | None:
     from demt_exp.checkpoint import load_checkpoint
 
     try:
-        payload = load_checkpoint(path)
+        payload = load_checkpoint(path, trust=trust)
     except KeyError:
         return None
     return payload if isinstance(payload.get("config"), Mapping) else None
@@ -159,7 +165,7 @@ def inference_config(checkpoint: str | Path, overrides: Sequence[str],
     `overrides` is the command line (Hydra's own keys are left out, except `hydra.searchpath`).
     """
     overrides = composable(overrides)
-    payload = read_training_checkpoint(checkpoint)
+    payload = read_training_checkpoint(checkpoint, trust_requested(overrides))
     if payload is None:
         return compose_config(overrides, config_name), None
     stored = payload["config"]
@@ -178,6 +184,7 @@ def load_inference_model(checkpoint: str | Path, cfg: DictConfig, payload: Mappi
     if payload is not None:
         model.load_state_dict(payload["model"])
     else:
-        load_weights(model, str(checkpoint))  # a converted state dict or an official DeMT/DeGMix checkpoint
+        # a converted state dict or an official DeMT/DeGMix checkpoint (Lightning's may need trust_checkpoints=true)
+        load_weights(model, str(checkpoint), trust=bool(cfg.get("trust_checkpoints", False)))
     log.info("loaded %s (%s)", checkpoint, "training checkpoint" if payload is not None else "weights file")
     return model.eval()

@@ -3,6 +3,7 @@ split only; one process and two torchrun (gloo) processes give the same results.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -184,6 +185,7 @@ def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) ->
              "none": []}
     named = {"missing": f"checkpoint {tmp_path / 'missing.pt'} does not exist",
              "unreadable": f"checkpoint {tmp_path / 'notes.pt'} cannot be read", "none": "checkpoint=PATH"}
+    expected = "expected a file written by torch.save: a training checkpoint or a weights file"
     for case, args in cases.items():
         done = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}"],
                               cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -191,3 +193,25 @@ def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) ->
         assert done.returncode == 2 and "Traceback" not in done.stderr, (case, done.stderr[-3000:])
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and named[case] in errors[0], (case, done.stderr[-3000:])
+        assert case == "none" or errors[0].endswith(expected), errors[0]
+        assert not (tmp_path / case).exists()  # the run folder Hydra made for the failed job is gone
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_needs_a_full_unpickle_loads_only_with_trust(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    """Like a Lightning file with pickled hyper-parameters: refused by name, read with trust_checkpoints=true."""
+    payload = torch.load(synthetic_checkpoint, weights_only=True)
+    payload["hyper_parameters"] = argparse.Namespace(lr=0.001)  # not a tensor or plain value
+    pickled = tmp_path / "pickled.pt"
+    torch.save(payload, pickled)
+
+    def evaluate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "demt_exp.evaluate", f"checkpoint={pickled}", "eval.num_workers=0",
+                               "eval.panels=0", *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300)
+
+    refused = evaluate(f"hydra.run.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 2 and "trust_checkpoints=true" in refused.stderr.splitlines()[-1]
+    trusted = evaluate("trust_checkpoints=true", f"hydra.run.dir={tmp_path / 'trusted'}")
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    assert set(json.loads((tmp_path / "trusted" / "metrics.json").read_text())) >= {"semseg", "depth"}

@@ -294,13 +294,3 @@ def test_the_command_line_exits_2_without_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         f"compare: error: {tmp_path / 'nope'} does not exist (expected a run folder or a multirun folder)"]
-
-
-def test_help_imports_neither_torch_nor_matplotlib() -> None:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.compare", "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--metrics TASK/METRIC" in done.stdout and "--format" in done.stdout
-    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "demt_exp.compare_table" in imported  # the command's own modules were loaded (and timed)
-    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
-    assert heavy == set()

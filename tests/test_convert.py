@@ -247,13 +247,3 @@ def test_nothing_in_the_official_file_chooses_code(tiny_demt: tuple[list[str], M
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and str(aux) in errors[0] and "--trust" in errors[0], result.stderr
     assert not marker.exists() and not (tmp_path / "x.pt").exists()
-
-
-def test_help_imports_none_of_the_heavy_libraries() -> None:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.convert", "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--official" in done.stdout, done.stderr[-3000:]
-    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "demt_exp.errors" in imported  # the command's own modules were loaded (and timed)
-    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
-    assert heavy == set()

@@ -168,17 +168,6 @@ def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoin
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs
 
 
-def test_the_evaluate_command_imports_none_of_the_heavy_libraries_before_it_runs() -> None:
-    # The Hydra app answers --help before its function runs, so its module alone must stay light.
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import demt_exp.evaluate"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "demt_exp.stored_config" in imported
-    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
-    assert heavy == set()
-
-
 def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     cases = {"missing": [f"checkpoint={tmp_path / 'missing.pt'}"], "unreadable": [f"checkpoint={tmp_path / 'notes.pt'}"],

@@ -151,13 +151,3 @@ def test_inputs_are_checked_before_the_output_folder_exists(checkpoint: Path, im
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and str(named) in errors[0], (case, result.stderr[-3000:])
         assert not out.exists(), case
-
-
-def test_help_imports_none_of_the_heavy_libraries() -> None:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.predict", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "checkpoint" in done.stdout, done.stderr[-3000:]
-    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "demt_exp.stored_config" in imported  # the command's own modules were loaded (and timed)
-    heavy = {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}}
-    assert heavy == set()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,16 +60,6 @@ def test_the_table_marks_each_init_file_present_or_missing(tmp_path: Path, capsy
     assert f"  [1] present  {swin_t.name}" in lines and f"  [2] MISSING  {hrnet.name}" in lines
     assert any(line.startswith(f"init files (model.init) in {tmp_path}; MISSING: not on this machine")
                for line in lines)
-
-
-def test_the_command_starts_without_torch() -> None:
-    """`--help` and the preset listing load torch, timm and the models only where a model is built."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "demt_exp.report", "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "presets" in done.stdout
-    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "demt_exp.config" in imported  # the command's own imports were loaded (and timed)
-    assert {name for name in imported if name.split(".")[0] in {"torch", "timm", "scipy", "matplotlib"}} == set()
 
 
 def test_presets_macs_equal_the_model_report_at_the_preset_input(capsys) -> None:

@@ -1,4 +1,6 @@
 PYTHON ?= python3
+# The CPU routes the figures under bench/ were measured with (opt-in: trainer.cpu_allocator, trainer.cpu_linear)
+CPU_ROUTES = trainer.cpu_allocator=reuse trainer.cpu_linear=onednn
 
 .PHONY: install train test bench report clean
 
@@ -15,9 +17,9 @@ bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix 
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16
 	$(PYTHON) -m demt_exp.bench linear
 	$(PYTHON) -m demt_exp.bench step
-	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc official --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
-	$(PYTHON) -m demt_exp.bench model encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 3 --baseline plain official --memory-repeats 3 --json bench/degmix_swin_t_b2_448x576.json
-	$(PYTHON) -m demt_exp.bench model tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
+	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc official --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 3 --baseline plain official --memory-repeats 3 --json bench/degmix_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
 	$(PYTHON) -m demt_exp.bench scaling --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"

@@ -47,6 +47,7 @@ from demt_exp.config import compose_config
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.cpu_allocator import configure_cpu_allocator
 from demt_exp.models.formulation import set_fast
+from demt_exp.models.linear import use_onednn_linears
 from demt_exp.precision import PRECISIONS
 
 COMPONENTS = ("backbone", "encoder", "decoder", "heads")
@@ -158,6 +159,8 @@ class Setting:
         self.net = self.compiled
         self.allocator = str(cfg.trainer.cpu_allocator)
         configure_cpu_allocator(self.allocator)
+        if str(cfg.trainer.get("cpu_linear", "blas")) == "onednn" and self.device.type == "cpu" and not self.official:
+            use_onednn_linears(self.model)  # as the engine does for trainer.cpu_linear=onednn
 
     def use(self, variant: str) -> None:
         """Switch the model's formulation and the process's allocator policy to those of `variant`."""

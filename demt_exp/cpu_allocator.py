@@ -3,12 +3,15 @@
 glibc serves every block over its mmap threshold (at most 32 MiB; one (2, 256, 112, 144) fp32
 map is 33 MiB) with a fresh mapping and unmaps it when freed, so each training step on the CPU
 faults its large activations and gradients in again, page by page, zero-filled by the kernel.
-`reuse` (default) turns mapping and trimming off: freed blocks stay in the heap and the next
-step reuses them (1.6-1.7x faster DeMT Swin-T steps at batch 2, 448x576). The memory is not
+`reuse` (opt-in, for training on a CPU) turns mapping and trimming off: freed blocks stay in the
+heap and the next step reuses them (1.6-1.7x faster DeMT Swin-T steps at batch 2, 448x576, on a
+2-core AVX-512 machine). The memory is not
 handed back between steps, and PyTorch's 64-byte-aligned blocks fragment the heap: the CPU
-peak was 15-23% above glibc's policy there, level after a few steps. `system` restores glibc's
-steady state (32 MiB mmap threshold, 64 MiB trim threshold), what a process without this
-setting runs with.
+peak was 15-23% above glibc's policy there, level after a few steps. `system` (default) leaves a
+run's process as it is; `configure_cpu_allocator("system")` restores glibc's steady state (32 MiB
+mmap threshold, 64 MiB trim threshold) in a process that reused before (the benchmark's variants).
+The policy is process-wide and inherited by loader workers, so the engine applies `reuse` only
+to runs on the CPU (`apply_cpu_allocator`); GPU runs never touch it.
 On a C library without mallopt (macOS, musl) both modes leave the allocator as it is.
 """
 
@@ -52,6 +55,13 @@ def glibc_mallopt() -> Callable[[int, int], int] | None:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return mallopt
+
+
+def apply_cpu_allocator(mode: str, device_type: str) -> bool:
+    """The engine's use of `trainer.cpu_allocator`: `reuse` on a CPU run; True when it took effect."""
+    if mode not in SETTINGS:
+        raise ValueError(f"trainer.cpu_allocator={mode!r}; expected one of {MODES}")
+    return mode == "reuse" and device_type == "cpu" and configure_cpu_allocator(mode)
 
 
 def configure_cpu_allocator(mode: str) -> bool:

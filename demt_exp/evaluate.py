@@ -113,13 +113,11 @@ def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: in
 
 def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """Evaluate the checkpoint `cfg.checkpoint` as the command line `overrides` describes it."""
-    from demt_exp.cpu_allocator import configure_cpu_allocator
     from demt_exp.distributed import broadcast_from_main, cleanup, init_distributed
     from demt_exp.inference import inference_config
 
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: python -m demt_exp.evaluate checkpoint=PATH [overrides]")
-    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
     info = init_distributed(str(cfg.trainer.device))
     try:
         out_dir = Path(broadcast_from_main(HydraConfig.get().runtime.output_dir))

@@ -173,11 +173,8 @@ def check_before_output(argv: Sequence[str]) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
     """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
-    from demt_exp.cpu_allocator import configure_cpu_allocator
-
     overrides = HydraConfig.get().overrides
     with one_line_errors():
-        configure_cpu_allocator(str(cfg.trainer.cpu_allocator))
         checkpoint = "???" if OmegaConf.is_missing(cfg, "checkpoint") else str(cfg.checkpoint)
         config, payload, dataset = checked_inputs(checkpoint, tuple(composable([*overrides.hydra, *overrides.task])))
         predict(config, payload, Path(str(cfg.out)), dataset)

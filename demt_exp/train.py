@@ -30,7 +30,7 @@ from tqdm import tqdm
 from demt_exp.baseline import ConstantPredictor
 from demt_exp.checkpoint import CheckpointFolder, remove_stale_temporaries
 from demt_exp.compile import maybe_compile  # trainer.compile
-from demt_exp.cpu_allocator import configure_cpu_allocator
+from demt_exp.cpu_allocator import apply_cpu_allocator
 from demt_exp.distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -44,14 +44,25 @@ from demt_exp.losses import weighted_sum
 from demt_exp.metrics.delta_m import delta_m_record
 from demt_exp.metrics.direction import lower_is_better
 from demt_exp.models.init import apply_init
-from demt_exp.models.init_setting import RANDOM, RANDOM_WARNING, describe_init, init_record
+from demt_exp.models.init_setting import (
+    RANDOM,
+    RANDOM_WARNING,
+    describe_init,
+    init_record,
+)
+from demt_exp.models.linear import use_onednn_linears
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
 from demt_exp.precision import autocast_factory, grad_scaler, no_scaling, optimizer_step
 from demt_exp.resume import build_payload, resolve_resume, restore
 from demt_exp.rng import rng_state, seed_everything
 from demt_exp.sampling import EpochSampler, SeededSamples, batches_forever
-from demt_exp.signals import SignalWatch, StopRequested, ignore_interrupt, requeue_or_exit
+from demt_exp.signals import (
+    SignalWatch,
+    StopRequested,
+    ignore_interrupt,
+    requeue_or_exit,
+)
 from demt_exp.tracking import build_tracker, finish_open, flatten, format_table
 from demt_exp.tracking.panels import validation_panels
 from demt_exp.validate import validate_config
@@ -234,8 +245,10 @@ def weights_checksum(model: nn.Module) -> tuple[float, float]:
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns the final validation metrics."""
     validate_config(cfg)
-    configure_cpu_allocator(str(cfg.trainer.cpu_allocator))  # before the first large tensor
     info = init_distributed(str(cfg.trainer.device), float(cfg.trainer.dist_timeout_s))
+    reuses = apply_cpu_allocator(str(cfg.trainer.cpu_allocator), info.device.type)  # before the first large tensor
+    if reuses and info.is_main:
+        log.info("trainer.cpu_allocator=reuse: freed CPU memory stays in the heap (demt_exp/cpu_allocator.py)")
     if info.is_main and describe_init(cfg) == RANDOM:
         log.warning(RANDOM_WARNING)  # before anything is built, so nobody mistakes the run for the paper recipe
     watch = SignalWatch()
@@ -265,6 +278,11 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     train_set = instantiate(cfg.dataset.train)
     val_set = instantiate(cfg.dataset.val)
     model = build_model(cfg).to(info.device)
+    if str(trainer.get("cpu_linear", "blas")) == "onednn" and info.device.type == "cpu":
+        swapped = use_onednn_linears(model)  # opt-in: faster on AVX-512 CPUs, slower without (models/linear.py)
+        if info.is_main:
+            log.info("trainer.cpu_linear=onednn: fp32 linear layers as oneDNN 1x1 convolutions (%d nn.Linear)",
+                     swapped)
     init = apply_init(model, cfg, warn=False)  # load model.init, or record init: random (warned in run())
     if info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -19,6 +19,7 @@ from demt_exp.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCALER_ENABLED = ("auto", True, False)  # trainer.grad_scaler.enabled
+CPU_LINEAR_ROUTES = ("blas", "onednn")  # trainer.cpu_linear
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -89,6 +90,8 @@ def check_trainer(cfg: DictConfig) -> None:
     _one_of(cfg, "trainer.precision", PRECISIONS)
     _one_of(cfg, "trainer.nonfinite", NONFINITE_POLICIES)
     _one_of(cfg, "trainer.cpu_allocator", CPU_ALLOCATOR_MODES)
+    if OmegaConf.select(cfg, "trainer.cpu_linear") is not None:
+        _one_of(cfg, "trainer.cpu_linear", CPU_LINEAR_ROUTES)
     check_grad_scaler(cfg)
     resume = cfg.trainer.resume
     if not (isinstance(resume, bool) or resume == "auto" or (isinstance(resume, str) and Path(resume).is_file())):

@@ -81,7 +81,7 @@ def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -
     out_json = tmp_path / "bench.json"
     main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
           "--repeats", "1", "--warmup", "0", "--baseline", "system-malloc", "--memory-repeats", "2",
-          "--json", str(out_json)])
+          "--cpu-allocator", "reuse", "--json", str(out_json)])
     report = json.loads(out_json.read_text())
     assert list(report["results"]) == ["fast", "system-malloc"] and report["cpu_allocator"] == "reuse"
     assert list(report["times_s"]) == ["fast"] and "eval_median_s" not in report["results"]["system-malloc"]

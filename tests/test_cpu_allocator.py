@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from demt_exp.config import compose_config
-from demt_exp.cpu_allocator import configure_cpu_allocator, glibc_mallopt
+from demt_exp.cpu_allocator import apply_cpu_allocator, configure_cpu_allocator, glibc_mallopt
 from demt_exp.validate import ConfigError, validate_config
 
 # Four 40 MiB tensors (over glibc's largest mmap threshold, 32 MiB) live at once and are freed
@@ -58,5 +58,11 @@ def test_an_unknown_mode_is_refused_with_the_key_named() -> None:
         validate_config(cfg)
 
 
-def test_the_default_config_reuses_the_heap() -> None:
-    assert compose_config([]).trainer.cpu_allocator == "reuse"
+def test_the_engine_reuses_the_heap_only_when_asked_and_only_on_a_cpu() -> None:
+    assert compose_config([]).trainer.cpu_allocator == "system"  # the default leaves the process as it is
+    assert not apply_cpu_allocator("system", "cpu")
+    assert not apply_cpu_allocator("reuse", "cuda")  # a GPU run never changes its process's heap
+    assert apply_cpu_allocator("reuse", "cpu") == (glibc_mallopt() is not None)
+    configure_cpu_allocator("system")  # back to glibc's steady state for the tests after this one
+    with pytest.raises(ValueError, match="trainer.cpu_allocator='pooled'"):
+        apply_cpu_allocator("pooled", "cpu")

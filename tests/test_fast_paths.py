@@ -11,6 +11,7 @@ from demt_exp.models.decoder import TaskAwareDecoder
 from demt_exp.models.degmix import GatedTaskDecoder
 from demt_exp.models.encoder import DeformableMixerEncoder
 from demt_exp.models.formulation import set_fast
+from demt_exp.models.linear import use_onednn_linears
 from demt_exp.models.model import build_model
 
 TOLERANCE = 1e-10
@@ -145,9 +146,13 @@ def test_fast_decoder_in_fp32_takes_the_onednn_route_with_the_float64_plain_outp
     decoder.float()
     fp32_maps = {t: m.float() for t, m in maps.items()}
     set_fast(decoder, True)
-    out = decoder({t: m.clone().requires_grad_(True) for t, m in fp32_maps.items()})
-    assert "ConvolutionBackward0" in graph_ops(*out.values())
-    fast_out, fast_grads = outputs_and_grads(decoder, fp32_maps, fast=True)
+    use_onednn_linears(enabled=True)  # trainer.cpu_linear=onednn
+    try:
+        out = decoder({t: m.clone().requires_grad_(True) for t, m in fp32_maps.items()})
+        assert "ConvolutionBackward0" in graph_ops(*out.values())
+        fast_out, fast_grads = outputs_and_grads(decoder, fp32_maps, fast=True)
+    finally:
+        use_onednn_linears(enabled=False)
     for name, value, want in [(f"output {i}", f, p) for i, (f, p) in enumerate(zip(fast_out, plain_out))] + [
             (k, fast_grads[k], v) for k, v in plain_grads.items()]:
         assert_close_to_float64(value, want, name)

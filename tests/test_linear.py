@@ -1,6 +1,12 @@
-"""fp32 CPU linear layers through oneDNN's 1x1 convolution (`demt_exp/models/linear.py`)."""
+"""fp32 CPU linear layers through oneDNN's 1x1 convolution (`demt_exp/models/linear.py`): an opt-in route
+(`trainer.cpu_linear=onednn`), switched on for each test here and off again after it."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +17,26 @@ from torch import nn
 from demt_exp.config import compose_config
 from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import (
+    ROUTE,
     CpuLinear,
     grouped_linear,
     linear,
     takes_convolution_route,
     use_cpu_linears,
+    use_onednn_linears,
 )
 from demt_exp.models.model import build_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def onednn_route():
+    """The route on for the test, as `trainer.cpu_linear=onednn` switches it; off again after."""
+    before = ROUTE["onednn"]
+    use_onednn_linears(enabled=True)
+    yield
+    ROUTE["onednn"] = before
 
 
 def grads_of(fn, *tensors: torch.Tensor, upstream: torch.Tensor) -> list[torch.Tensor]:
@@ -95,9 +114,26 @@ def test_grouped_linear_multiplies_each_group_by_its_own_block_on_both_routes() 
                             "column-major input")
 
 
+def test_the_built_model_is_the_model_defined_and_the_route_is_off_by_default() -> None:
+    """No class rewriting in build_model, and a fresh process multiplies with F.linear (the GPU path)."""
+    script = ("import torch; from demt_exp.config import compose_config; from demt_exp.models.model import build_model; "
+              "from demt_exp.models.linear import CpuLinear, takes_convolution_route; "
+              "m = build_model(compose_config(['encoder.dim=16'])); "
+              "print(sum(type(x) is CpuLinear for x in m.modules()), sum(type(x) is torch.nn.Linear for x in m.modules()), "
+              "takes_convolution_route(torch.ones(4, 4)))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    cpu_linears, linears, route = done.stdout.split()
+    assert cpu_linears == "0" and int(linears) > 40 and route == "False"
+    defaults = compose_config([]).trainer
+    assert (defaults.cpu_linear, defaults.cpu_allocator) == ("blas", "system")
+
+
 def test_every_plain_linear_of_a_built_model_is_swapped_and_its_state_dict_is_unchanged() -> None:
     cfg = compose_config(["encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5"])
     model = build_model(cfg)
+    assert use_onednn_linears(model) > 40
     assert not any(type(m) is nn.Linear for m in model.modules())
     swapped = [m for m in model.modules() if type(m) is CpuLinear]
     assert len(swapped) > 40  # Swin-T alone has 4 per block, 12 blocks

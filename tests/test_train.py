@@ -206,3 +206,18 @@ def test_a_text_file_as_model_init_says_what_was_expected(tmp_path: Path) -> Non
     assert last.startswith(f"error: weights file {notes} cannot be read (")
     assert last.endswith("expected a file written by torch.save: a training checkpoint or a weights file")
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_cpu_routes_are_applied_by_the_engine_only_when_asked(tmp_path: Path) -> None:
+    common = [*TINY, "trainer.steps=1", "trainer.eval_interval=1", "trainer.checkpoint.keep_last=0"]
+    plain = run_cli(*common, f"hydra.run.dir={tmp_path / 'plain'}")
+    assert "trainer.cpu_linear=onednn" not in plain.stdout and "trainer.cpu_allocator=reuse" not in plain.stdout
+    routed = run_cli(*common, "trainer.cpu_linear=onednn", "trainer.cpu_allocator=reuse",
+                     f"hydra.run.dir={tmp_path / 'routed'}")
+    assert "trainer.cpu_linear=onednn: fp32 linear layers as oneDNN 1x1 convolutions (" in routed.stdout
+    assert "trainer.cpu_allocator=reuse: freed CPU memory stays in the heap" in routed.stdout
+    first = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "routed" / "metrics.json").read_text())
+    for task, values in first.items():  # the same function, computed another way: equal to fp32 accuracy
+        assert second[task] == pytest.approx(values, rel=1e-3, abs=1e-3), task

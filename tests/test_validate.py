@@ -20,6 +20,7 @@ BAD_VALUES = [
     ("trainer.log_interval=0", "trainer.log_interval=0"),
     ("trainer.checkpoint.interval=0", "trainer.checkpoint.interval=0; expected an integer >= 1 or null"),
     ("trainer.checkpoint.keep_last=-1", "trainer.checkpoint.keep_last=-1; expected an integer >= 0"),
+    ("trainer.cpu_linear=mkl", "trainer.cpu_linear='mkl'; expected one of blas, onednn"),
     ("trainer.checkpoint.save_optimizer=sometimes",
      "trainer.checkpoint.save_optimizer='sometimes'; expected one of auto, true, false"),
     ("optimizer.lr=0", "optimizer.lr=0; expected a number > 0"),

@@ -8,6 +8,11 @@ gradients. On a 2-core AMD EPYC with AVX-512 the forward runs 2.1-3.5x faster an
 backward 1.5-2.0x at the layer shapes of Swin-T and the decoder (`python -m demt_exp.bench linear`).
 Only fp32 CPU tensors outside autocast take this route; everything else (CUDA, float64,
 autocast) calls `F.linear`.
+
+The route is off unless switched on (`use_onednn_linears`, which the training engine calls for
+`trainer.cpu_linear=onednn` on a CPU): the model built is the model defined, and on a CPU without
+AVX-512 the route is slower for training (0.75-1.06x of `F.linear` forward+backward, measured on
+an AVX2-only machine). Check yours with `python -m demt_exp.bench linear` before turning it on.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 ONEDNN_BUILT = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the call
+ROUTE = {"onednn": False}  # switched by `use_onednn_linears` (the process runs one training configuration)
 
 
 def takes_convolution_route(x: torch.Tensor) -> bool:
-    """True for fp32 CPU inputs outside autocast, where oneDNN serves convolutions."""
+    """True, once the route is switched on, for fp32 CPU inputs outside autocast (oneDNN serves convolutions)."""
     return (
-        ONEDNN_BUILT
+        ROUTE["onednn"]
+        and ONEDNN_BUILT
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() >= 2
@@ -71,6 +78,13 @@ class CpuLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias) if self.fast else F.linear(x, self.weight, self.bias)
+
+
+def use_onednn_linears(model: nn.Module | None = None, enabled: bool = True) -> int:
+    """Switch the oneDNN route of this module's functions on (or off), and with a model make its plain
+    nn.Linear layers CpuLinear (`use_cpu_linears`); returns how many layers were swapped."""
+    ROUTE["onednn"] = enabled
+    return use_cpu_linears(model) if model is not None and enabled else 0
 
 
 def use_cpu_linears(model: nn.Module) -> int:

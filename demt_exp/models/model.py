@@ -12,7 +12,6 @@ from torch import nn
 
 from demt_exp.data.tasks import output_channels
 from demt_exp.models.heads import TaskHeads
-from demt_exp.models.linear import use_cpu_linears
 
 
 class MultiTaskModel(nn.Module):
@@ -81,5 +80,4 @@ def build_model(cfg: Any) -> MultiTaskModel:
         freeze_backbone=bool(model_cfg.get("freeze_backbone", False)),
         activation_checkpointing=bool(OmegaConf.select(cfg, "trainer.activation_checkpointing", default=False)),
     )
-    use_cpu_linears(model)  # fp32 CPU linear layers through oneDNN (models/linear.py)
     return model

@@ -42,8 +42,9 @@ class ConstantPredictor(nn.Module):
             self.register_buffer(f"const_{task}", value.view(-1, 1, 1))
 
     @classmethod
-    def fit(cls, dataset: Dataset, tasks: Sequence[str], num_semseg_classes: int, max_samples: int = 64,
-            seed: int = 0) -> "ConstantPredictor":
+    def fit(
+        cls, dataset: Dataset, tasks: Sequence[str], num_semseg_classes: int, max_samples: int = 64, seed: int = 0
+    ) -> ConstantPredictor:
         """Estimate each task's constant from the first `max_samples` training samples, each drawn with its
         augmentation seeded from (seed, index): the same constants in every process and under any world size."""
         channels = output_channels(tasks, num_semseg_classes)

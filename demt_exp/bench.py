@@ -19,7 +19,7 @@ import importlib
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -59,8 +59,14 @@ def bench_deform(batch: int, channels: int, height: int, width: int, repeats: in
 
 # (rows, C_in, C_out) of DeMT Swin-T's linear layers at batch 2, 448x576: Swin stages 1, 3 and 4,
 # and the task interaction over all task tokens
-LINEAR_SHAPES = ((32256, 96, 288), (32256, 384, 96), (2352, 384, 1152), (2016, 1536, 384), (504, 768, 3072),
-                 (129024, 256, 256))
+LINEAR_SHAPES = (
+    (32256, 96, 288),
+    (32256, 384, 96),
+    (2352, 384, 1152),
+    (2016, 1536, 384),
+    (504, 768, 3072),
+    (129024, 256, 256),
+)
 
 
 def bench_linear(shapes: tuple[tuple[int, int, int], ...], repeats: int) -> list[dict[str, float]]:
@@ -109,8 +115,6 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     return int(cfg.trainer.batch_size) / median_seconds(step, repeats)
 
 
-
-
 def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
     """Samples per second of one worker (one process decoding and transforming) per split."""
     from hydra.utils import instantiate
@@ -128,8 +132,9 @@ def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
     return rates
 
 
-def bench_boundary(images: int, size: tuple[int, int], protocol_name: str, dataset: str,
-                   workers: int) -> tuple[float, float, dict[str, float | str]]:
+def bench_boundary(
+    images: int, size: tuple[int, int], protocol_name: str, dataset: str, workers: int
+) -> tuple[float, float, dict[str, float | str]]:
     """(wall images/s, CPU seconds per image of this process, scores) on generated maps.
 
     Map generation is not timed. With workers=0 the CPU time is the cost of one image on one
@@ -156,7 +161,9 @@ def bench_boundary(images: int, size: tuple[int, int], protocol_name: str, datas
 WEIGHTING_METHODS = ("fixed", "uncertainty", "dwa", "gradnorm", "pcgrad")
 
 
-def bench_weighting(overrides: list[str], repeats: int, methods: tuple[str, ...] = WEIGHTING_METHODS) -> dict[str, float]:
+def bench_weighting(
+    overrides: list[str], repeats: int, methods: tuple[str, ...] = WEIGHTING_METHODS
+) -> dict[str, float]:
     """Seconds per training step (train_step: forward, weighting, backward(s), optimiser) for each
     `weighting` method on one composed config, the same batch and a fresh model each."""
     from contextlib import nullcontext
@@ -204,8 +211,12 @@ def overview() -> str:
     """`python -m demt_exp.bench --help`: every subcommand with its line."""
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:{width}s}  {text}" for name, text in SUBCOMMANDS.items()]
-    return ("usage: python -m demt_exp.bench [SUBCOMMAND] [options]   (SUBCOMMAND --help for its options)\n\n"
-            + __doc__.split("\n\n")[0] + "\n\nsubcommands:\n" + "\n".join(lines))
+    return (
+        "usage: python -m demt_exp.bench [SUBCOMMAND] [options]   (SUBCOMMAND --help for its options)\n\n"
+        + __doc__.split("\n\n")[0]
+        + "\n\nsubcommands:\n"
+        + "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,9 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.what == "boundary":
         rate, cpu, scores = bench_boundary(args.images, tuple(args.size), args.protocol, args.dataset, args.workers)
-        print(f"boundary {scores['protocol']} ({args.dataset}, {args.size[0]}x{args.size[1]}, {args.images} images, "
-              f"{args.workers} workers): {rate:.2f} images/s wall; 654 images in {654 / rate / 60:.1f} min; "
-              f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}")
+        print(
+            f"boundary {scores['protocol']} ({args.dataset}, {args.size[0]}x{args.size[1]}, {args.images} images, "
+            f"{args.workers} workers): {rate:.2f} images/s wall; 654 images in {654 / rate / 60:.1f} min; "
+            f"odsF {scores['odsF']:.2f} oisF {scores['oisF']:.2f} AP {scores['AP']:.2f}"
+        )
         if args.workers == 0:
             print(f"  CPU time per image {cpu:.2f} s: 654 images on 2 cores in {654 * cpu / 2 / 60:.1f} min")
         return
@@ -259,9 +272,11 @@ def main(argv: list[str] | None = None) -> None:
         configure_cpu_allocator("reuse")  # as training runs: no page faults in the timings
         print(f"fp32 linear on CPU, {torch.get_num_threads()} threads: speed-up of the oneDNN route over F.linear")
         for row in bench_linear(LINEAR_SHAPES, args.repeats):
-            print(f"  ({row['rows']:6d}, {row['c_in']:4d}) -> {row['c_out']:4d}: forward "
-                  f"{row['blas_forward_s'] / row['onednn_forward_s']:.2f}x, forward+backward "
-                  f"{row['blas_train_s'] / row['onednn_train_s']:.2f}x")
+            print(
+                f"  ({row['rows']:6d}, {row['c_in']:4d}) -> {row['c_out']:4d}: forward "
+                f"{row['blas_forward_s'] / row['onednn_forward_s']:.2f}x, forward+backward "
+                f"{row['blas_train_s'] / row['onednn_train_s']:.2f}x"
+            )
         return
     if args.what == "weighting":
         times = bench_weighting(args.overrides, args.repeats)
@@ -276,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "deform":
         results = bench_deform(*args.shape, repeats=args.repeats, device=args.device)
-        print(f"ChlSpl forward+backward, input {tuple(args.shape)} on {args.device}, torch threads {torch.get_num_threads()}")
+        print(
+            f"ChlSpl forward+backward, input {tuple(args.shape)} on {args.device}, "
+            f"torch threads {torch.get_num_threads()}"
+        )
         for backend, seconds in results.items():
             print(f"  {backend:12s} {seconds * 1e3:9.1f} ms")
         if "torchvision" in results:

@@ -33,10 +33,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,11 +110,20 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", choices=("official", "global"))
     parser.add_argument("--checkpointing", action="store_true", help="trainer.activation_checkpointing=true")
     parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, help="trainer.cpu_allocator")
-    parser.add_argument("--baseline", nargs="+", choices=BASELINES, default=["none"],
-                        help="also time these, alternating with the default (see above)")
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        choices=BASELINES,
+        default=["none"],
+        help="also time these, alternating with the default (see above)",
+    )
     parser.add_argument("--memory", choices=("subprocess", "none"), default="subprocess")
-    parser.add_argument("--memory-repeats", type=int, default=1,
-                        help="timed steps (median) in each memory subprocess, after the step that sets the peak")
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=1,
+        help="timed steps (median) in each memory subprocess, after the step that sets the peak",
+    )
     parser.add_argument("--profile", action="store_true", help="time share per component")
     parser.add_argument("--json", type=Path, help="also write the results here")
 
@@ -200,7 +210,9 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def alternating_times(setting: Setting, variants: list[str], repeats: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+def alternating_times(
+    setting: Setting, variants: list[str], repeats: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
     """Seconds per eval forward and train step of each variant, alternating at every repeat."""
     times: dict[str, dict[str, list[float]]] = {v: {"eval": [], "train": []} for v in variants}
     for what, fn in (("eval", setting.eval_forward), ("train", setting.train_step)):
@@ -240,7 +252,11 @@ def component_shares(setting: Setting) -> dict[str, float]:
     finally:
         for handle in handles:
             handle.remove()
-    spans = {e.key.removeprefix("component:"): e.cpu_time_total for e in prof.key_averages() if e.key.startswith("component:")}
+    spans = {
+        e.key.removeprefix("component:"): e.cpu_time_total
+        for e in prof.key_averages()
+        if e.key.startswith("component:")
+    }
     shares = {name: spans.get(name, 0.0) / total_us for name in COMPONENTS}
     shares["backward+optimizer"] = max(0.0, 1.0 - sum(shares.values()))
     return shares
@@ -281,8 +297,12 @@ def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str
         base = read_status_kb("VmRSS") * 1024
         seconds = median_seconds(fn, max(1, args.memory_repeats))  # later steps also hold the optimiser state
         peak = read_status_kb("VmHWM") * 1024
-    return {f"{what}_step_s": seconds, f"{what}_peak_mib": peak / 2**20,
-            f"{what}_peak_minus_model_mib": (peak - base) / 2**20, "model_mib": base / 2**20}
+    return {
+        f"{what}_step_s": seconds,
+        f"{what}_peak_mib": peak / 2**20,
+        f"{what}_peak_minus_model_mib": (peak - base) / 2**20,
+        "model_mib": base / 2**20,
+    }
 
 
 def memory_in_subprocess(argv: list[str], variant: str, what: str = "train") -> dict[str, float]:
@@ -306,11 +326,18 @@ def summarise(times: dict[str, list[float]], batch: int) -> dict[str, float]:
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    columns = [("eval_median_s", "eval med s"), ("eval_min_s", "eval min s"), ("train_median_s", "train med s"),
-               ("train_min_s", "train min s"), ("train_images_per_s", "train img/s"),
-               ("eval_step_s", "eval s fresh proc"), ("train_step_s", "train s fresh proc"),
-               ("train_peak_minus_model_mib", "train peak-model MiB"), ("train_peak_mib", "train peak MiB"),
-               ("eval_peak_minus_model_mib", "eval peak-model MiB")]
+    columns = [
+        ("eval_median_s", "eval med s"),
+        ("eval_min_s", "eval min s"),
+        ("train_median_s", "train med s"),
+        ("train_min_s", "train min s"),
+        ("train_images_per_s", "train img/s"),
+        ("eval_step_s", "eval s fresh proc"),
+        ("train_step_s", "train s fresh proc"),
+        ("train_peak_minus_model_mib", "train peak-model MiB"),
+        ("train_peak_mib", "train peak MiB"),
+        ("eval_peak_minus_model_mib", "eval peak-model MiB"),
+    ]
     header = f"{'variant':20s}" + "".join(f"{label:>22s}" for _, label in columns)
     rows = [header]
     for name, values in results.items():
@@ -323,8 +350,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if "eager" in variants and not args.compile:
         raise SystemExit("--baseline eager compares with the compiled model: it needs --compile")
     if args.memory == "none" and variants != same_heap_policy(variants):
-        raise SystemExit("--baseline system-malloc or official is timed in fresh processes: "
-                         "it needs --memory subprocess")
+        raise SystemExit(
+            "--baseline system-malloc or official is timed in fresh processes: it needs --memory subprocess"
+        )
     setting = Setting(args)
     alternating = same_heap_policy(variants)
     times = alternating_times(setting, alternating, args.repeats, args.warmup)
@@ -334,39 +362,55 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             for what in MEASURED:
                 results[variant].update(memory_in_subprocess(argv, variant, what))
     report: dict[str, Any] = {
-        "overrides": config_overrides(args), "batch": args.batch, "size": list(args.size),
-        "device": args.device, "precision": args.precision, "channels_last": args.channels_last,
-        "compile": args.compile, "cpu_allocator": setting.allocator, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "results": results, "times_s": times,
+        "overrides": config_overrides(args),
+        "batch": args.batch,
+        "size": list(args.size),
+        "device": args.device,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "cpu_allocator": setting.allocator,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "results": results,
+        "times_s": times,
     }
     fast = results["fast"]
     report["speedup_over_fast"] = {
-        v: {what: results[v][f"{what}_median_s"] / fast[f"{what}_median_s"] for what in MEASURED} for v in alternating[1:]
+        v: {what: results[v][f"{what}_median_s"] / fast[f"{what}_median_s"] for what in MEASURED}
+        for v in alternating[1:]
     }
     if args.memory == "subprocess" and len(variants) > 1:
         report["fresh_process_speedup_over_fast"] = fresh_process_speedups(results, variants)
     if "plain" in results:
         report["speedup_plain_over_fast"] = report["speedup_over_fast"]["plain"]
         if "train_peak_minus_model_mib" in fast:
-            report["memory_fast_over_plain"] = fast["train_peak_minus_model_mib"] / results["plain"]["train_peak_minus_model_mib"]
+            report["memory_fast_over_plain"] = (
+                fast["train_peak_minus_model_mib"] / results["plain"]["train_peak_minus_model_mib"]
+            )
     if "train_peak_minus_model_mib" in results.get("official", {}):
-        report["memory_fast_over_official"] = (fast["train_peak_minus_model_mib"]
-                                               / results["official"]["train_peak_minus_model_mib"])
+        report["memory_fast_over_official"] = (
+            fast["train_peak_minus_model_mib"] / results["official"]["train_peak_minus_model_mib"]
+        )
     if args.profile:
         report["shares"] = component_shares(setting)
     return report
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"model {' '.join(report['overrides']) or '(default config)'}: batch {report['batch']}, "
-          f"{report['size'][0]}x{report['size'][1]}, {report['device']} {report['precision']}, "
-          f"{report['threads']} threads, torch {report['torch']}")
+    print(
+        f"model {' '.join(report['overrides']) or '(default config)'}: batch {report['batch']}, "
+        f"{report['size'][0]}x{report['size'][1]}, {report['device']} {report['precision']}, "
+        f"{report['threads']} threads, torch {report['torch']}"
+    )
     print(format_table(report["results"]))
     for variant, s in report.get("speedup_over_fast", {}).items():
         print(f"speed-up fast vs {variant} (median, alternating runs): eval {s['eval']:.2f}x, train {s['train']:.2f}x")
     for variant, s in report.get("fresh_process_speedup_over_fast", {}).items():
-        print(f"speed-up fast vs {variant} (fresh processes, median of --memory-repeats): "
-              f"eval {s['eval']:.2f}x, train {s['train']:.2f}x")
+        print(
+            f"speed-up fast vs {variant} (fresh processes, median of --memory-repeats): "
+            f"eval {s['eval']:.2f}x, train {s['train']:.2f}x"
+        )
     if "memory_fast_over_plain" in report:
         print(f"train peak memory minus model, fast / plain: {report['memory_fast_over_plain']:.2f}")
     if "memory_fast_over_official" in report:

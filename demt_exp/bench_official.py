@@ -40,21 +40,27 @@ def official_head(cfg: Any) -> str:
     """'demt' or 'degmix' for a config the released code has, else a SystemExit naming the key."""
     decoder = str(cfg.decoder._target_).rsplit(".", 1)[-1]
     if decoder not in HEADS:
-        raise SystemExit(f"--baseline official: decoder {cfg.decoder._target_} has no official counterpart; "
-                         f"expected one of {sorted(HEADS)}")
+        raise SystemExit(
+            f"--baseline official: decoder {cfg.decoder._target_} has no official counterpart; "
+            f"expected one of {sorted(HEADS)}"
+        )
     head = HEADS[decoder]
     checks = {
         "backbone._target_": (str(cfg.backbone._target_).endswith("SwinBackbone"), "a Swin backbone"),
         "decoder.attention": (cfg.decoder.attention == "official", "official"),
         "encoder.neck": (OmegaConf.select(cfg, "encoder.neck") == "concat", "concat"),
-        "encoder.projection": (OmegaConf.select(cfg, "encoder.projection") == RELEASED_PROJECTION[head],
-                               f"{RELEASED_PROJECTION[head]} (the released {head} head)"),
+        "encoder.projection": (
+            OmegaConf.select(cfg, "encoder.projection") == RELEASED_PROJECTION[head],
+            f"{RELEASED_PROJECTION[head]} (the released {head} head)",
+        ),
         "encoder.depth": (int(cfg.encoder.depth) == (1 if head == "demt" else 2), "the released depth"),
     }
     for key, (ok, expected) in checks.items():
         if not ok:
-            raise SystemExit(f"--baseline official: {key}={OmegaConf.select(cfg, key)} is not in the released "
-                             f"code; expected {expected}")
+            raise SystemExit(
+                f"--baseline official: {key}={OmegaConf.select(cfg, key)} is not in the released "
+                f"code; expected {expected}"
+            )
     return head
 
 
@@ -63,6 +69,7 @@ def build_official_model(cfg: Any) -> nn.Module:
     reference = load_reference()
     head = official_head(cfg)
     channels = output_channels(list(cfg.tasks.names), int(cfg.dataset.num_semseg_classes))
-    model = reference.OfficialModel(head, dict(channels), str(cfg.backbone.variant), int(cfg.encoder.dim),
-                                    int(cfg.backbone.window_size))
+    model = reference.OfficialModel(
+        head, dict(channels), str(cfg.backbone.variant), int(cfg.encoder.dim), int(cfg.backbone.window_size)
+    )
     return reference.randomize_(model)

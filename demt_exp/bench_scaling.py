@@ -24,8 +24,13 @@ import torch
 from demt_exp.bench_model import memory_in_subprocess
 
 PASCAL_TASKS = ["semseg", "human_parts", "sal", "normals", "edge"]
-COLUMNS = [("attention", "attention"), ("size", "input (px, square)"), ("tasks", "tasks"),
-           ("train_s", "train step (s)"), ("train_peak_minus_model_mib", "train peak minus model (MiB)")]
+COLUMNS = [
+    ("attention", "attention"),
+    ("size", "input (px, square)"),
+    ("tasks", "tasks"),
+    ("train_s", "train step (s)"),
+    ("train_peak_minus_model_mib", "train peak minus model (MiB)"),
+]
 
 
 def point_argv(args: argparse.Namespace, attention: str, size: int, tasks: int) -> list[str]:
@@ -33,8 +38,18 @@ def point_argv(args: argparse.Namespace, attention: str, size: int, tasks: int) 
     overrides = [*args.overrides, "tasks=pascal", f"tasks.names=[{names}]", f"decoder.attention={attention}"]
     if attention == "global":
         overrides.append(f"decoder.kv_stride={args.kv_stride}")
-    return [*overrides, "--batch", str(args.batch), "--size", str(size), str(size), "--device", args.device,
-            "--memory-repeats", str(args.repeats)]
+    return [
+        *overrides,
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(size),
+        str(size),
+        "--device",
+        args.device,
+        "--memory-repeats",
+        str(args.repeats),
+    ]
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -43,8 +58,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         points = [(s, args.fixed_tasks) for s in args.sizes] + [(args.fixed_size, k) for k in args.tasks]
         for size, tasks in dict.fromkeys(points):
             result = memory_in_subprocess(point_argv(args, attention, size, tasks), "fast")
-            row = {"attention": attention, "size": size, "tasks": tasks, "train_s": result["train_step_s"],
-                   "train_peak_minus_model_mib": result["train_peak_minus_model_mib"]}
+            row = {
+                "attention": attention,
+                "size": size,
+                "tasks": tasks,
+                "train_s": result["train_step_s"],
+                "train_peak_minus_model_mib": result["train_peak_minus_model_mib"],
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -71,8 +91,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table, one row per measured point."""
     lines = ["| " + " | ".join(label for _, label in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        lines.append(f"| {r['attention']} | {r['size']} | {r['tasks']} | {r['train_s']:.2f} | "
-                     f"{r['train_peak_minus_model_mib']:.0f} |")
+        lines.append(
+            f"| {r['attention']} | {r['size']} | {r['tasks']} | {r['train_s']:.2f} | "
+            f"{r['train_peak_minus_model_mib']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,8 +114,9 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[
     paths = [out.with_suffix(suffix) for suffix in (".md", ".csv", ".json", ".png")]
     paths[0].write_text(f"{setting}; {where}\n\n{format_table(rows)}\n")
     write_csv(rows, paths[1])
-    paths[2].write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": where,
-                                    "rows": rows}, indent=2))
+    paths[2].write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": where, "rows": rows}, indent=2)
+    )
     plot(rows, args, paths[3])
     return paths
 

@@ -117,11 +117,14 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
     """Read a training checkpoint, naming the file and the missing entries on failure."""
     payload = safe_load(path, trust, what="checkpoint")
     if not isinstance(payload, dict):
-        raise UnreadableFileError(f"checkpoint {path} holds a {type(payload).__name__}, expected a training checkpoint dict")
+        raise UnreadableFileError(
+            f"checkpoint {path} holds a {type(payload).__name__}, expected a training checkpoint dict"
+        )
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
-        raise KeyError(f"checkpoint {path} has no {missing} entries; expected keys {', '.join(REQUIRED_KEYS)}, "
-                       f"optimizer, rng")
+        raise KeyError(
+            f"checkpoint {path} has no {missing} entries; expected keys {', '.join(REQUIRED_KEYS)}, optimizer, rng"
+        )
     return payload
 
 

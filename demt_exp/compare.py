@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from demt_exp.compare_metrics import select_metrics
 from demt_exp.compare_runs import Row, RunResult, Skipped, load_runs, table_rows
@@ -30,12 +30,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options; argparse itself answers `--help` and usage mistakes (exit 2) before any run is read."""
     parser = argparse.ArgumentParser(prog="python -m demt_exp.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="multirun folders or run folders")
-    parser.add_argument("--metrics", nargs="+", metavar="TASK/METRIC",
-                        help="metrics to show, e.g. semseg/mIoU depth/rmse, or `all` (default: the dataset's "
-                             "Delta_m set, multi_task/delta_m and model/parameters)")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="TASK/METRIC",
+        help="metrics to show, e.g. semseg/mIoU depth/rmse, or `all` (default: the dataset's "
+        "Delta_m set, multi_task/delta_m and model/parameters)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="console table (default: markdown)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for compare.csv and compare.png (default: the first PATH)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for compare.csv and compare.png (default: the first PATH)"
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return parser.parse_args(argv)
 
@@ -57,8 +62,9 @@ def note(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def console_table(fmt: str, keys: list[str], rows: list[Row], metrics: list[str],
-                  skipped: Sequence[Skipped] = ()) -> str:
+def console_table(
+    fmt: str, keys: list[str], rows: list[Row], metrics: list[str], skipped: Sequence[Skipped] = ()
+) -> str:
     """The table in the chosen format; CSV and JSON carry every digit, for programs."""
     if fmt == "csv":
         return csv_text(keys, rows, metrics).rstrip("\n")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from demt_exp.compare_runs import PARAMETERS, RunResult
 from demt_exp.errors import UserError
@@ -38,11 +38,22 @@ COUNT = Unit("", 0, scale=1e-6, axis="millions")
 # By the metric's name (the part after "task/"); full "task/metric" keys first, then patterns.
 UNITS_BY_KEY: dict[str, Unit] = {PARAMETERS: COUNT, DELTA_M: PERCENT}
 UNITS_BY_NAME: dict[str, Unit] = {
-    "mIoU": PERCENT, "maxF": PERCENT, "pixel_maxF": PERCENT, "odsF": PERCENT, "oisF": PERCENT, "AP": PERCENT,
-    "pixel_acc": PERCENT, "delta_m": PERCENT,
+    "mIoU": PERCENT,
+    "maxF": PERCENT,
+    "pixel_maxF": PERCENT,
+    "odsF": PERCENT,
+    "oisF": PERCENT,
+    "AP": PERCENT,
+    "pixel_acc": PERCENT,
+    "delta_m": PERCENT,
     "rmse": METRES,
-    "mean_angle": DEGREES, "median_angle": DEGREES, "rmse_angle": DEGREES,
-    "loss": UNITLESS, "abs_rel": UNITLESS, "log10": UNITLESS, "ods_threshold": UNITLESS,
+    "mean_angle": DEGREES,
+    "median_angle": DEGREES,
+    "rmse_angle": DEGREES,
+    "loss": UNITLESS,
+    "abs_rel": UNITLESS,
+    "log10": UNITLESS,
+    "ods_threshold": UNITLESS,
 }
 UNITS_BY_PATTERN: tuple[tuple[str, Unit], ...] = ((r"delta\d+", PERCENT), (r"within_[\d_]+", PERCENT))
 
@@ -113,8 +124,9 @@ def default_metrics(runs: Sequence[RunResult]) -> tuple[list[str], list[str]]:
     unknown = [name for name, chosen in sets.items() if chosen is None]
     if unknown:
         names = ", ".join("unrecorded" if name is None else repr(name) for name in unknown)
-        return have, [f"no Delta_m metric set for dataset {names}: showing every metric "
-                      f"(choose with --metrics task/metric ...)"]
+        return have, [
+            f"no Delta_m metric set for dataset {names}: showing every metric (choose with --metrics task/metric ...)"
+        ]
     wanted = list(dict.fromkeys(m for chosen in sets.values() for m in chosen or ()))
     notes = [f"not in any run: {', '.join(m for m in wanted if m not in have)}"] if set(wanted) - set(have) else []
     chosen = [m for m in [*wanted, DELTA_M, PARAMETERS] if m in have]

@@ -10,8 +10,8 @@ seeds-only sweep is one such row.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from demt_exp.compare_metrics import axis_label, unit_of
 from demt_exp.compare_runs import Row, summarise
@@ -73,10 +73,12 @@ def draw_panel(axis, metric: str, rows: Sequence[Row], labels: Sequence[str], co
             continue
         mean, std = summarise(values)
         if len(values) > 1:
-            axis.scatter([i + d for d in _jitter(len(values))], values, s=16, color=colours[i], alpha=0.5,
-                         linewidths=0, zorder=2)
-        axis.errorbar(i, mean, yerr=None if math.isnan(std) else std, fmt="o", color=colours[i], capsize=4,
-                      markersize=6, zorder=3)
+            axis.scatter(
+                [i + d for d in _jitter(len(values))], values, s=16, color=colours[i], alpha=0.5, linewidths=0, zorder=2
+            )
+        axis.errorbar(
+            i, mean, yerr=None if math.isnan(std) else std, fmt="o", color=colours[i], capsize=4, markersize=6, zorder=3
+        )
     axis.set_title(metric, fontsize=9)
     axis.set_ylabel(axis_label(metric), fontsize=8)
     tilt = tilted(labels)
@@ -112,7 +114,7 @@ def build_figure(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str
     colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(rows))]
     for axis, metric in zip(axes.flat, metrics):
         draw_panel(axis, metric, rows, labels, colours)
-    for axis in list(axes.flat)[len(metrics):]:
+    for axis in list(axes.flat)[len(metrics) :]:
         axis.remove()
     figure.text(0.01, 0.01, text, fontsize=7, va="bottom", ha="left")
     figure.tight_layout(rect=(0, text_h / (panel_h * nrows + text_h), 1, 1))

@@ -14,9 +14,10 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -103,8 +104,9 @@ def _safe_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{path.relative_to(path.parent.parent)} cannot be read as YAML "
-                         f"({str(error).splitlines()[0]})") from None
+        raise ValueError(
+            f"{path.relative_to(path.parent.parent)} cannot be read as YAML ({str(error).splitlines()[0]})"
+        ) from None
 
 
 def read_overrides(folder: Path) -> dict[str, str]:
@@ -157,8 +159,13 @@ def read_metrics(folder: Path) -> dict[str, float]:
         raise ValueError(f"metrics.json is not valid JSON, half-written or damaged ({detail})") from None
     if not isinstance(tree, dict):
         raise ValueError("metrics.json is not a {task: {metric: value}} mapping")
-    flat = {f"{task}/{name}": float(value) for task, values in tree.items() if isinstance(values, dict)
-            for name, value in values.items() if _number(value)}
+    flat = {
+        f"{task}/{name}": float(value)
+        for task, values in tree.items()
+        if isinstance(values, dict)
+        for name, value in values.items()
+        if _number(value)
+    }
     if not flat:
         raise ValueError("metrics.json holds no numeric metric")
     parameters = first_parameter_count(folder / "metrics.jsonl")

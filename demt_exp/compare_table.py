@@ -14,8 +14,8 @@ import io
 import json
 import math
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from demt_exp.compare_metrics import axis_label, format_value, header, units_line
 from demt_exp.compare_runs import Row, summarise
@@ -46,8 +46,9 @@ class Legend:
         """`[v1] the full text`, wrapped to `width` with the continuation indented."""
         out = []
         for (_, text), label in self.labels.items():
-            out += textwrap.wrap(f"{label} {text}", width, subsequent_indent=" " * (len(label) + 1),
-                                 break_on_hyphens=False)
+            out += textwrap.wrap(
+                f"{label} {text}", width, subsequent_indent=" " * (len(label) + 1), break_on_hyphens=False
+            )
         return out
 
 
@@ -69,8 +70,12 @@ def _markdown_cell(text: str) -> str:
 
 def columns(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str], legend: Legend) -> list[Column]:
     """Swept keys, `n`, then one `mean ± std` column per metric, every text already shortened."""
-    cols = [Column(legend.short(_markdown_cell(key), "k"), [legend.short(_markdown_cell(row.params[key]), "v")
-                                                            for row in rows]) for key in keys]
+    cols = [
+        Column(
+            legend.short(_markdown_cell(key), "k"), [legend.short(_markdown_cell(row.params[key]), "v") for row in rows]
+        )
+        for key in keys
+    ]
     cols.append(Column("n", [str(row.n) for row in rows], right=True))
     for metric in metrics:
         cells = [format_value(metric, *summarise(row.values.get(metric, []))) for row in rows]
@@ -99,8 +104,10 @@ def blocks(cols: Sequence[Column], fixed: int, width: int = WIDTH) -> list[list[
 
 def markdown_block(cols: Sequence[Column]) -> list[str]:
     """One markdown table; cells are not padded, so a line is no longer than its content needs."""
-    lines = ["| " + " | ".join(col.header for col in cols) + " |",
-             "|" + "|".join("---:" if col.right else "---" for col in cols) + "|"]
+    lines = [
+        "| " + " | ".join(col.header for col in cols) + " |",
+        "|" + "|".join("---:" if col.right else "---" for col in cols) + "|",
+    ]
     return lines + ["| " + " | ".join(col.cells[i] for col in cols) + " |" for i in range(len(cols[0].cells))]
 
 
@@ -162,8 +169,19 @@ def _json_metric(values: Sequence[float]) -> dict:
 def json_text(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str], skipped: Sequence = ()) -> str:
     """Rows with their swept values, run folders, and per metric mean, std and every run's value (strict
     JSON: a missing number is null, never NaN); the skipped folders with their reasons."""
-    out_rows = [{"params": row.params, "n": row.n, "runs": [str(f) for f in row.folders],
-                 "metrics": {m: _json_metric(row.values.get(m, [])) for m in metrics}} for row in rows]
-    payload = {"keys": list(keys), "metrics": {m: {"unit": axis_label(m)} for m in metrics},
-               "rows": out_rows, "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped]}
+    out_rows = [
+        {
+            "params": row.params,
+            "n": row.n,
+            "runs": [str(f) for f in row.folders],
+            "metrics": {m: _json_metric(row.values.get(m, [])) for m in metrics},
+        }
+        for row in rows
+    ]
+    payload = {
+        "keys": list(keys),
+        "metrics": {m: {"unit": axis_label(m)} for m in metrics},
+        "rows": out_rows,
+        "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped],
+    }
     return json.dumps(payload, indent=2, allow_nan=False) + "\n"

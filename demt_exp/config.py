@@ -20,7 +20,9 @@ SOURCE_ROOT = PACKAGE_DIR.parent
 def _shipped(folder: str, marker: str) -> Path:
     """`<checkout>/<folder>` in a source checkout (what users edit), else the copy inside the wheel."""
     source = SOURCE_ROOT / folder
-    return source if (source / marker).is_file() and (SOURCE_ROOT / "pyproject.toml").is_file() else PACKAGE_DIR / folder
+    return (
+        source if (source / marker).is_file() and (SOURCE_ROOT / "pyproject.toml").is_file() else PACKAGE_DIR / folder
+    )
 
 
 CONF_DIR = str(_shipped("conf", "config.yaml"))
@@ -30,8 +32,9 @@ SWEEPS_DIR = str(_shipped("sweeps", "README.md"))
 CONFIG_NAME = "config"
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME,
-                   return_hydra_config: bool = False) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, return_hydra_config: bool = False
+) -> DictConfig:
     """The config `python -m demt_exp <overrides>` would run with (and its `hydra` node if asked).
 
     Inside a running Hydra app (e.g. evaluate re-composing for a checkpoint's dataset) Hydra is

@@ -23,12 +23,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m demt_exp.convert",
         description="Convert an official DeMT/DeGMix checkpoint (or a backbone file: mmseg, timm, HRNet) "
-                    "to our state dict.",
+        "to our state dict.",
     )
     parser.add_argument("--official", required=True, type=Path, help="checkpoint to convert (any known format)")
     parser.add_argument("--out", required=True, type=Path, help="where to write our state dict")
-    parser.add_argument("--trust", action="store_true",
-                        help="allow a full unpickle of a file that needs one (it can run code inside the file)")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow a full unpickle of a file that needs one (it can run code inside the file)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides describing the model, e.g. tasks=nyud")
     return parser.parse_args(argv)
 

@@ -37,8 +37,11 @@ SYSTEM_TRIM_THRESHOLD = 2 * SYSTEM_MMAP_THRESHOLD
 SYSTEM_MMAP_MAX = 65536
 SETTINGS: dict[str, tuple[tuple[int, int], ...]] = {
     "reuse": ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)),  # -1: never trim (man mallopt)
-    "system": ((M_MMAP_THRESHOLD, SYSTEM_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, SYSTEM_TRIM_THRESHOLD),
-               (M_MMAP_MAX, SYSTEM_MMAP_MAX)),
+    "system": (
+        (M_MMAP_THRESHOLD, SYSTEM_MMAP_THRESHOLD),
+        (M_TRIM_THRESHOLD, SYSTEM_TRIM_THRESHOLD),
+        (M_MMAP_MAX, SYSTEM_MMAP_MAX),
+    ),
 }
 
 

@@ -26,8 +26,10 @@ def original_extent(meta: Mapping[str, Any], index: int, padded_hw: tuple[int, i
     height, width = _pair(meta["size"], index) if "size" in meta else padded_hw
     top, left = _pair(meta["pad"], index) if "pad" in meta else (0, 0)
     if top + height > padded_hw[0] or left + width > padded_hw[1]:
-        raise ValueError(f"image {index}: original extent {height}x{width} at ({top}, {left}) "
-                         f"does not fit the {padded_hw[0]}x{padded_hw[1]} prediction")
+        raise ValueError(
+            f"image {index}: original extent {height}x{width} at ({top}, {left}) "
+            f"does not fit the {padded_hw[0]}x{padded_hw[1]} prediction"
+        )
     return top, left, height, width
 
 

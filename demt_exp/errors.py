@@ -34,8 +34,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 
 
 @contextmanager
-def one_line_errors(extra: tuple[type[BaseException], ...] = (),
-                    after: Callable[[int], str] | None = None) -> Iterator[None]:
+def one_line_errors(
+    extra: tuple[type[BaseException], ...] = (), after: Callable[[int], str] | None = None
+) -> Iterator[None]:
     """A command's body: a user's mistake (USER_ERRORS and `extra`) prints `error: <message>` in one line and
     exits 2; Ctrl-C prints one line and exits 130. `after(code)` tidies up and returns text to append."""
     try:

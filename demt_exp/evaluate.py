@@ -68,8 +68,14 @@ def evaluate_checkpoint(
     dataset = str(cfg.dataset.name)
     # The val split only: nothing here reads the training set.
     val_set = instantiate(cfg.dataset.val, **val_dataset_options(dataset, tasks))
-    boundary, boundary_record = boundary_settings(protocol, dataset, tasks, cfg.eval.get("boundary_image_list"),
-                                                  cfg.eval.get("boundary_workers"), getattr(val_set, "ids", None))
+    boundary, boundary_record = boundary_settings(
+        protocol,
+        dataset,
+        tasks,
+        cfg.eval.get("boundary_image_list"),
+        cfg.eval.get("boundary_workers"),
+        getattr(val_set, "ids", None),
+    )
     loader = eval_loader(val_set, int(cfg.eval.batch_size), info.rank, info.world_size, int(cfg.eval.num_workers))
     task_dirs = {"edge": SEISM_EDGE_DIR} if "edge" in tasks and cfg.eval.edge_pngs else {}
     writer = PredictionWriter(out_dir, task_dirs, panels=int(cfg.eval.panels))
@@ -80,13 +86,20 @@ def evaluate_checkpoint(
 
     context = MetricContext(num_classes, dataset, {"boundary": boundary})
     autocast = autocast_factory(str(cfg.trainer.precision), info.device)
-    results = evaluate(model, loader, tasks, num_classes, info.device, on_batch=write, context=context,
-                       autocast=autocast)
+    results = evaluate(
+        model, loader, tasks, num_classes, info.device, on_batch=write, context=context, autocast=autocast
+    )
     return write_record(cfg, results, len(val_set), boundary_record, out_dir, info)
 
 
-def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: int, boundary_record: dict[str, str],
-                 out_dir: Path, info: DistInfo) -> dict[str, Any]:
+def write_record(
+    cfg: DictConfig,
+    results: dict[str, dict[str, Any]],
+    images: int,
+    boundary_record: dict[str, str],
+    out_dir: Path,
+    info: DistInfo,
+) -> dict[str, Any]:
     """metrics.json (with Delta_m when references are given), metrics.jsonl and the console table."""
     from demt_exp.metrics.delta_m import delta_m_record
     from demt_exp.tracking import Tracker, flatten, format_table
@@ -97,8 +110,13 @@ def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: in
     if multi_task:
         record["multi_task"] = multi_task
     record["protocol"] = {
-        "split": "val", "images": str(images), "checkpoint": str(cfg.checkpoint), **boundary_record,
-        "edge_metrics": ",".join(sorted(results.get("edge", {}))), **labels, **delta_protocol,
+        "split": "val",
+        "images": str(images),
+        "checkpoint": str(cfg.checkpoint),
+        **boundary_record,
+        "edge_metrics": ",".join(sorted(results.get("edge", {}))),
+        **labels,
+        **delta_protocol,
     }
     if info.is_main and "edge" in cfg.tasks.names and "odsF" not in results.get("edge", {}):
         log.warning("edge: only the pixel proxy pixel_maxF was computed; it is not the SEISM odsF of the papers")
@@ -106,8 +124,13 @@ def write_record(cfg: DictConfig, results: dict[str, dict[str, Any]], images: in
     tracker.log(0, flatten("val", {**results, **({"multi_task": multi_task} if multi_task else {})}))
     tracker.write_summary(record)
     if info.is_main:
-        log.info("validation metrics of %s (%d images, %d processes):\n%s", cfg.checkpoint, images,
-                 info.world_size, format_table(results))
+        log.info(
+            "validation metrics of %s (%d images, %d processes):\n%s",
+            cfg.checkpoint,
+            images,
+            info.world_size,
+            format_table(results),
+        )
     return record
 
 

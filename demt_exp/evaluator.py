@@ -5,9 +5,9 @@ The loop that training and `python -m demt_exp.evaluate` (the command, `demt_exp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,15 +50,16 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, n
     )
 
 
-def image_losses(loss_fn: Any, preds: dict[str, torch.Tensor], batch: dict[str, Any],
-                 tasks: Sequence[str]) -> torch.Tensor:
+def image_losses(
+    loss_fn: Any, preds: dict[str, torch.Tensor], batch: dict[str, Any], tasks: Sequence[str]
+) -> torch.Tensor:
     """Each task's loss summed over the batch's images, each image's loss on its own, then the image count.
 
     A batch's mean loss weights images by their valid pixels (ignored labels differ per image), so it
     would depend on which images share a batch: on the eval batch size and the number of processes."""
     sums = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=batch["image"].device)
     for j in range(batch["image"].shape[0]):
-        one = loss_fn.task_losses({t: preds[t][j:j + 1] for t in tasks}, {t: batch[t][j:j + 1] for t in tasks})
+        one = loss_fn.task_losses({t: preds[t][j : j + 1] for t in tasks}, {t: batch[t][j : j + 1] for t in tasks})
         sums[:-1] += torch.stack([one[t].detach().double() for t in tasks])
     sums[-1] = batch["image"].shape[0]
     return sums

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import torch
@@ -50,8 +50,9 @@ def with_bias_first(formula: Callable[..., int]) -> Callable[..., int]:
     return lambda bias, a, b, *args, **kwargs: formula(a, b)
 
 
-def grid_sampler_2d_flops(input_shape: Shape, grid_shape: Shape, mode: int = 0, *args: Any,
-                          out_shape: Shape, **kwargs: Any) -> int:
+def grid_sampler_2d_flops(
+    input_shape: Shape, grid_shape: Shape, mode: int = 0, *args: Any, out_shape: Shape, **kwargs: Any
+) -> int:
     """4 MACs per output value for bilinear (16 bicubic, 0 nearest)."""
     n, c, h, w = out_shape
     return 2 * GRID_SAMPLE_MACS.get(int(mode), BILINEAR_MACS) * n * c * h * w
@@ -86,7 +87,9 @@ def _probe_attention(device: torch.device) -> int:
 
 
 def _probe_einsum(device: torch.device) -> int:
-    torch.einsum("bhnd,bthnd->bhnt", torch.randn(1, 2, 10, 8, device=device), torch.randn(1, 3, 2, 10, 8, device=device))
+    torch.einsum(
+        "bhnd,bthnd->bhnt", torch.randn(1, 2, 10, 8, device=device), torch.randn(1, 3, 2, 10, 8, device=device)
+    )
     return 2 * 10 * 3 * 8
 
 
@@ -96,16 +99,20 @@ def _probe_linear(device: torch.device) -> int:
 
 
 def _probe_grid_sample(device: torch.device) -> int:
-    F.grid_sample(torch.randn(1, 4, 5, 6, device=device), torch.rand(1, 5, 6, 2, device=device) * 2 - 1,
-                  align_corners=False)
+    F.grid_sample(
+        torch.randn(1, 4, 5, 6, device=device), torch.rand(1, 5, 6, 2, device=device) * 2 - 1, align_corners=False
+    )
     return BILINEAR_MACS * 4 * 5 * 6
 
 
 def _probe_deform_conv2d(device: torch.device) -> int:
     from torchvision.ops import deform_conv2d
 
-    deform_conv2d(torch.randn(1, 4, 5, 6, device=device), torch.randn(1, 8, 5, 6, device=device),
-                  torch.randn(3, 4, 1, 1, device=device))
+    deform_conv2d(
+        torch.randn(1, 4, 5, 6, device=device),
+        torch.randn(1, 8, 5, 6, device=device),
+        torch.randn(3, 4, 1, 1, device=device),
+    )
     return 3 * 5 * 6 * 4 + BILINEAR_MACS * 4 * 5 * 6
 
 
@@ -114,17 +121,34 @@ def _named(*fragments: str) -> Callable[[str], bool]:
 
 
 OP_KINDS: tuple[OpKind, ...] = (
-    OpKind("scaled_dot_product_attention", "B*heads*Nq*Nk*(d + d_v)", attention_flops,
-           _named("scaled_dot_product", "flash_attention", "efficient_attention"), _probe_attention),
+    OpKind(
+        "scaled_dot_product_attention",
+        "B*heads*Nq*Nk*(d + d_v)",
+        attention_flops,
+        _named("scaled_dot_product", "flash_attention", "efficient_attention"),
+        _probe_attention,
+    ),
     OpKind("einsum (bmm)", "b*n*k*m", bmm_flops, lambda op: op == "aten.bmm", _probe_einsum),
     OpKind("linear (addmm)", "n*k*m", with_bias_first(mm_flops), lambda op: op == "aten.addmm", _probe_linear),
-    OpKind("grid_sample", "4 per sampled (output) value, bilinear", grid_sampler_2d_flops,
-           _named("grid_sampler_2d"), _probe_grid_sample),
-    OpKind("deform_conv2d", "N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 per sampled value "
-           "(N*C_in*kh*kw*H_out*W_out)", deform_conv2d_flops, _named("deform_conv2d"), _probe_deform_conv2d),
+    OpKind(
+        "grid_sample",
+        "4 per sampled (output) value, bilinear",
+        grid_sampler_2d_flops,
+        _named("grid_sampler_2d"),
+        _probe_grid_sample,
+    ),
+    OpKind(
+        "deform_conv2d",
+        "N*C_out*H_out*W_out*(C_in/groups)*kh*kw + 4 per sampled value (N*C_in*kh*kw*H_out*W_out)",
+        deform_conv2d_flops,
+        _named("deform_conv2d"),
+        _probe_deform_conv2d,
+    ),
 )
 OTHER_FORMULAS: dict[str, Callable[..., int]] = {  # kernels a kind may reach besides its probe's
-    "aten.mm": mm_flops, "aten.baddbmm": with_bias_first(bmm_flops), "aten.bmm": bmm_flops,
+    "aten.mm": mm_flops,
+    "aten.baddbmm": with_bias_first(bmm_flops),
+    "aten.bmm": bmm_flops,
     "aten.addmm": with_bias_first(mm_flops),
 }
 
@@ -192,7 +216,7 @@ def _probe(kind: OpKind, device: torch.device, gaps: Gaps) -> None:
         gaps.mismatched[kind.name] = (counter.get_total_flops() // 2, expected)
 
 
-@lru_cache(maxsize=None)
+@cache
 def counter_gaps(device_type: str) -> Gaps:
     """Probe every op kind on a device of this type (cached: the answer depends only on the install)."""
     gaps = Gaps()
@@ -216,7 +240,10 @@ def count_flops(run: Callable[[], Any], device: torch.device) -> FlopCount:
     with counting(gaps.mapping()) as (counter, seen):
         run()
     known = [kind.matches for kind in OP_KINDS]
-    unaccounted = sorted(op_name(op) for op in _uncounted(counter, seen.ops) if op not in gaps.formulas
-                         and (any(match(op_name(op)) for match in known) or op_name(op) in OTHER_FORMULAS))
+    unaccounted = sorted(
+        op_name(op)
+        for op in _uncounted(counter, seen.ops)
+        if op not in gaps.formulas and (any(match(op_name(op)) for match in known) or op_name(op) in OTHER_FORMULAS)
+    )
     by_module = {name: dict(ops) for name, ops in counter.get_flop_counts().items()}
     return FlopCount(by_module, {op: kind for op, (kind, _) in gaps.formulas.items()}, unaccounted)

@@ -41,6 +41,7 @@ OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
 def composable(overrides: Sequence[str]) -> list[str]:
     """The overrides that describe the config: all but Hydra's own, except `hydra.searchpath` (user config
     folders), searchpath first so the same command line always gives the same list."""
+
     def key(item: str) -> str:
         return item.lstrip("+~")
 
@@ -104,13 +105,16 @@ def _stored_node(stored: Mapping[str, Any], node: str, checkpoint: str | Path) -
     """A stored model node, which must be a mapping: OmegaConf would parse a string as a YAML document."""
     value = stored[node]
     if not isinstance(value, Mapping):
-        raise StoredConfigError(f"checkpoint {checkpoint}: stored config key {node} is a {type(value).__name__}; "
-                                "expected a mapping of values")
+        raise StoredConfigError(
+            f"checkpoint {checkpoint}: stored config key {node} is a {type(value).__name__}; "
+            "expected a mapping of values"
+        )
     return value
 
 
-def merge_stored_config(stored: Mapping[str, Any], composed: DictConfig, overrides: Sequence[str],
-                        checkpoint: str | Path = "<memory>") -> DictConfig:
+def merge_stored_config(
+    stored: Mapping[str, Any], composed: DictConfig, overrides: Sequence[str], checkpoint: str | Path = "<memory>"
+) -> DictConfig:
     """The composed config with the checkpoint's model and dataset settings, except where the command line spoke.
 
     `composed` must have been composed with `dataset=<stored dataset.name>` before the overrides, so
@@ -142,8 +146,10 @@ def stored_dataset_name(stored: Mapping[str, Any], checkpoint: str | Path) -> st
     dataset = stored.get("dataset")
     name = dataset.get("name") if isinstance(dataset, Mapping) else None
     if name is not None and not (isinstance(name, str) and OPTION_NAME.fullmatch(name)):
-        raise StoredConfigError(f"checkpoint {checkpoint}: stored config key dataset.name is {name!r}; "
-                                "expected the name of a dataset option (letters, digits, _)")
+        raise StoredConfigError(
+            f"checkpoint {checkpoint}: stored config key dataset.name is {name!r}; "
+            "expected the name of a dataset option (letters, digits, _)"
+        )
     return name
 
 
@@ -153,13 +159,16 @@ def _compose_for(checkpoint: str | Path, dataset: str | None, overrides: list[st
         return compose_config([*([f"dataset={dataset}"] if dataset else []), *overrides], config_name)
     except MissingConfigException as error:
         if dataset and f"dataset/{dataset}" in str(error):
-            raise UserError(f"checkpoint {checkpoint} was trained with dataset={dataset}, which is not a dataset "
-                            "option here; name the data set on the command line, e.g. dataset=nyud") from None
+            raise UserError(
+                f"checkpoint {checkpoint} was trained with dataset={dataset}, which is not a dataset "
+                "option here; name the data set on the command line, e.g. dataset=nyud"
+            ) from None
         raise
 
 
-def inference_config(checkpoint: str | Path, overrides: Sequence[str],
-                     config_name: str) -> tuple[DictConfig, dict[str, Any] | None]:
+def inference_config(
+    checkpoint: str | Path, overrides: Sequence[str], config_name: str
+) -> tuple[DictConfig, dict[str, Any] | None]:
     """The config to rebuild the checkpoint's model and data with, and our payload if it is ours.
 
     `overrides` is the command line (Hydra's own keys are left out, except `hydra.searchpath`).

@@ -9,7 +9,7 @@ and DDP gradient reduction keep working.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F

@@ -21,7 +21,10 @@ def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[d
         if not param.requires_grad:
             continue
         (backbone if "backbone" in name else head).append(param)
-    groups = [{"params": backbone, "lr": lr, "name": "backbone"}, {"params": head, "lr": lr * head_lr_mult, "name": "head"}]
+    groups = [
+        {"params": backbone, "lr": lr, "name": "backbone"},
+        {"params": head, "lr": lr * head_lr_mult, "name": "head"},
+    ]
     return [g for g in groups if g["params"]]
 
 

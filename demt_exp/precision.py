@@ -42,7 +42,9 @@ def no_scaling() -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cpu", enabled=False)
 
 
-def grad_scaler(precision: str, device: torch.device, settings: Mapping[str, Any] | None = None) -> torch.amp.GradScaler:
+def grad_scaler(
+    precision: str, device: torch.device, settings: Mapping[str, Any] | None = None
+) -> torch.amp.GradScaler:
     """`trainer.grad_scaler`: enabled auto (on for fp16 only), true or false, and GradScaler's settings."""
     settings = dict(settings or {})
     enabled = settings.pop("enabled", "auto")
@@ -50,14 +52,20 @@ def grad_scaler(precision: str, device: torch.device, settings: Mapping[str, Any
         raise ValueError(f"trainer.grad_scaler.enabled={enabled!r}; expected auto, true or false")
     unknown = sorted(set(settings) - set(SCALER_SETTINGS))
     if unknown:
-        raise ValueError(f"trainer.grad_scaler has unknown keys {unknown}; expected enabled and {', '.join(SCALER_SETTINGS)}")
+        raise ValueError(
+            f"trainer.grad_scaler has unknown keys {unknown}; expected enabled and {', '.join(SCALER_SETTINGS)}"
+        )
     if not (precision == "fp16" if enabled == "auto" else enabled):
         return no_scaling()
     return torch.amp.GradScaler(device.type, **settings)
 
 
-def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer,
-                   params: Iterable[nn.Parameter], grad_clip: float | None) -> bool:
+def optimizer_step(
+    scaler: torch.amp.GradScaler,
+    optimizer: torch.optim.Optimizer,
+    params: Iterable[nn.Parameter],
+    grad_clip: float | None,
+) -> bool:
     """Unscale, clip, step and update the scale; False when the scaled gradients overflowed
     and the step was not applied (the scaler lowered its scale)."""
     if grad_clip:

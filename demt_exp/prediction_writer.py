@@ -80,4 +80,3 @@ class PredictionWriter:
 def _channels(target: Tensor) -> Tensor:
     """(B, H, W) index maps -> (B, 1, H, W), so every map crops alike."""
     return target.unsqueeze(1) if target.dim() == 3 else target
-

@@ -103,16 +103,23 @@ def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
         "added_by_op": {printed_op(op): ops.get(op, 0) // 2 for op in added_ops},
         "added_formulas": {printed_op(op): f"{kind}: MACs = {formula_text[kind]}" for op, kind in added_ops.items()},
         "unaccounted_ops": count.unaccounted,
-        "probe_failures": {**gaps.unavailable, **{k: f"counted {c} MACs, formula {e}" for k, (c, e) in
-                                                  gaps.mismatched.items()}},
+        "probe_failures": {
+            **gaps.unavailable,
+            **{k: f"counted {c} MACs, formula {e}" for k, (c, e) in gaps.mismatched.items()},
+        },
         "torch": torch.__version__,
         "formulation": "plain (the model's definition); the default fast formulation computes the same function",
         "fast_total": fast_total,
     }
 
 
-def model_report(overrides: Sequence[str], input_size: Sequence[int] | None = None, batch: int = 1,
-                 device: str = "meta", macs: bool = True) -> dict[str, Any]:
+def model_report(
+    overrides: Sequence[str],
+    input_size: Sequence[int] | None = None,
+    batch: int = 1,
+    device: str = "meta",
+    macs: bool = True,
+) -> dict[str, Any]:
     """Everything the command prints, as a JSON-ready dict. Input size defaults to dataset.image_size."""
     import torch
 
@@ -138,21 +145,24 @@ def model_report(overrides: Sequence[str], input_size: Sequence[int] | None = No
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table: exact integers with thousands separators (MACs also in G)."""
-    lines = [f"model report: {' '.join(report['overrides']) or '(default config)'}",
-             f"parameters ({report['parameter_note']}):"]
+    lines = [
+        f"model report: {' '.join(report['overrides']) or '(default config)'}",
+        f"parameters ({report['parameter_note']}):",
+    ]
     lines += [f"  {name:<10} {value:>15,}" for name, value in report["parameters"].items()]
     if "macs" not in report:
         return "\n".join(lines)
     macs = report["macs"]
-    lines.append(f"MACs at input {'x'.join(map(str, report['input']))} on {report['device']} "
-                 f"({report['mac_unit']}):")
+    lines.append(f"MACs at input {'x'.join(map(str, report['input']))} on {report['device']} ({report['mac_unit']}):")
     lines.append(f"  {'component':<10} {'counted':>19} {'added':>17} {'total':>19} {'':>9}")
     for name, row in [*macs["components"].items(), ("total", macs["total"])]:
-        lines.append(f"  {name:<10} {row['counted']:>19,} {row['added']:>17,} {row['total']:>19,} "
-                     f"{row['total'] / 1e9:>7.2f} G")
+        lines.append(
+            f"  {name:<10} {row['counted']:>19,} {row['added']:>17,} {row['total']:>19,} {row['total'] / 1e9:>7.2f} G"
+        )
     lines.append("  counted by op: " + ", ".join(f"{op} {v:,}" for op, v in macs["counted_by_op"].items()))
-    lines.append(f"added by formula (probed: FlopCounterMode of torch {macs['torch']} counts these as 0 "
-                 f"on {report['device']}):")
+    lines.append(
+        f"added by formula (probed: FlopCounterMode of torch {macs['torch']} counts these as 0 on {report['device']}):"
+    )
     for op, value in macs["added_by_op"].items():
         used = "" if value else " (not run by this model/backend)"
         lines.append(f"  {op}: {value:,} MACs{used}; {macs['added_formulas'][op]}")
@@ -161,8 +171,10 @@ def format_report(report: dict[str, Any]) -> str:
     for kind, why in macs["probe_failures"].items():
         lines.append(f"  note: {kind} could not be probed on {report['device']} ({why})")
     if macs.get("fast_total") is not None:
-        lines.append(f"MACs above are the plain formulation's; the fast formulation that runs by default computes the "
-                     f"same function in {macs['fast_total']:,} MACs ({macs['fast_total'] / 1e9:.2f} G)")
+        lines.append(
+            f"MACs above are the plain formulation's; the fast formulation that runs by default computes the "
+            f"same function in {macs['fast_total']:,} MACs ({macs['fast_total'] / 1e9:.2f} G)"
+        )
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 
@@ -217,8 +229,11 @@ def presets_report(names: Sequence[str], macs: bool = True) -> dict[str, Any]:
     unknown = sorted(set(names) - set(preset_names()))
     if unknown:
         raise ConfigError(f"unknown presets {unknown}; conf/experiment has {preset_names()}")
-    return {"presets": [preset_row(name, macs) for name in names], "mac_unit": "multiply-accumulates (G)",
-            "init_dir_note": "init: the model.init file; init_present is false when it is missing on this machine"}
+    return {
+        "presets": [preset_row(name, macs) for name in names],
+        "mac_unit": "multiply-accumulates (G)",
+        "init_dir_note": "init: the model.init file; init_present is false when it is missing on this machine",
+    }
 
 
 PRESETS_WIDTH = 120  # a terminal: every line of the presets table fits
@@ -226,8 +241,9 @@ PRESETS_WIDTH = 120  # a terminal: every line of the presets table fits
 
 def _fit(text: str, indent: str = "", more: str = "") -> list[str]:
     """`text` wrapped to the table width; long names (file names) are broken rather than overflowing."""
-    return textwrap.wrap(text, PRESETS_WIDTH, initial_indent=indent, subsequent_indent=more or indent,
-                         break_on_hyphens=False)
+    return textwrap.wrap(
+        text, PRESETS_WIDTH, initial_indent=indent, subsequent_indent=more or indent, break_on_hyphens=False
+    )
 
 
 def init_labels(presets: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -250,8 +266,10 @@ def init_legend(presets: Sequence[dict[str, Any]], labels: dict[str, str]) -> li
     lines = []
     for folder in folders:
         where = folder if Path(folder).is_absolute() else f"{folder} (here: {Path(folder).resolve()})"
-        lines += _fit(f"init files (model.init) in {where}; MISSING: not on this machine (put the file there, "
-                      "point DEMT_WEIGHTS at its folder, or give model.init=<file>):")
+        lines += _fit(
+            f"init files (model.init) in {where}; MISSING: not on this machine (put the file there, "
+            "point DEMT_WEIGHTS at its folder, or give model.init=<file>):"
+        )
         for path, label in labels.items():
             if str(Path(path).parent) == folder:
                 status = "present" if present[path] else "MISSING"
@@ -264,9 +282,17 @@ def format_presets(report: dict[str, Any]) -> str:
     reproduces with its published numbers on the lines below, then the init files by label."""
     labels = init_labels(report["presets"])
     header = ("preset", "input", "params", "trainable", "GMACs", "init")
-    cells = [header] + [(r["preset"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['trainable']:,}",
-                         f"{r['macs'] / 1e9:.2f}" if "macs" in r else "-", init_cell(r, labels))
-                        for r in report["presets"]]
+    cells = [header] + [
+        (
+            r["preset"],
+            "x".join(map(str, r["input"])),
+            f"{r['parameters']:,}",
+            f"{r['trainable']:,}",
+            f"{r['macs'] / 1e9:.2f}" if "macs" in r else "-",
+            init_cell(r, labels),
+        )
+        for r in report["presets"]
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     for r, row in zip(report["presets"], cells[1:]):
@@ -274,20 +300,26 @@ def format_presets(report: dict[str, Any]) -> str:
         published = f"{r['readme_row']}: {r['published']}" if r["readme_row"] else r["published"]
         lines += _fit(published, "    ", "      ")
     lines += init_legend(report["presets"], labels)
-    lines += _fit("params/trainable: exact counts (buffers excluded); GMACs: one image at the preset's input size, "
-                  "deformable and grid-sampling ops added by formula; below each preset: the README row it "
-                  "reproduces and its published numbers")
+    lines += _fit(
+        "params/trainable: exact counts (buffers excluded); GMACs: one image at the preset's input size, "
+        "deformable and grid-sampling ops added by formula; below each preset: the README row it "
+        "reproduces and its published numbers"
+    )
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Intermixed parsing, so hydra overrides may come before or after the options."""
     parser = argparse.ArgumentParser(prog="python -m demt_exp.report", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "presets"],
-                        help="model: one config in detail; presets: one table of every conf/experiment preset")
+    parser.add_argument(
+        "what",
+        choices=["model", "presets"],
+        help="model: one config in detail; presets: one table of every conf/experiment preset",
+    )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. backbone=swin_b tasks=nyud")
-    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
-                        help="network input size (default: dataset.image_size)")
+    parser.add_argument(
+        "--input-size", nargs=2, type=int, metavar=("H", "W"), help="network input size (default: dataset.image_size)"
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="meta", help="meta (shapes only, instant) or cpu/cuda (real tensors)")
     parser.add_argument("--no-macs", action="store_true", help="parameters only")

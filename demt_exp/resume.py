@@ -27,10 +27,26 @@ log = logging.getLogger("demt_exp")
 FORMAT = 2
 # What must not change under a resumed run: the model, the tasks and their loss, the data it
 # is trained on, and the schedule (optimiser, steps, batch, lr multipliers, seed).
-IDENTITY_KEYS = ("backbone", "encoder", "decoder", "model.bottleneck_channels", "model.freeze_backbone",
-                 "tasks", "dataset.name", "dataset.num_semseg_classes", "dataset.image_size", "optimizer",
-                 "trainer.steps", "trainer.batch_size", "trainer.poly_power", "trainer.head_lr_mult",
-                 "trainer.seed", "trainer.grad_clip", "trainer.precision", "weighting")
+IDENTITY_KEYS = (
+    "backbone",
+    "encoder",
+    "decoder",
+    "model.bottleneck_channels",
+    "model.freeze_backbone",
+    "tasks",
+    "dataset.name",
+    "dataset.num_semseg_classes",
+    "dataset.image_size",
+    "optimizer",
+    "trainer.steps",
+    "trainer.batch_size",
+    "trainer.poly_power",
+    "trainer.head_lr_mult",
+    "trainer.seed",
+    "trainer.grad_clip",
+    "trainer.precision",
+    "weighting",
+)
 
 
 class ResumeError(UserError, RuntimeError):
@@ -52,13 +68,17 @@ def resolve_resume(resume: Any, out_dir: Path, folder: CheckpointFolder) -> Path
         return folder.last if folder.last.is_file() else None
     if resume is True:
         if not folder.last.is_file():
-            raise MissingFileError(f"checkpoint {folder.last} does not exist (trainer.resume=true continues the "
-                                    f"checkpoint of this run folder; hydra.run.dir names the folder)")
+            raise MissingFileError(
+                f"checkpoint {folder.last} does not exist (trainer.resume=true continues the "
+                f"checkpoint of this run folder; hydra.run.dir names the folder)"
+            )
         return folder.last
     if resume is False:
         if folder.last.is_file() or history_exists(out_dir):
-            raise ResumeError(f"run folder {out_dir} already holds a run; continue it with trainer.resume=true "
-                              f"(or auto), or choose another folder with hydra.run.dir=...")
+            raise ResumeError(
+                f"run folder {out_dir} already holds a run; continue it with trainer.resume=true "
+                f"(or auto), or choose another folder with hydra.run.dir=..."
+            )
         return None
     return Path(str(resume))
 
@@ -92,7 +112,9 @@ def differing_keys(saved: dict[str, Any], current: DictConfig) -> dict[str, tupl
     return diffs
 
 
-def check_compatible(payload: dict[str, Any], cfg: DictConfig, world_size: int, path: Path) -> dict[str, tuple[Any, Any]]:
+def check_compatible(
+    payload: dict[str, Any], cfg: DictConfig, world_size: int, path: Path
+) -> dict[str, tuple[Any, Any]]:
     """Refuse a checkpoint of another model, task set, world size or schedule; returns the allowed changes."""
     allowed = [str(k) for k in (cfg.trainer.get("resume_allow_changes") or [])]
     diffs = differing_keys(payload.get("config") or {}, cfg)
@@ -102,13 +124,22 @@ def check_compatible(payload: dict[str, Any], cfg: DictConfig, world_size: int, 
         refused["world_size"] = (saved_world, world_size)
     if refused:
         listing = "; ".join(f"{k}: checkpoint {old!r}, config {new!r}" for k, (old, new) in refused.items())
-        raise ResumeError(f"checkpoint {path} belongs to another run: {listing}. Resume with the checkpoint's "
-                          f"values, start a new run folder, or allow a key with trainer.resume_allow_changes=[KEY]")
+        raise ResumeError(
+            f"checkpoint {path} belongs to another run: {listing}. Resume with the checkpoint's "
+            f"values, start a new run folder, or allow a key with trainer.resume_allow_changes=[KEY]"
+        )
     return {k: v for k, v in diffs.items() if k not in refused}
 
 
-def build_payload(model: nn.Module, optimizer: Any | None, scheduler: Any, step: int, cfg: DictConfig,
-                  rng_states: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+def build_payload(
+    model: nn.Module,
+    optimizer: Any | None,
+    scheduler: Any,
+    step: int,
+    cfg: DictConfig,
+    rng_states: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """Everything needed to continue a run bit for bit, as tensors and plain values. Without an `optimizer`
     (trainer.checkpoint.save_optimizer=false) the file is a third of the size and a resume is not exact."""
     state = {} if optimizer is None else {"optimizer": optimizer.state_dict()}
@@ -134,8 +165,17 @@ def rescale_learning_rate(optimizer: Any, scheduler: Any, ratio: float) -> None:
             group["initial_lr"] *= ratio
 
 
-def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: DictConfig, rank: int,
-            world_size: int, trust: bool = False, modules: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def restore(
+    path: Path,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    cfg: DictConfig,
+    rank: int,
+    world_size: int,
+    trust: bool = False,
+    modules: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Load a checkpoint into the live objects (this rank's RNG states included); returns the payload.
 
     `modules` are objects with state_dict/load_state_dict saved under their own payload key (the
@@ -152,15 +192,19 @@ def restore(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, cfg: D
     if "optimizer" in payload:
         optimizer.load_state_dict(payload["optimizer"])
     else:
-        log.warning("%s holds no optimizer state (written with trainer.checkpoint.save_optimizer=false): the optimizer "
-                    "starts afresh at step %s, so this continuation is not identical to an uninterrupted run",
-                    path, payload["step"])
+        log.warning(
+            "%s holds no optimizer state (written with trainer.checkpoint.save_optimizer=false): the optimizer "
+            "starts afresh at step %s, so this continuation is not identical to an uninterrupted run",
+            path,
+            payload["step"],
+        )
     scheduler.load_state_dict(payload["scheduler"])
     if "optimizer.lr" in changes:
         old, new = changes["optimizer.lr"]
         rescale_learning_rate(optimizer, scheduler, float(new) / float(old))
     if changes:
-        log.warning("resuming %s with changed %s", path, ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
+        log.warning(
+            "resuming %s with changed %s", path, ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items())
+        )
     set_rng_state(payload["rng"][rank])  # the world size matched, so every rank has its own
     return payload
-

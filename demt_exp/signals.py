@@ -39,9 +39,11 @@ class StopRequested(Exception):
     is the one line that says how the run continues."""
 
     def __init__(self, signum: int, step: int, run_dir: Path, checkpoint: Path | None) -> None:
-        how = (f"checkpoint {checkpoint}; the same command with hydra.run.dir={run_dir} continues from it"
-               if checkpoint else f"no checkpoint (trainer.checkpoint.keep_last=0), so {run_dir} starts again from "
-               f"step 0 when run again")
+        how = (
+            f"checkpoint {checkpoint}; the same command with hydra.run.dir={run_dir} continues from it"
+            if checkpoint
+            else f"no checkpoint (trainer.checkpoint.keep_last=0), so {run_dir} starts again from step 0 when run again"
+        )
         super().__init__(f"stopped after step {step} on {signal.Signals(signum).name}: {how}")
         self.signum = signum
         self.step = step
@@ -86,7 +88,8 @@ def requeue_or_exit(signum: int, previous_handler: Any, is_main: bool) -> None:
             previous_handler(signum, None)
         elif is_main and os.environ.get("SLURM_JOB_ID"):
             job = os.environ.get("SLURM_ARRAY_JOB_ID") and (
-                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}")
+                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+            )
             job = job or os.environ["SLURM_JOB_ID"]
             subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
             log.info("requeued SLURM job %s", job)

@@ -59,8 +59,11 @@ def _plain(tree: Any) -> Any:
 
 def targets(tree: Any) -> set[str]:
     """The `_target_` strings anywhere in a config tree (plain or DictConfig)."""
-    return {node[TARGET] for _, node in _nodes(_plain(tree))
-            if isinstance(node, Mapping) and isinstance(node.get(TARGET), str)}
+    return {
+        node[TARGET]
+        for _, node in _nodes(_plain(tree))
+        if isinstance(node, Mapping) and isinstance(node.get(TARGET), str)
+    }
 
 
 def folder_targets(folders: Iterable[str | Path]) -> frozenset[str]:
@@ -119,12 +122,15 @@ def _refuse_node(node: Mapping[str, Any], key: str, source: str | Path, allowed:
                 f"{source}: stored config key {where}{TARGET} names {_shown(target)}, which is not a target of "
                 "this project's configs or of the command line; a file carries values, never choices of code "
                 "(a target of your own config folder is accepted when the command line names the folder: "
-                "hydra.searchpath=[file://DIR])")
+                "hydra.searchpath=[file://DIR])"
+            )
         return
     special = next((name for name in INSTANTIATE_KEYS if name in node), None)
     if special is not None:
-        raise StoredConfigError(f"{source}: stored config key {where}{special} belongs to no {TARGET}; "
-                                f"a file carries values, never choices of code")
+        raise StoredConfigError(
+            f"{source}: stored config key {where}{special} belongs to no {TARGET}; "
+            f"a file carries values, never choices of code"
+        )
 
 
 def check_stored_config(stored: Mapping[str, Any], source: str | Path, allowed: Set[str]) -> None:
@@ -134,13 +140,15 @@ def check_stored_config(stored: Mapping[str, Any], source: str | Path, allowed: 
         if isinstance(node, str) and "${" in node:
             raise StoredConfigError(
                 f"{source}: stored config key {_printable(key)} holds the interpolation {_shown(node)}; stored "
-                "configs are saved resolved, so it was not written by a run, and resolving it could call any resolver")
+                "configs are saved resolved, so it was not written by a run, and resolving it could call any resolver"
+            )
         if isinstance(node, Mapping):
             _refuse_node(node, key, source, allowed)
 
 
-def check_checkpoint_config(stored: Mapping[str, Any], checkpoint: str | Path, composed: Any = None,
-                            overrides: Sequence[str] = ()) -> None:
+def check_checkpoint_config(
+    stored: Mapping[str, Any], checkpoint: str | Path, composed: Any = None, overrides: Sequence[str] = ()
+) -> None:
     """`check_stored_config` for a checkpoint's config, against `trusted_targets(composed, overrides)`:
     `composed` is the config the current command line composed, `overrides` that command line."""
     check_stored_config(stored, f"checkpoint {checkpoint}", trusted_targets(composed, overrides))

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -150,11 +150,14 @@ class StepResult:
     overflow: bool = False  # fp16: the scaled gradients overflowed, the scaler skipped the step (not a non-finite loss)
 
 
-def agree(per_task: Mapping[str, torch.Tensor], watch: SignalWatch | None, device: torch.device) -> tuple[list[str], int]:
+def agree(
+    per_task: Mapping[str, torch.Tensor], watch: SignalWatch | None, device: torch.device
+) -> tuple[list[str], int]:
     """One collective per step: which task losses are finite on every rank, and any stop signal."""
     flags = torch.stack([torch.isfinite(v.detach()).all().double() for v in per_task.values()])
-    flags = torch.cat([flags, torch.tensor([-float(watch.received if watch else 0)], dtype=torch.float64,
-                                           device=flags.device)]).to(device)
+    flags = torch.cat(
+        [flags, torch.tensor([-float(watch.received if watch else 0)], dtype=torch.float64, device=flags.device)]
+    ).to(device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
     nonfinite = [t for t, ok in zip(per_task, flags[:-1].tolist()) if ok < 1]
@@ -221,7 +224,9 @@ class BestMetric:
             return False
         task, name = self.metric.split("/", 1)
         if name not in results.get(task, {}):
-            raise KeyError(f"trainer.checkpoint.best={self.metric!r}: evaluation gives {sorted(results[task])} for {task}")
+            raise KeyError(
+                f"trainer.checkpoint.best={self.metric!r}: evaluation gives {sorted(results[task])} for {task}"
+            )
         value = float(results[task][name])
         better = self.value is None or (value < self.value if self.lower else value > self.value)
         if better:
@@ -281,8 +286,7 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     if str(trainer.get("cpu_linear", "blas")) == "onednn" and info.device.type == "cpu":
         swapped = use_onednn_linears(model)  # opt-in: faster on AVX-512 CPUs, slower without (models/linear.py)
         if info.is_main:
-            log.info("trainer.cpu_linear=onednn: fp32 linear layers as oneDNN 1x1 convolutions (%d nn.Linear)",
-                     swapped)
+            log.info("trainer.cpu_linear=onednn: fp32 linear layers as oneDNN 1x1 convolutions (%d nn.Linear)", swapped)
     init = apply_init(model, cfg, warn=False)  # load model.init, or record init: random (warned in run())
     if info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -301,16 +305,29 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         for stale in remove_stale_temporaries(folder.folder):
             log.info("removed %s, left by a save that did not finish", stale)
     if resume_path is not None:
-        payload = restore(resume_path, model, optimizer, scheduler, cfg, info.rank, info.world_size,
-                          trust=bool(cfg.get("trust_checkpoints", False)),
-                          modules={"weighting": weighting, "grad_scaler": scaler})
+        payload = restore(
+            resume_path,
+            model,
+            optimizer,
+            scheduler,
+            cfg,
+            info.rank,
+            info.world_size,
+            trust=bool(cfg.get("trust_checkpoints", False)),
+            modules={"weighting": weighting, "grad_scaler": scaler},
+        )
         start_step, skipped = int(payload["step"]), int(payload.get("skipped_steps", 0))
         best.value = payload.get("best_value")
         wandb_run_id = payload.get("wandb_run_id")
         if info.is_main:
             dropped = tracker.truncate_after(start_step)
-            log.info("continuing %s from step %d (%s)%s", out_dir, start_step, resume_path,
-                     f"; dropped {dropped} history records of later steps" if dropped else "")
+            log.info(
+                "continuing %s from step %d (%s)%s",
+                out_dir,
+                start_step,
+                resume_path,
+                f"; dropped {dropped} history records of later steps" if dropped else "",
+            )
     elif info.is_main:
         log.info("starting %s fresh", out_dir)
         if tracker.truncate_after(-1):  # history never holds a step twice
@@ -318,24 +335,42 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     tracker.start(wandb_run_id)  # a resumed run continues its W&B run
     net = maybe_compile(wrap_distributed(model, info, bool(trainer.find_unused_parameters)), cfg)  # trainer.compile
     loader = train_loader(train_set, info, trainer)
-    val_loader = eval_loader(val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers))
+    val_loader = eval_loader(
+        val_set, int(trainer.eval_batch_size), info.rank, info.world_size, int(trainer.num_workers)
+    )
     autocast = autocast_factory(str(trainer.precision), info.device)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if start_step == 0:
-        tracker.log(0, {"model/parameters": total, "model/trainable_parameters": trainable,
-                        "dist/world_size": info.world_size, **init_record(init)})
+        tracker.log(
+            0,
+            {
+                "model/parameters": total,
+                "model/trainable_parameters": trainable,
+                "dist/world_size": info.world_size,
+                **init_record(init),
+            },
+        )
     if info.is_main:
-        log.info("model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device)
+        log.info(
+            "model: %d parameters (%d trainable); %d processes on %s", total, trainable, info.world_size, info.device
+        )
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     steps = int(trainer.steps)
     # stop_at_step ends a process that reaches it; a run continued from there (or beyond) trains on to `steps`
-    stop_at = None if trainer.stop_at_step is None or start_step >= int(trainer.stop_at_step) else int(trainer.stop_at_step)
+    stop_at = (
+        None if trainer.stop_at_step is None or start_step >= int(trainer.stop_at_step) else int(trainer.stop_at_step)
+    )
     eval_every = int(trainer.eval_interval)
     save_every = int(trainer.checkpoint.interval or eval_every)
     evaluate_now = partial(
-        evaluate, loader=val_loader, tasks=tasks, num_semseg_classes=num_classes, device=info.device,
-        loss_fn=loss_fn, autocast=autocast,
+        evaluate,
+        loader=val_loader,
+        tasks=tasks,
+        num_semseg_classes=num_classes,
+        device=info.device,
+        loss_fn=loss_fn,
+        autocast=autocast,
     )
 
     def save(step: int, is_best: bool) -> None:
@@ -349,11 +384,20 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         if not params_finite(model):
             raise NonFiniteLoss(f"the weights are not finite at step {step}; the checkpoint of an earlier step is kept")
         if info.is_main:
-            extra = {"skipped_steps": skipped, "best_metric": best.metric, "best_value": best.value,
-                     "wandb_run_id": tracker.run_id, "weighting": weighting.state_dict()}
+            extra = {
+                "skipped_steps": skipped,
+                "best_metric": best.metric,
+                "best_value": best.value,
+                "wandb_run_id": tracker.run_id,
+                "weighting": weighting.state_dict(),
+            }
             if scaler.is_enabled():
                 extra["grad_scaler"] = scaler.state_dict()  # the scale and its growth count: resume stays exact
-            kept = optimizer if saves_optimizer(trainer.checkpoint.get("save_optimizer", True), str(cfg.dataset.name)) else None
+            kept = (
+                optimizer
+                if saves_optimizer(trainer.checkpoint.get("save_optimizer", True), str(cfg.dataset.name))
+                else None
+            )
             folder.save(build_payload(model, kept, scheduler, step, cfg, states, extra), step, best=is_best)
 
     results: dict[str, dict[str, float]] = {}
@@ -365,14 +409,16 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
         batch = to_device(next(batches), info.device)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
         group_lrs = {f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        outcome = train_step(net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch, weighting,
-                             scaler)
+        outcome = train_step(
+            net, batch, loss_fn, optimizer, scheduler, autocast, trainer.grad_clip, watch, weighting, scaler
+        )
         if outcome.nonfinite:
             if trainer.nonfinite == "stop":
                 raise NonFiniteLoss(
                     f"non-finite loss at step {step} in task(s) {', '.join(outcome.nonfinite)}; the step was not "
                     f"applied and the last checkpoint ({folder.last}) is untouched. Lower optimizer.lr, set "
-                    f"trainer.grad_clip, or pass trainer.nonfinite=skip to skip such steps")
+                    f"trainer.grad_clip, or pass trainer.nonfinite=skip to skip such steps"
+                )
             skipped += 1
             log.warning("skipped step %d: non-finite loss in %s (%d skipped so far)", step, outcome.nonfinite, skipped)
         images_seen += batch["image"].shape[0] * info.world_size
@@ -383,8 +429,13 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
             elapsed = time.perf_counter() - clock
             throughput = images_seen / max(elapsed, 1e-9)
             bar.set_postfix(loss=f"{losses[0].item():.4f}", img_s=f"{throughput:.2f}")
-            record = {"train/loss": losses[0].item(), "train/lr": lr, "train/images_per_s": throughput,
-                      "train/skipped_steps": skipped, **group_lrs}
+            record = {
+                "train/loss": losses[0].item(),
+                "train/lr": lr,
+                "train/images_per_s": throughput,
+                "train/skipped_steps": skipped,
+                **group_lrs,
+            }
             record.update({f"train/{t}/loss": v.item() for t, v in zip(outcome.per_task, losses[1:])})
             record.update({f"train/weight/{t}": w for t, w in weighting.weights().items()})
             if scaler.is_enabled():
@@ -413,8 +464,13 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     bar.close()
     if step < steps:
         if info.is_main:
-            log.info("stopped at step %d of %d as trainer.stop_at_step asks; the same command continues %s to step %d",
-                     step, steps, out_dir, steps)
+            log.info(
+                "stopped at step %d of %d as trainer.stop_at_step asks; the same command continues %s to step %d",
+                step,
+                steps,
+                out_dir,
+                steps,
+            )
         return results
     if not results:  # resumed at the end: nothing left to train, still report
         if info.is_main:
@@ -424,7 +480,11 @@ def _run(cfg: DictConfig, out_dir: Path, info: DistInfo, watch: SignalWatch) -> 
     if wants_chance_reference(trainer.get("chance_reference", "auto"), str(cfg.dataset.name)):
         reference = evaluate(
             ConstantPredictor.fit(train_set, tasks, num_classes, seed=int(trainer.seed)).to(info.device),
-            val_loader, tasks, num_classes, info.device, loss_fn=loss_fn,
+            val_loader,
+            tasks,
+            num_classes,
+            info.device,
+            loss_fn=loss_fn,
         )
     if info.is_main:
         tracker.write_summary(results)

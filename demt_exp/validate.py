@@ -67,10 +67,17 @@ def check_tasks(cfg: DictConfig) -> None:
 
 def check_trainer(cfg: DictConfig) -> None:
     if cfg.trainer.steps == 0:
-        raise ConfigError("trainer.steps=0; expected an integer >= 1 (to score a checkpoint without training: "
-                          "python -m demt_exp.evaluate checkpoint=FILE)")
-    for key in ("trainer.steps", "trainer.batch_size", "trainer.eval_batch_size", "trainer.eval_interval",
-                "trainer.log_interval"):
+        raise ConfigError(
+            "trainer.steps=0; expected an integer >= 1 (to score a checkpoint without training: "
+            "python -m demt_exp.evaluate checkpoint=FILE)"
+        )
+    for key in (
+        "trainer.steps",
+        "trainer.batch_size",
+        "trainer.eval_batch_size",
+        "trainer.eval_interval",
+        "trainer.log_interval",
+    ):
         _integer_at_least(cfg, key, 1)
     _integer_at_least(cfg, "trainer.num_workers", 0)
     _integer_at_least(cfg, "trainer.checkpoint.keep_last", 0)
@@ -100,8 +107,10 @@ def check_trainer(cfg: DictConfig) -> None:
     if best is not None:
         task, _, metric = str(best).partition("/")
         if task not in cfg.tasks.names or not metric:
-            raise ConfigError(f"trainer.checkpoint.best={best!r}; expected null or <task>/<metric> with a task of "
-                              f"tasks.names ({', '.join(cfg.tasks.names)}), e.g. {cfg.tasks.names[0]}/loss")
+            raise ConfigError(
+                f"trainer.checkpoint.best={best!r}; expected null or <task>/<metric> with a task of "
+                f"tasks.names ({', '.join(cfg.tasks.names)}), e.g. {cfg.tasks.names[0]}/loss"
+            )
     _one_of(cfg, "trainer.checkpoint.best_mode", ("auto", "max", "min"))
 
 
@@ -114,10 +123,14 @@ def check_grad_scaler(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.grad_scaler.init_scale")
     _integer_at_least(cfg, "trainer.grad_scaler.growth_interval", 1)
     if not _number(cfg, "trainer.grad_scaler.growth_factor") > 1:
-        raise ConfigError(f"trainer.grad_scaler.growth_factor={cfg.trainer.grad_scaler.growth_factor!r}; expected a number > 1")
+        raise ConfigError(
+            f"trainer.grad_scaler.growth_factor={cfg.trainer.grad_scaler.growth_factor!r}; expected a number > 1"
+        )
     if not 0 < _number(cfg, "trainer.grad_scaler.backoff_factor") < 1:
-        raise ConfigError(f"trainer.grad_scaler.backoff_factor={cfg.trainer.grad_scaler.backoff_factor!r}; "
-                          f"expected a number in (0, 1)")
+        raise ConfigError(
+            f"trainer.grad_scaler.backoff_factor={cfg.trainer.grad_scaler.backoff_factor!r}; "
+            f"expected a number in (0, 1)"
+        )
 
 
 def check_model_fits(cfg: DictConfig) -> None:
@@ -138,10 +151,13 @@ def check_model_fits(cfg: DictConfig) -> None:
             model = build_model(probe)
         model.eval()(torch.empty(1, 3, *size, device="meta"))
     except Exception as error:  # any construction or shape error means the parts do not fit
-        parts = ", ".join(f"{group}: {OmegaConf.select(cfg, group + '._target_')}" for group in
-                          ("backbone", "encoder", "decoder"))
-        raise ConfigError(f"the configured model does not fit together ({parts}) at dataset.image_size={size}: "
-                          f"{type(error).__name__}: {error}") from error
+        parts = ", ".join(
+            f"{group}: {OmegaConf.select(cfg, group + '._target_')}" for group in ("backbone", "encoder", "decoder")
+        )
+        raise ConfigError(
+            f"the configured model does not fit together ({parts}) at dataset.image_size={size}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def check_init_file(cfg: DictConfig) -> None:
@@ -150,8 +166,10 @@ def check_init_file(cfg: DictConfig) -> None:
 
     path = init_file(cfg)
     if path is not None and not Path(path).is_file():
-        raise ConfigError(f"model.init={path} does not exist; give the file (presets look under model.init_dir, "
-                          f"$DEMT_WEIGHTS), or model.init=random to train from random weights on purpose")
+        raise ConfigError(
+            f"model.init={path} does not exist; give the file (presets look under model.init_dir, "
+            f"$DEMT_WEIGHTS), or model.init=random to train from random weights on purpose"
+        )
 
 
 def validate_settings(cfg: DictConfig) -> None:

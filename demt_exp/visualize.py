@@ -45,7 +45,9 @@ PALETTE = label_palette()
 def label_png(labels: np.ndarray) -> Image.Image:
     """Index map -> palette PNG image (mode 'P'): the file stores the class indices themselves."""
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
-        raise ValueError(f"label map values must lie in [0, 255] for a palette PNG, got [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"label map values must lie in [0, 255] for a palette PNG, got [{labels.min()}, {labels.max()}]"
+        )
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(PALETTE.flatten().tolist())
     return image
@@ -162,7 +164,9 @@ def panel(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> Image.Image:
     return canvas
 
 
-def prediction_panel(image: Tensor, preds: Mapping[str, Tensor], targets: Mapping[str, Tensor] | None = None) -> Image.Image:
+def prediction_panel(
+    image: Tensor, preds: Mapping[str, Tensor], targets: Mapping[str, Tensor] | None = None
+) -> Image.Image:
     """Input and every task's prediction in the first row; the ground truth below when `targets` has it."""
     targets = targets or {}
     limits = {t: depth_range(p, targets.get(t)) for t, p in preds.items() if t == "depth"}
@@ -170,7 +174,13 @@ def prediction_panel(image: Tensor, preds: Mapping[str, Tensor], targets: Mappin
     rows = [top]
     labelled = [t for t in preds if t in targets]
     if labelled:
-        rows.append([("ground truth", denormalise(image))] +
-                    [(f"{t} gt", target_rgb(t, targets[t], limits.get(t))) if t in targets else (t, np.full_like(top[1][1], 255))
-                     for t in preds])
+        rows.append(
+            [("ground truth", denormalise(image))]
+            + [
+                (f"{t} gt", target_rgb(t, targets[t], limits.get(t)))
+                if t in targets
+                else (t, np.full_like(top[1][1], 255))
+                for t in preds
+            ]
+        )
     return panel(rows)

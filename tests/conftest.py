@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -40,8 +41,14 @@ def compose() -> Callable[[list[str]], DictConfig]:
 def run_cli(*overrides: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m demt_exp <overrides>` from the repository root, as a user runs it."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "demt_exp", *overrides], cwd=REPO_ROOT, env=full_env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "demt_exp", *overrides],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -51,8 +58,13 @@ def start_cli(*overrides: str, env: dict[str, str] | None = None, log: Path | No
     """`python -m demt_exp <overrides>` in the background (to signal or kill it mid-run)."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child process
-    return subprocess.Popen([sys.executable, "-m", "demt_exp", *overrides], cwd=REPO_ROOT, env=full_env,
-                            stdout=output, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "demt_exp", *overrides],
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def logged_steps(run_dir: Path, key: str = "train/loss") -> list[int]:
@@ -89,10 +101,20 @@ def assert_bit_identical(first: dict[str, Any], second: dict[str, Any]) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
 
 
-def short_training_run(run_dir: Path, dataset: str, root: Path, image_size: str,
-                       env: dict[str, str] | None = None) -> dict[str, Any]:
+def short_training_run(
+    run_dir: Path, dataset: str, root: Path, image_size: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Two steps and one evaluation of a real data set through the CLI; returns metrics.json."""
-    run_cli(f"dataset={dataset}", f"dataset.root={root}", "trainer.steps=2", "trainer.batch_size=2",
-            "trainer.eval_interval=2", "encoder.dim=32", f"dataset.image_size={image_size}",
-            "logger.progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
+    run_cli(
+        f"dataset={dataset}",
+        f"dataset.root={root}",
+        "trainer.steps=2",
+        "trainer.batch_size=2",
+        "trainer.eval_interval=2",
+        "encoder.dim=32",
+        f"dataset.image_size={image_size}",
+        "logger.progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+        env=env,
+    )
     return json.loads((run_dir / "metrics.json").read_text())

@@ -47,12 +47,27 @@ def main(out_dir: str, overrides: list[str]) -> None:
     for _ in range(int(cfg.get("worker_steps", 1))):
         batch = next(batches)
         indices = [int(i.rsplit("_", 1)[1]) for i in batch["meta"]["id"]]
-        result = train_step(net, to_device(batch, info.device), loss_fn, optimizer, scheduler,
-                            lambda: torch.autocast("cpu", enabled=False), None, weighting=weighting)
+        result = train_step(
+            net,
+            to_device(batch, info.device),
+            loss_fn,
+            optimizer,
+            scheduler,
+            lambda: torch.autocast("cpu", enabled=False),
+            None,
+            weighting=weighting,
+        )
         losses.append([float(v) for v in result.per_task.values()])
-    torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "indices": indices,
-                "weighting": weighting.state_dict(), "weights": weighting.weights(), "losses": losses},
-               Path(out_dir) / f"rank{info.rank}.pt")
+    torch.save(
+        {
+            "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+            "indices": indices,
+            "weighting": weighting.state_dict(),
+            "weights": weighting.weights(),
+            "losses": losses,
+        },
+        Path(out_dir) / f"rank{info.rank}.pt",
+    )
     cleanup()
 
 

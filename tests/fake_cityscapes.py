@@ -32,9 +32,17 @@ def _disparity(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return raw
 
 
-def write_frame(root: Path, split: str, city: str, name: str, size: tuple[int, int], rng: np.random.Generator,
-                labels: np.ndarray | None = None, disparity: np.ndarray | None = None,
-                camera: dict | None = None) -> None:
+def write_frame(
+    root: Path,
+    split: str,
+    city: str,
+    name: str,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    labels: np.ndarray | None = None,
+    disparity: np.ndarray | None = None,
+    camera: dict | None = None,
+) -> None:
     """The four files of one frame (labels / disparity / camera default to generated ones)."""
     h, w = size
     folders = {kind: root / kind / split / city for kind in ("leftImg8bit", "gtFine", "disparity", "camera")}
@@ -46,9 +54,10 @@ def write_frame(root: Path, split: str, city: str, name: str, size: tuple[int, i
     Image.fromarray(labels.astype(np.uint8)).save(folders["gtFine"] / f"{name}_gtFine_labelIds.png")
     disparity = _disparity(rng, h, w) if disparity is None else disparity
     Image.fromarray(disparity.astype(np.uint16)).save(folders["disparity"] / f"{name}_disparity.png")
-    camera = camera or {"extrinsic": {"baseline": BASELINE, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1,
-                                      "yaw": -0.0195, "z": 1.18},
-                        "intrinsic": {"fx": FX, "fy": 2265.3, "u0": 1096.98, "v0": 513.137}}
+    camera = camera or {
+        "extrinsic": {"baseline": BASELINE, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": -0.0195, "z": 1.18},
+        "intrinsic": {"fx": FX, "fy": 2265.3, "u0": 1096.98, "v0": 513.137},
+    }
     (folders["camera"] / f"{name}_camera.json").write_text(json.dumps(camera, indent=2))
 
 

@@ -18,7 +18,7 @@ def fake_ids(n_train: int, n_val: int) -> tuple[list[str], list[str]]:
 def _semseg(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """File values 0..40 (0 = unlabelled): vertical bands of a few classes plus an unlabelled patch."""
     classes = rng.choice(np.arange(1, 41), size=4, replace=False)
-    band = (np.arange(w) * 4 // w)
+    band = np.arange(w) * 4 // w
     labels = np.broadcast_to(classes[band], (h, w)).astype(np.uint8).copy()
     labels[: h // 6, : w // 6] = 0
     return labels
@@ -48,13 +48,19 @@ def write_sample(root: Path, layout: str, sample_id: str, size: tuple[int, int],
         Image.fromarray(np.rint((normals + 1) * 127.5).astype(np.uint8)).save(root / "normals" / f"{sample_id}.png")
         Image.fromarray(edge * 255).save(root / "edge" / f"{sample_id}.png")
     else:
-        normals[h // 2:, : w // 4] = 0  # invalid region, as the ATRC NPY normals have
+        normals[h // 2 :, : w // 4] = 0  # invalid region, as the ATRC NPY normals have
         np.save(root / "normals" / f"{sample_id}.npy", normals)
         np.save(root / "edge" / f"{sample_id}.npy", edge.astype(np.float32))
 
 
-def write_fake_nyud(root: str | Path, layout: str = "demt", n_train: int = 4, n_val: int = 2,
-                    size: tuple[int, int] = (60, 80), seed: int = 0) -> Path:
+def write_fake_nyud(
+    root: str | Path,
+    layout: str = "demt",
+    n_train: int = 4,
+    n_val: int = 2,
+    size: tuple[int, int] = (60, 80),
+    seed: int = 0,
+) -> Path:
     """Write root/{images,segmentation,depth,normals,edge,gt_sets}; returns root."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")

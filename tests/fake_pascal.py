@@ -37,8 +37,9 @@ class FakeObject:
 def write_part_annotation(path: Path, objects: Sequence[FakeObject], imname: str = "fake") -> None:
     """human_parts/<id>.mat: struct anno with a 1 x N struct array of objects, each with a 1 x M
     struct array of parts, or an empty array when it has none."""
-    records = np.zeros((1, len(objects)), dtype=[("class", object), ("class_ind", object),
-                                                  ("mask", object), ("parts", object)])
+    records = np.zeros(
+        (1, len(objects)), dtype=[("class", object), ("class_ind", object), ("mask", object), ("parts", object)]
+    )
     for i, obj in enumerate(objects):
         if obj.parts:
             parts = np.zeros((1, len(obj.parts)), dtype=[("part_name", object), ("mask", object)])
@@ -65,20 +66,22 @@ def write_class_tables(root: Path, folder: str = "json") -> None:
 def person_objects(h: int, w: int) -> list[FakeObject]:
     """A person with head / torso / upper-arm parts and a cat (with a part) beside it."""
     body = np.zeros((h, w), bool)
-    body[h // 4:, : w // 2] = True
+    body[h // 4 :, : w // 2] = True
     head, torso, arm = np.zeros_like(body), np.zeros_like(body), np.zeros_like(body)
-    head[h // 4: h // 2, : w // 4] = True
-    torso[h // 2:, : w // 2] = True
-    arm[h // 2:, w // 4: w // 2] = True  # overlaps the torso, written later
+    head[h // 4 : h // 2, : w // 4] = True
+    torso[h // 2 :, : w // 2] = True
+    arm[h // 2 :, w // 4 : w // 2] = True  # overlaps the torso, written later
     cat = np.zeros_like(body)
-    cat[: h // 4, w // 2:] = True
-    return [FakeObject("person", PERSON, body, [("head", head), ("torso", torso), ("luarm", arm)]),
-            FakeObject("cat", CAT, cat, [("head", cat)])]
+    cat[: h // 4, w // 2 :] = True
+    return [
+        FakeObject("person", PERSON, body, [("head", head), ("torso", torso), ("luarm", arm)]),
+        FakeObject("cat", CAT, cat, [("head", cat)]),
+    ]
 
 
 def cat_objects(h: int, w: int) -> list[FakeObject]:
     cat = np.zeros((h, w), bool)
-    cat[h // 2:, w // 2:] = True
+    cat[h // 2 :, w // 2 :] = True
     return [FakeObject("cat", CAT, cat, [("head", cat)])]
 
 
@@ -93,14 +96,15 @@ def _semseg(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _context_labels(h: int, w: int) -> np.ndarray:
     """Four quadrants: wall, sky (not NYU), tvmonitor, grass (not NYU)."""
     labels = np.full((h, w), CONTEXT_CLASSES["wall"], np.uint16)
-    labels[: h // 2, w // 2:] = CONTEXT_CLASSES["sky"]
-    labels[h // 2:, : w // 2] = CONTEXT_CLASSES["tvmonitor"]
-    labels[h // 2:, w // 2:] = CONTEXT_CLASSES["grass"]
+    labels[: h // 2, w // 2 :] = CONTEXT_CLASSES["sky"]
+    labels[h // 2 :, : w // 2] = CONTEXT_CLASSES["tvmonitor"]
+    labels[h // 2 :, w // 2 :] = CONTEXT_CLASSES["grass"]
     return labels
 
 
-def write_sample(root: Path, sample_id: str, size: tuple[int, int], rng: np.random.Generator,
-                 with_person: bool, semseg_folder: str) -> None:
+def write_sample(
+    root: Path, sample_id: str, size: tuple[int, int], rng: np.random.Generator, with_person: bool, semseg_folder: str
+) -> None:
     """Every file of one id."""
     h, w = size
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -110,8 +114,10 @@ def write_sample(root: Path, sample_id: str, size: tuple[int, int], rng: np.rand
     Image.fromarray(_semseg(rng, h, w)).save(semseg_dir / f"{sample_id}.png")
     objects = person_objects(h, w) if with_person else cat_objects(h, w)
     write_part_annotation(root / "human_parts" / f"{sample_id}.mat", objects, sample_id)
-    for folder, array in (("sal_distill", rng.integers(0, 256, (h, w), dtype=np.uint8)),
-                          ("normals_distill", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))):
+    for folder, array in (
+        ("sal_distill", rng.integers(0, 256, (h, w), dtype=np.uint8)),
+        ("normals_distill", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(root / folder / f"{sample_id}.png")
     write_context_labels(root / "pascal-context" / "trainval" / f"{sample_id}.mat", _context_labels(h, w))
@@ -122,16 +128,28 @@ def fake_ids(n_train: int, n_val: int) -> tuple[list[str], list[str]]:
     return ids[:n_train], ids[n_train:]
 
 
-def write_fake_pascal(root: str | Path, n_train: int = 3, n_val: int = 2, size: tuple[int, int] = (40, 48),
-                      seed: int = 0, tables: str | None = "json") -> Path:
+def write_fake_pascal(
+    root: str | Path,
+    n_train: int = 3,
+    n_val: int = 2,
+    size: tuple[int, int] = (40, 48),
+    seed: int = 0,
+    tables: str | None = "json",
+) -> Path:
     """Write a PASCALContext folder; ids alternate person / no person and VOC12 / pascal-context
     semseg (the first id has a person and VOC12 semseg). Returns root."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     train, val = fake_ids(n_train, n_val)
     for k, sample_id in enumerate(train + val):
-        write_sample(root, sample_id, size, rng, with_person=k % 2 == 0,
-                     semseg_folder="VOC12" if k % 2 == 0 else "pascal-context")
+        write_sample(
+            root,
+            sample_id,
+            size,
+            rng,
+            with_person=k % 2 == 0,
+            semseg_folder="VOC12" if k % 2 == 0 else "pascal-context",
+        )
     if tables is not None:
         write_class_tables(root, tables)
     (root / "ImageSets" / "Context").mkdir(parents=True, exist_ok=True)

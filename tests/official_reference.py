@@ -369,9 +369,7 @@ class BaseHead(nn.Module):
     @staticmethod
     def transform_inputs(features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
-        return torch.cat(
-            [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features], dim=1
-        )
+        return torch.cat([F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features], dim=1)
 
     def predict(self, maps: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         return {
@@ -512,8 +510,9 @@ class DegmixHead(BaseHead):
 class OfficialModel(nn.Module):
     """backbone (mmseg Swin) + head (DeMT or DeGMix `DemtHead`): image -> {task: (B, C_t, H, W)}."""
 
-    def __init__(self, head: str, task_channels: dict[str, int], size: str = "swin_t", dim: int = HEAD_DIM,
-                 window: int = WINDOW) -> None:
+    def __init__(
+        self, head: str, task_channels: dict[str, int], size: str = "swin_t", dim: int = HEAD_DIM, window: int = WINDOW
+    ) -> None:
         super().__init__()
         self.backbone = SwinTransformer(size, window)
         heads = {"demt": DemtHead, "degmix": DegmixHead}

@@ -89,7 +89,7 @@ class DegmixViT(nn.Module):
         return outs
 
 
-# ----------------------------------------------------------------------------- HRNet (mmseg / HRNet-Image-Classification names)
+# ------------------------------------------------------------ HRNet (mmseg / HRNet-Image-Classification names)
 
 HRNET_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
     # modules per stage 2-4, blocks per branch, widths (SPEC 1.2); stage 1: Bottleneck blocks of 64 planes.
@@ -197,22 +197,27 @@ class MMSegHRNet(nn.Module):
         ys = [self.layer1(x)]
         for s in (2, 3, 4):
             layers = getattr(self, f"transition{s - 1}")
-            xs = [
-                ys[i] if t is None else t(ys[i] if i < len(ys) else ys[-1])
-                for i, t in enumerate(layers)
-            ]
+            xs = [ys[i] if t is None else t(ys[i] if i < len(ys) else ys[-1]) for i, t in enumerate(layers)]
             ys = getattr(self, f"stage{s}")(xs)
         return ys
 
 
 def hrnet_classifier_tensors(widths: tuple[int, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The ImageNet head of the HRNet-Image-Classification files: incre Bottlenecks to 128-1024, downsampling, 2048, fc."""
+    """The ImageNet head of the HRNet-Image-Classification files: incre Bottlenecks to 128-1024, downsampling,
+    2048, fc."""
     head = (32, 64, 128, 256)
     shapes: dict[str, tuple[int, ...]] = {}
 
     def bn(prefix: str, c: int) -> None:
-        shapes.update({f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-                       f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()})
+        shapes.update(
+            {
+                f"{prefix}.weight": (c,),
+                f"{prefix}.bias": (c,),
+                f"{prefix}.running_mean": (c,),
+                f"{prefix}.running_var": (c,),
+                f"{prefix}.num_batches_tracked": (),
+            }
+        )
 
     for i, (cin, planes) in enumerate(zip(widths, head)):
         p = f"incre_modules.{i}.0"
@@ -232,6 +237,8 @@ def hrnet_classifier_tensors(widths: tuple[int, ...], generator: torch.Generator
     bn("final_layer.1", 2048)
     shapes["classifier.weight"], shapes["classifier.bias"] = (1000, 2048), (1000,)
     return {
-        k: torch.randint(0, 100, s, generator=generator) if k.endswith("num_batches_tracked") else torch.randn(s, generator=generator)
+        k: torch.randint(0, 100, s, generator=generator)
+        if k.endswith("num_batches_tracked")
+        else torch.randn(s, generator=generator)
         for k, s in shapes.items()
     }

@@ -20,8 +20,18 @@ def test_deform_bench_prints_each_backend_and_the_choice(capsys: pytest.CaptureF
 
 
 def test_step_bench_prints_throughput(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["step", "dataset.image_size=[32,32]", "dataset.train.num_samples=2", "trainer.batch_size=2",
-          "encoder.dim=16", "tasks=nyud", "--repeats", "1"])
+    main(
+        [
+            "step",
+            "dataset.image_size=[32,32]",
+            "dataset.train.num_samples=2",
+            "trainer.batch_size=2",
+            "encoder.dim=16",
+            "tasks=nyud",
+            "--repeats",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     match = re.search(r"images/s", out)
     assert match and float(re.search(r": ([\d.]+) images/s", out).group(1)) > 0
@@ -48,8 +58,28 @@ def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.
     import json
 
     out_json = tmp_path / "bench.json"
-    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
-          "--repeats", "1", "--warmup", "0", "--baseline", "plain", "--profile", "--json", str(out_json)])
+    main(
+        [
+            "model",
+            "encoder.dim=16",
+            "tasks=nyud",
+            "dataset.num_semseg_classes=5",
+            "--batch",
+            "1",
+            "--size",
+            "32",
+            "32",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--baseline",
+            "plain",
+            "--profile",
+            "--json",
+            str(out_json),
+        ]
+    )
     out = capsys.readouterr().out
     assert re.search(r"speed-up fast vs plain \(median, alternating runs\): eval [\d.]+x, train [\d.]+x", out)
     report = json.loads(out_json.read_text())
@@ -79,9 +109,31 @@ def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -
     import json
 
     out_json = tmp_path / "bench.json"
-    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
-          "--repeats", "1", "--warmup", "0", "--baseline", "system-malloc", "--memory-repeats", "2",
-          "--cpu-allocator", "reuse", "--json", str(out_json)])
+    main(
+        [
+            "model",
+            "encoder.dim=16",
+            "tasks=nyud",
+            "dataset.num_semseg_classes=5",
+            "--batch",
+            "1",
+            "--size",
+            "32",
+            "32",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--baseline",
+            "system-malloc",
+            "--memory-repeats",
+            "2",
+            "--cpu-allocator",
+            "reuse",
+            "--json",
+            str(out_json),
+        ]
+    )
     report = json.loads(out_json.read_text())
     assert list(report["results"]) == ["fast", "system-malloc"] and report["cpu_allocator"] == "reuse"
     assert list(report["times_s"]) == ["fast"] and "eval_median_s" not in report["results"]["system-malloc"]
@@ -114,17 +166,24 @@ def test_the_official_baseline_is_the_reference_model_of_the_configured_size_and
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 48))
     assert {t: tuple(o.shape) for t, o in out.items()} == {
-        "semseg": (1, 5, 32, 48), "depth": (1, 1, 32, 48), "normals": (1, 3, 32, 48), "edge": (1, 1, 32, 48)}
+        "semseg": (1, 5, 32, 48),
+        "depth": (1, 1, 32, 48),
+        "normals": (1, 3, 32, 48),
+        "edge": (1, 1, 32, 48),
+    }
     degmix = build_official_model(compose_config(["encoder=degmix", "decoder=degmix", "encoder.dim=16"]))
     assert type(degmix.head).__name__ == "DegmixHead"
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["decoder=fcn"], "PassThroughDecoder has no official counterpart"),
-    (["decoder.attention=global"], "decoder.attention=global"),
-    (["encoder=degmix", "decoder=degmix", "encoder.projection=linear"], "encoder.projection=linear"),
-    (["backbone=hrnet18"], "backbone._target_="),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["decoder=fcn"], "PassThroughDecoder has no official counterpart"),
+        (["decoder.attention=global"], "decoder.attention=global"),
+        (["encoder=degmix", "decoder=degmix", "encoder.projection=linear"], "encoder.projection=linear"),
+        (["backbone=hrnet18"], "backbone._target_="),
+    ],
+)
 def test_the_official_baseline_refuses_a_config_the_released_code_does_not_have(overrides: list[str], key: str) -> None:
     from demt_exp.bench_official import build_official_model
     from demt_exp.config import compose_config
@@ -138,16 +197,37 @@ def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> Non
     import json
 
     out_json = tmp_path / "bench.json"
-    main(["model", "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5", "--batch", "1", "--size", "32", "32",
-          "--repeats", "1", "--warmup", "0", "--baseline", "official", "--json", str(out_json)])
+    main(
+        [
+            "model",
+            "encoder.dim=16",
+            "tasks=nyud",
+            "dataset.num_semseg_classes=5",
+            "--batch",
+            "1",
+            "--size",
+            "32",
+            "32",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--baseline",
+            "official",
+            "--json",
+            str(out_json),
+        ]
+    )
     report = json.loads(out_json.read_text())
     official, fast = report["results"]["official"], report["results"]["fast"]
     assert list(report["times_s"]) == ["fast"] and official["train_step_s"] > 0
     assert official["train_peak_minus_model_mib"] > official["eval_peak_minus_model_mib"] >= 0
     assert report["fresh_process_speedup_over_fast"]["official"]["eval"] == pytest.approx(
-        official["eval_step_s"] / fast["eval_step_s"])
+        official["eval_step_s"] / fast["eval_step_s"]
+    )
     assert report["memory_fast_over_official"] == pytest.approx(
-        fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"])
+        fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"]
+    )
 
 
 def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one() -> None:
@@ -193,8 +273,25 @@ def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) ->
     from PIL import Image
 
     out = tmp_path / "scaling"
-    main(["scaling", "encoder.dim=16", "--sizes", "32", "--tasks", "1", "--fixed-size", "32", "--fixed-tasks", "1",
-          "--attention", "official", "global", "--out", str(out)])
+    main(
+        [
+            "scaling",
+            "encoder.dim=16",
+            "--sizes",
+            "32",
+            "--tasks",
+            "1",
+            "--fixed-size",
+            "32",
+            "--fixed-tasks",
+            "1",
+            "--attention",
+            "official",
+            "global",
+            "--out",
+            str(out),
+        ]
+    )
     with Image.open(out.with_suffix(".png")) as image:
         assert image.format == "PNG" and image.size == (1000, 700)
         image.verify()
@@ -219,26 +316,51 @@ def test_scaling_outputs_hold_every_point_and_a_png_of_both_sweeps(tmp_path) -> 
 
     from demt_exp.bench_scaling import write_outputs
 
-    rows = [{"attention": mode, "size": size, "tasks": tasks, "train_s": 0.5 * size / 256 + tasks + (mode == "global"),
-             "train_peak_minus_model_mib": 100.0 * tasks * size / 256}
-            for mode in ("official", "global") for size, tasks in ((256, 1), (640, 1), (256, 5))]
-    args = argparse.Namespace(out=tmp_path / "s", device="cpu", batch=1, overrides=[], attention=["official", "global"],
-                              fixed_tasks=1, fixed_size=256)
+    rows = [
+        {
+            "attention": mode,
+            "size": size,
+            "tasks": tasks,
+            "train_s": 0.5 * size / 256 + tasks + (mode == "global"),
+            "train_peak_minus_model_mib": 100.0 * tasks * size / 256,
+        }
+        for mode in ("official", "global")
+        for size, tasks in ((256, 1), (640, 1), (256, 5))
+    ]
+    args = argparse.Namespace(
+        out=tmp_path / "s",
+        device="cpu",
+        batch=1,
+        overrides=[],
+        attention=["official", "global"],
+        fixed_tasks=1,
+        fixed_size=256,
+    )
     paths = write_outputs(rows, args)
     assert [p.name for p in paths] == ["s.md", "s.csv", "s.json", "s.png"] and all(p.is_file() for p in paths)
     with Image.open(paths[3]) as image:
         assert image.format == "PNG" and image.size == (1000, 700)
     table = paths[0].read_text().splitlines()[4:]
     assert table[1] == "| official | 640 | 1 | 2.25 | 250 |" and table[5] == "| global | 256 | 5 | 6.50 | 500 |"
-    assert [(r["attention"], int(r["size"]), int(r["tasks"])) for r in csv.DictReader(paths[1].open())] == \
-        [(r["attention"], r["size"], r["tasks"]) for r in rows]
+    assert [(r["attention"], int(r["size"]), int(r["tasks"])) for r in csv.DictReader(paths[1].open())] == [
+        (r["attention"], r["size"], r["tasks"]) for r in rows
+    ]
 
 
 def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--help"])
     shown = capsys.readouterr().out
-    assert set(SUBCOMMANDS) == {"model", "scaling", "startup", "deform", "step", "data", "boundary", "linear",
-                                "weighting"}
+    assert set(SUBCOMMANDS) == {
+        "model",
+        "scaling",
+        "startup",
+        "deform",
+        "step",
+        "data",
+        "boundary",
+        "linear",
+        "weighting",
+    }
     for name, line in SUBCOMMANDS.items():
         assert f"  {name}" in shown and line in shown
 

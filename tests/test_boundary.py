@@ -175,8 +175,8 @@ def test_protocol_presets_and_fast_variants() -> None:
 def test_metric_state_sums_across_processes_and_records_the_protocol() -> None:
     protocol = BoundaryProtocol("test", (0.3, 0.7), "ge", False, 0.075)
     gt = _vertical_line(5) > 0
-    strong = _vertical_line(6)          # 200: on at both thresholds
-    weak = _vertical_line(6) // 2       # 100: on at 0.3 only
+    strong = _vertical_line(6)  # 200: on at both thresholds
+    weak = _vertical_line(6) // 2  # 100: on at 0.3 only
     whole = BoundaryMetric(protocol)
     parts = [BoundaryMetric(protocol), BoundaryMetric(protocol)]
     for metric, pred in zip(parts, (strong, weak)):

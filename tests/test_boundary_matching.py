@@ -33,8 +33,8 @@ def test_fast_thinning_equals_the_full_image_algorithm() -> None:
 
 def test_thinning_keeps_lines_and_points_and_reduces_a_2x2_block_to_one_pixel() -> None:
     mask = np.zeros((7, 7), dtype=bool)
-    mask[1, 1:6] = True   # a 1-px line: every pixel is an end (G2) or joins two runs (G1)
-    mask[4, 4] = True     # an isolated point: no foreground neighbour run (G1)
+    mask[1, 1:6] = True  # a 1-px line: every pixel is an end (G2) or joins two runs (G1)
+    mask[4, 4] = True  # an isolated point: no foreground neighbour run (G1)
     assert np.array_equal(bwmorph_thin(mask), mask)
     block = np.zeros((4, 4), dtype=bool)
     block[1:3, 1:3] = True
@@ -92,9 +92,9 @@ def _bsds_min_cost_real_pairs(pred: np.ndarray, gt: np.ndarray, radius: float) -
     if n1 and n2:
         d = np.sqrt(((p[:, None, :] - g[None, :, :]) ** 2).sum(-1))
         cost[:n1, :n2] = np.where(d <= radius, np.rint(d * 100) / 100, blocked)
-    cost[:n1, n2:] = outlier      # predicted pixel -> outlier
-    cost[n1:, :n2] = outlier      # outlier -> ground-truth pixel
-    cost[n1:, n2:] = outlier      # outlier -> outlier
+    cost[:n1, n2:] = outlier  # predicted pixel -> outlier
+    cost[n1:, :n2] = outlier  # outlier -> ground-truth pixel
+    cost[n1:, n2:] = outlier  # outlier -> outlier
     rows, cols = linear_sum_assignment(cost)
     return int(np.count_nonzero((rows < n1) & (cols < n2)))
 

@@ -38,8 +38,11 @@ class MarkerOnUnpickle:
 def crafted_file(tmp_path: Path, wrap_as_checkpoint: bool = True) -> tuple[Path, Path]:
     """A torch file whose pickle creates a marker file when fully unpickled."""
     marker = tmp_path / "pwned"
-    payload: object = {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": 1,
-                       "evil": MarkerOnUnpickle(marker)} if wrap_as_checkpoint else {"w": MarkerOnUnpickle(marker)}
+    payload: object = (
+        {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": 1, "evil": MarkerOnUnpickle(marker)}
+        if wrap_as_checkpoint
+        else {"w": MarkerOnUnpickle(marker)}
+    )
     path = tmp_path / "crafted.pt"
     torch.save(payload, path)
     assert not marker.exists()
@@ -74,8 +77,21 @@ def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> 
 
 def test_convert_command_refuses_a_crafted_file(tmp_path: Path) -> None:
     path, marker = crafted_file(tmp_path, wrap_as_checkpoint=False)
-    done = subprocess.run([sys.executable, "-m", "demt_exp.convert", "--official", str(path), "--out",
-                           str(tmp_path / "out.pt"), "encoder.dim=32"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demt_exp.convert",
+            "--official",
+            str(path),
+            "--out",
+            str(tmp_path / "out.pt"),
+            "encoder.dim=32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0 and str(path) in done.stderr and "trust" in done.stderr
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
 
@@ -85,8 +101,17 @@ def test_training_payload_loads_with_weights_only(tmp_path: Path) -> None:
     torch.manual_seed(3)
     state = rng_state()
     expected = torch.rand(4)
-    path = save_atomic({"model": {}, "optimizer": {}, "scheduler": {}, "step": 2, "rng": [state],
-                        "config": {"trainer": {"steps": 4, "lr": 0.1, "names": ["a", None]}}}, tmp_path / "c.pt")
+    path = save_atomic(
+        {
+            "model": {},
+            "optimizer": {},
+            "scheduler": {},
+            "step": 2,
+            "rng": [state],
+            "config": {"trainer": {"steps": 4, "lr": 0.1, "names": ["a", None]}},
+        },
+        tmp_path / "c.pt",
+    )
     payload = torch.load(path, weights_only=True)
     torch.manual_seed(99)
     set_rng_state(payload["rng"][0])

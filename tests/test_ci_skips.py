@@ -9,7 +9,7 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 def test_fidelity():
@@ -21,7 +21,7 @@ def test_on_gpu():
 
 def test_plain():
     assert 1 + 1 == 2
-'''
+"""
 
 
 def run_pytest(directory: Path, ci: str | None) -> subprocess.CompletedProcess:
@@ -30,8 +30,21 @@ def run_pytest(directory: Path, ci: str | None) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
     if ci is not None:
         env["CI"] = ci
-    command = [sys.executable, "-m", "pytest", "-p", "ci_skips", "-p", "no:cacheprovider", "-c", os.devnull,
-               "--rootdir", str(directory), "-rA", str(directory / "test_sample.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "ci_skips",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        os.devnull,
+        "--rootdir",
+        str(directory),
+        "-rA",
+        str(directory / "test_sample.py"),
+    ]
     return subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -25,10 +25,27 @@ from demt_exp.data.tasks import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parent.parent
 # cityscapesScripts labels.py, the 19 evaluated classes: (labelId, name, trainId).
-STANDARD = [(7, "road", 0), (8, "sidewalk", 1), (11, "building", 2), (12, "wall", 3), (13, "fence", 4),
-            (17, "pole", 5), (19, "traffic light", 6), (20, "traffic sign", 7), (21, "vegetation", 8),
-            (22, "terrain", 9), (23, "sky", 10), (24, "person", 11), (25, "rider", 12), (26, "car", 13),
-            (27, "truck", 14), (28, "bus", 15), (31, "train", 16), (32, "motorcycle", 17), (33, "bicycle", 18)]
+STANDARD = [
+    (7, "road", 0),
+    (8, "sidewalk", 1),
+    (11, "building", 2),
+    (12, "wall", 3),
+    (13, "fence", 4),
+    (17, "pole", 5),
+    (19, "traffic light", 6),
+    (20, "traffic sign", 7),
+    (21, "vegetation", 8),
+    (22, "terrain", 9),
+    (23, "sky", 10),
+    (24, "person", 11),
+    (25, "rider", 12),
+    (26, "car", 13),
+    (27, "truck", 14),
+    (28, "bus", 15),
+    (31, "train", 16),
+    (32, "motorcycle", 17),
+    (33, "bicycle", 18),
+]
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,30 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["+sweep=backbone_depth", "dataset.image_size=[32,32]", "trainer.steps=1"]
 
 
-def nyud_metrics(miou: float, rmse: float, angle: float = 20.0, odsf: float | None = 76.0,
-                 delta_m: float | None = None) -> dict[str, dict[str, Any]]:
+def nyud_metrics(
+    miou: float, rmse: float, angle: float = 20.0, odsf: float | None = 76.0, delta_m: float | None = None
+) -> dict[str, dict[str, Any]]:
     """A metrics.json as the training loop writes it for the NYUD tasks (every metric of each task)."""
     tree: dict[str, dict[str, Any]] = {
         "semseg": {"mIoU": miou, "pixel_acc": 70.0, "loss": 1.25},
-        "depth": {"rmse": rmse, "abs_rel": 0.15, "log10": 0.06, "delta1": 80.0, "delta2": 95.0, "delta3": 99.0,
-                  "loss": 0.5},
-        "normals": {"mean_angle": angle, "median_angle": 14.0, "rmse_angle": 27.0, "within_11_25": 40.0,
-                    "within_22_5": 65.0, "within_30": 75.0, "loss": 0.2},
+        "depth": {
+            "rmse": rmse,
+            "abs_rel": 0.15,
+            "log10": 0.06,
+            "delta1": 80.0,
+            "delta2": 95.0,
+            "delta3": 99.0,
+            "loss": 0.5,
+        },
+        "normals": {
+            "mean_angle": angle,
+            "median_angle": 14.0,
+            "rmse_angle": 27.0,
+            "within_11_25": 40.0,
+            "within_22_5": 65.0,
+            "within_30": 75.0,
+            "loss": 0.2,
+        },
         "edge": {"pixel_maxF": 70.0, "loss": 0.05},
     }
     if odsf is not None:
@@ -39,8 +54,9 @@ def nyud_metrics(miou: float, rmse: float, angle: float = 20.0, odsf: float | No
     return tree
 
 
-def write_run(folder: Path, overrides: list[str], metrics: dict | None, dataset: str = "nyud",
-              parameters: int = 32_070_259) -> Path:
+def write_run(
+    folder: Path, overrides: list[str], metrics: dict | None, dataset: str = "nyud", parameters: int = 32_070_259
+) -> Path:
     """A run folder as `python -m demt_exp` leaves it: `.hydra/overrides.yaml` and `.hydra/config.yaml`
     (Hydra's files), `metrics.jsonl` (the step-0 record carries the parameter count) and, when the job
     finished, `metrics.json`."""
@@ -49,9 +65,12 @@ def write_run(folder: Path, overrides: list[str], metrics: dict | None, dataset:
     (hydra / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
     (hydra / "config.yaml").write_text(
         f"tasks:\n  names:\n  - semseg\n  - depth\ndataset:\n  name: {dataset}\n  num_semseg_classes: 40\n"
-        "model:\n  init: ${model.init_dir}/upernet.pth\n  init_dir: ${oc.env:DEMT_WEIGHTS,weights}\n")
-    history = [{"step": 0, "model/parameters": float(parameters), "model/init": "random"},
-               {"step": 1, "train/loss": 3.5}]
+        "model:\n  init: ${model.init_dir}/upernet.pth\n  init_dir: ${oc.env:DEMT_WEIGHTS,weights}\n"
+    )
+    history = [
+        {"step": 0, "model/parameters": float(parameters), "model/init": "random"},
+        {"step": 1, "train/loss": 3.5},
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -60,18 +79,30 @@ def write_run(folder: Path, overrides: list[str], metrics: dict | None, dataset:
 
 def two_key_sweep(root: Path) -> Path:
     """`-m backbone=swin_t,swin_s encoder.depth=1,2`: four jobs, values chosen so every mean is exact."""
-    values = {("swin_t", "1"): (40.0, 0.60), ("swin_t", "2"): (42.0, 0.58),
-              ("swin_s", "1"): (45.0, 0.55), ("swin_s", "2"): (47.5, 0.5125)}
+    values = {
+        ("swin_t", "1"): (40.0, 0.60),
+        ("swin_t", "2"): (42.0, 0.58),
+        ("swin_s", "1"): (45.0, 0.55),
+        ("swin_s", "2"): (47.5, 0.5125),
+    }
     for job, ((backbone, depth), (miou, rmse)) in enumerate(values.items()):
-        write_run(root / str(job), [f"backbone={backbone}", f"encoder.depth={depth}", *COMMON],
-                  nyud_metrics(miou, rmse, delta_m=miou - 45.0), parameters=30_000_000 + 1000 * job)
+        write_run(
+            root / str(job),
+            [f"backbone={backbone}", f"encoder.depth={depth}", *COMMON],
+            nyud_metrics(miou, rmse, delta_m=miou - 45.0),
+            parameters=30_000_000 + 1000 * job,
+        )
     return root
 
 
 def seeds_sweep(root: Path, mious: list[float], dataset: str = "nyud") -> Path:
     for seed, miou in enumerate(mious):
-        write_run(root / str(seed), [f"trainer.seed={seed}", "+sweep=seeds", *COMMON[1:]],
-                  nyud_metrics(miou, 0.5 + 0.01 * seed), dataset=dataset)
+        write_run(
+            root / str(seed),
+            [f"trainer.seed={seed}", "+sweep=seeds", *COMMON[1:]],
+            nyud_metrics(miou, 0.5 + 0.01 * seed),
+            dataset=dataset,
+        )
     return root
 
 
@@ -98,10 +129,23 @@ def read_csv(text: str) -> list[dict[str, str]]:
 def test_default_metrics_are_the_nyud_delta_m_set_then_delta_m_and_parameters(tmp_path: Path, capsys) -> None:
     out, err = run([str(two_key_sweep(tmp_path)), "--format", "csv", "--no-plot"], capsys)
     table = read_csv(out)
-    assert list(table[0]) == ["backbone", "encoder.depth", "n", "semseg/mIoU", "depth/rmse", "normals/mean_angle",
-                              "edge/odsF", "multi_task/delta_m", "model/parameters"]
+    assert list(table[0]) == [
+        "backbone",
+        "encoder.depth",
+        "n",
+        "semseg/mIoU",
+        "depth/rmse",
+        "normals/mean_angle",
+        "edge/odsF",
+        "multi_task/delta_m",
+        "model/parameters",
+    ]
     assert [(r["backbone"], r["encoder.depth"], r["n"]) for r in table] == [
-        ("swin_t", "1", "1"), ("swin_t", "2", "1"), ("swin_s", "1", "1"), ("swin_s", "2", "1")]
+        ("swin_t", "1", "1"),
+        ("swin_t", "2", "1"),
+        ("swin_s", "1", "1"),
+        ("swin_s", "2", "1"),
+    ]
     assert [float(r["semseg/mIoU"]) for r in table] == [40.0, 42.0, 45.0, 47.5]
     assert [float(r["depth/rmse"]) for r in table] == [0.60, 0.58, 0.55, 0.5125]
     assert [float(r["multi_task/delta_m"]) for r in table] == [-5.0, -3.0, 0.0, 2.5]
@@ -121,14 +165,22 @@ def test_a_standard_metric_no_run_has_is_named_and_left_out(tmp_path: Path, caps
     for job, miou in enumerate([40.0, 44.0]):
         write_run(tmp_path / str(job), [f"backbone=swin_{'ts'[job]}"], nyud_metrics(miou, 0.6, odsf=None))
     out, err = run([str(tmp_path), "--format", "csv", "--no-plot"], capsys)
-    assert list(read_csv(out)[0]) == ["backbone", "n", "semseg/mIoU", "depth/rmse", "normals/mean_angle",
-                                      "model/parameters"]
+    assert list(read_csv(out)[0]) == [
+        "backbone",
+        "n",
+        "semseg/mIoU",
+        "depth/rmse",
+        "normals/mean_angle",
+        "model/parameters",
+    ]
     assert "not in any run: edge/odsF" in err
 
 
 def test_metrics_option_chooses_and_orders_the_columns(tmp_path: Path, capsys) -> None:
-    out, _ = run([str(two_key_sweep(tmp_path)), "--metrics", "depth/rmse", "semseg/pixel_acc", "--format", "csv",
-                  "--no-plot"], capsys)
+    out, _ = run(
+        [str(two_key_sweep(tmp_path)), "--metrics", "depth/rmse", "semseg/pixel_acc", "--format", "csv", "--no-plot"],
+        capsys,
+    )
     table = read_csv(out)
     assert list(table[0]) == ["backbone", "encoder.depth", "n", "depth/rmse", "semseg/pixel_acc"]
     assert [float(r["semseg/pixel_acc"]) for r in table] == [70.0] * 4
@@ -137,8 +189,10 @@ def test_metrics_option_chooses_and_orders_the_columns(tmp_path: Path, capsys) -
 def test_markdown_rows_with_units_and_decimals(tmp_path: Path, capsys) -> None:
     out, _ = run([str(two_key_sweep(tmp_path)), "--no-plot"], capsys)
     lines = out.splitlines()
-    assert lines[0] == ("| backbone | encoder.depth | n | semseg/mIoU | depth/rmse | normals/mean_angle | edge/odsF "
-                        "| Delta_m | params |")
+    assert lines[0] == (
+        "| backbone | encoder.depth | n | semseg/mIoU | depth/rmse | normals/mean_angle | edge/odsF "
+        "| Delta_m | params |"
+    )
     assert lines[1] == "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     assert lines[2] == "| swin_t | 1 | 1 | 40.00 | 0.6000 | 20.00 | 76.00 | -5.00 | 30,000,000 |"
     assert lines[5] == "| swin_s | 2 | 1 | 47.50 | 0.5125 | 20.00 | 76.00 | +2.50 | 30,003,000 |"
@@ -148,8 +202,11 @@ def test_markdown_rows_with_units_and_decimals(tmp_path: Path, capsys) -> None:
 def test_seeds_become_one_row_with_mean_and_sample_std(tmp_path: Path, capsys) -> None:
     root = seeds_sweep(tmp_path, [40.0, 42.0, 47.0])  # mean 43, sample std sqrt(26 / 2) = 3.6056
     out, _ = run([str(root), "--metrics", "semseg/mIoU", "depth/rmse", "--no-plot"], capsys)
-    assert out.splitlines()[:3] == ["| n | semseg/mIoU | depth/rmse |", "|---:|---:|---:|",
-                                    "| 3 | 43.00 ± 3.61 | 0.5100 ± 0.0100 |"]
+    assert out.splitlines()[:3] == [
+        "| n | semseg/mIoU | depth/rmse |",
+        "|---:|---:|---:|",
+        "| 3 | 43.00 ± 3.61 | 0.5100 ± 0.0100 |",
+    ]
     assert "sample standard deviation (n - 1)" in out
     table = read_csv((tmp_path / "compare.csv").read_text())
     assert len(table) == 1 and table[0]["n"] == "3"
@@ -159,15 +216,17 @@ def test_seeds_become_one_row_with_mean_and_sample_std(tmp_path: Path, capsys) -
 
 def test_json_holds_every_value_unit_and_run_folder(tmp_path: Path, capsys) -> None:
     root = seeds_sweep(tmp_path, [40.0, 46.0])
-    out, _ = run([str(root), "--metrics", "semseg/mIoU", "normals/mean_angle", "--format", "json", "--no-plot"],
-                 capsys)
+    out, _ = run([str(root), "--metrics", "semseg/mIoU", "normals/mean_angle", "--format", "json", "--no-plot"], capsys)
     payload = json.loads(out)
     assert payload["keys"] == [] and payload["skipped"] == []
     assert payload["metrics"] == {"semseg/mIoU": {"unit": "%"}, "normals/mean_angle": {"unit": "degrees"}}
     (row,) = payload["rows"]
     assert row["n"] == 2 and row["runs"] == [str(root / "0"), str(root / "1")]
-    assert row["metrics"]["semseg/mIoU"] == {"mean": 43.0, "std": pytest.approx(math.sqrt(18.0)),
-                                             "values": [40.0, 46.0]}
+    assert row["metrics"]["semseg/mIoU"] == {
+        "mean": 43.0,
+        "std": pytest.approx(math.sqrt(18.0)),
+        "values": [40.0, 46.0],
+    }
 
 
 def long_sweep(root: Path) -> Path:
@@ -192,8 +251,9 @@ def test_a_two_key_sweep_with_long_keys_and_values_fits_120_columns(tmp_path: Pa
         assert block[0].startswith("| [k1] | tasks.names | n |")
         assert [line.split(" | ")[1] for line in block[2:]] == ["[v1]", "[v1]", "[semseg,depth]", "[semseg,depth]"]
     headers = " ".join(b[0] for b in blocks)
-    every = {f"{t}/{m}" for t, ms in nyud_metrics(1, 1, delta_m=1.0).items() for m, v in ms.items()
-             if not isinstance(v, str)}
+    every = {
+        f"{t}/{m}" for t, ms in nyud_metrics(1, 1, delta_m=1.0).items() for m, v in ms.items() if not isinstance(v, str)
+    }
     assert all(name in headers for name in every - {"multi_task/delta_m"} | {"Delta_m", "params"})
 
 
@@ -211,8 +271,11 @@ def test_a_seeds_sweep_with_every_metric_fits_120_columns(tmp_path: Path, capsys
 def test_many_swept_keys_fall_back_to_row_numbers(tmp_path: Path, capsys) -> None:
     keys = [f"encoder.some_rather_long_option_{i}" for i in range(16)]
     for job in range(3):
-        write_run(tmp_path / str(job), [f"{key}=value_{job}_of_key_{i}" for i, key in enumerate(keys)],
-                  nyud_metrics(40.0 + job, 0.6))
+        write_run(
+            tmp_path / str(job),
+            [f"{key}=value_{job}_of_key_{i}" for i, key in enumerate(keys)],
+            nyud_metrics(40.0 + job, 0.6),
+        )
     out, _ = run([str(tmp_path), "--no-plot"], capsys)
     lines = out.splitlines()
     assert max(map(len, lines)) <= 120
@@ -271,11 +334,14 @@ def test_a_bad_path_is_a_one_line_error(case: str, tmp_path: Path, capsys) -> No
     assert fails([str(path)], capsys) == f"compare: error: {path} {expected}"
 
 
-@pytest.mark.parametrize("metric,expected", [
-    ("semseg", "--metrics semseg: expected task/metric, e.g. semseg/mIoU (or `all`)"),
-    ("semseg/mIoU/x", "--metrics semseg/mIoU/x: expected task/metric, e.g. semseg/mIoU (or `all`)"),
-    ("sal/maxF", "--metrics sal/maxF: no run has it; the runs have depth/abs_rel, depth/delta1"),
-])
+@pytest.mark.parametrize(
+    "metric,expected",
+    [
+        ("semseg", "--metrics semseg: expected task/metric, e.g. semseg/mIoU (or `all`)"),
+        ("semseg/mIoU/x", "--metrics semseg/mIoU/x: expected task/metric, e.g. semseg/mIoU (or `all`)"),
+        ("sal/maxF", "--metrics sal/maxF: no run has it; the runs have depth/abs_rel, depth/delta1"),
+    ],
+)
 def test_a_bad_metric_is_a_one_line_error(metric: str, expected: str, tmp_path: Path, capsys) -> None:
     line = fails([str(seeds_sweep(tmp_path, [40.0])), "--metrics", metric], capsys)
     assert line.startswith(f"compare: error: {expected}")
@@ -289,8 +355,14 @@ def test_an_output_folder_that_cannot_be_written_is_a_one_line_error(tmp_path: P
 
 
 def test_the_command_line_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "demt_exp.compare", str(tmp_path / "nope")], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "demt_exp.compare", str(tmp_path / "nope")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"compare: error: {tmp_path / 'nope'} does not exist (expected a run folder or a multirun folder)"]
+        f"compare: error: {tmp_path / 'nope'} does not exist (expected a run folder or a multirun folder)"
+    ]

@@ -42,8 +42,12 @@ def test_one_panel_per_metric_with_its_unit_and_every_key_on_the_ticks(tmp_path:
     assert [a.get_title() for a in axes] == DEFAULT
     assert [a.get_ylabel() for a in axes] == ["%", "m", "degrees", "%", "%", "millions"]
     ticks = [t.get_text() for t in axes[0].get_xticklabels()]
-    assert ticks == ["backbone=swin_t\ndepth=1", "backbone=swin_t\ndepth=2", "backbone=swin_s\ndepth=1",
-                     "backbone=swin_s\ndepth=2"]
+    assert ticks == [
+        "backbone=swin_t\ndepth=1",
+        "backbone=swin_t\ndepth=2",
+        "backbone=swin_s\ndepth=1",
+        "backbone=swin_s\ndepth=2",
+    ]
     assert means(axes[0]) == [(0, 40.0), (1, 42.0), (2, 45.0), (3, 47.5)]
     assert means(axes[1]) == [(0, 0.60), (1, 0.58), (2, 0.55), (3, 0.5125)]
     assert [y for _, y in means(axes[5])] == pytest.approx([30.0, 30.001, 30.002, 30.003])  # millions
@@ -60,8 +64,10 @@ def test_a_seed_group_has_its_sample_std_as_error_bar_and_its_runs_as_dots(tmp_p
     assert means(axis) == [(0, 43.0), (1, 51.0)]
     bars = [c for c in axis.collections if isinstance(c, LineCollection)]
     segments = sorted([tuple(map(tuple, s)) for c in bars for s in c.get_segments()])
-    assert segments == [((0, pytest.approx(43 - math.sqrt(13))), (0, pytest.approx(43 + math.sqrt(13)))),
-                        ((1, pytest.approx(51 - math.sqrt(2))), (1, pytest.approx(51 + math.sqrt(2))))]
+    assert segments == [
+        ((0, pytest.approx(43 - math.sqrt(13))), (0, pytest.approx(43 + math.sqrt(13)))),
+        ((1, pytest.approx(51 - math.sqrt(2))), (1, pytest.approx(51 + math.sqrt(2)))),
+    ]
     dots = sorted(y for c in axis.collections if not isinstance(c, LineCollection) for _, y in c.get_offsets())
     assert dots == [40.0, 42.0, 47.0, 50.0, 52.0]
     assert [t.get_text() for t in axis.get_xticklabels()] == ["arch=demt\nn=3", "arch=degmix\nn=2"]
@@ -84,5 +90,8 @@ def test_no_plot_writes_no_png(tmp_path: Path, capsys) -> None:
 
 def test_short_keys_keep_the_full_key_where_the_last_part_repeats() -> None:
     assert short_keys(["encoder.depth", "backbone", "decoder.depth", "tasks.loss_weights.edge"]) == {
-        "encoder.depth": "encoder.depth", "backbone": "backbone", "decoder.depth": "decoder.depth",
-        "tasks.loss_weights.edge": "edge"}
+        "encoder.depth": "encoder.depth",
+        "backbone": "backbone",
+        "decoder.depth": "decoder.depth",
+        "tasks.loss_weights.edge": "edge",
+    }

@@ -46,14 +46,14 @@ def test_python_tags_are_refused_and_the_folder_skipped(tmp_path: Path, capsys) 
     marker = tmp_path / "constructed"
     write_run(tmp_path / "0", ["backbone=swin_t"], nyud_metrics(40.0, 0.6))
     crafted_run(tmp_path / "1", f"- !!python/object/apply:os.system ['touch {marker}']\n", "dataset:\n  name: nyud\n")
-    crafted_run(tmp_path / "2", "- backbone=swin_s\n",
-                f"dataset: !!python/object/apply:os.system ['touch {marker}']\n")
+    crafted_run(tmp_path / "2", "- backbone=swin_s\n", f"dataset: !!python/object/apply:os.system ['touch {marker}']\n")
     main([str(tmp_path), "--format", "csv", "--no-plot"])
     captured = capsys.readouterr()
     assert not marker.exists()
     skipped = [line for line in captured.err.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and skipped[0].startswith(
-        f"skipped {tmp_path / '1'}: .hydra/overrides.yaml cannot be read as YAML (could not determine a constructor")
+        f"skipped {tmp_path / '1'}: .hydra/overrides.yaml cannot be read as YAML (could not determine a constructor"
+    )
     # a config.yaml it cannot read only costs the run its dataset: shown with every metric, and said so
     assert captured.out.splitlines()[0].startswith("backbone,n,depth/abs_rel,")
     assert "no Delta_m metric set for dataset unrecorded" in captured.err
@@ -64,8 +64,10 @@ def test_overrides_that_are_not_a_list_of_strings_skip_the_folder(overrides: str
     write_run(tmp_path / "0", ["backbone=swin_t"], nyud_metrics(40.0, 0.6))
     crafted_run(tmp_path / "1", overrides, "dataset:\n  name: nyud\n")
     main([str(tmp_path), "--no-plot"])
-    assert f"skipped {tmp_path / '1'}: .hydra/overrides.yaml is not a YAML list of `key=value` strings" in \
-        capsys.readouterr().err.splitlines()
+    assert (
+        f"skipped {tmp_path / '1'}: .hydra/overrides.yaml is not a YAML list of `key=value` strings"
+        in capsys.readouterr().err.splitlines()
+    )
 
 
 def test_control_characters_are_escaped_on_the_console(tmp_path: Path, capsys) -> None:

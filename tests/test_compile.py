@@ -31,8 +31,15 @@ class Head(nn.Module):
 
 def small_model(compose, variant: str) -> nn.Module:
     torch.manual_seed(0)
-    cfg = compose([*VARIANTS[variant], "encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5",
-                   "backbone.drop_path_rate=0"])
+    cfg = compose(
+        [
+            *VARIANTS[variant],
+            "encoder.dim=16",
+            "tasks=nyud",
+            "dataset.num_semseg_classes=5",
+            "backbone.drop_path_rate=0",
+        ]
+    )
     return build_model(cfg).eval()
 
 

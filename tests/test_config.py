@@ -25,7 +25,9 @@ CONF = REPO / "conf"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "demt_exp", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "demt_exp", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_default_config_groups(compose) -> None:
@@ -37,7 +39,9 @@ def test_default_config_groups(compose) -> None:
     assert {"steps", "batch_size", "eval_interval", "precision", "seed"} <= set(cfg.trainer)
 
 
-@pytest.mark.parametrize("group", ["dataset", "backbone", "encoder", "decoder", "optimizer", "tasks", "trainer", "logger"])
+@pytest.mark.parametrize(
+    "group", ["dataset", "backbone", "encoder", "decoder", "optimizer", "tasks", "trainer", "logger"]
+)
 def test_every_option_of_every_group_composes(compose, group: str) -> None:
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         cfg = compose([f"{group}={option}"])

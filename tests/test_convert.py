@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -157,8 +157,10 @@ def test_deeper_swin_sizes_convert() -> None:
     converted, report = mmseg_backbone_to_ours({f"backbone.{k}": v for k, v in reference.items()}, backbone)
     backbone.load_state_dict(converted, strict=True)
     assert report.dropped["relative_position_index"] == 24
-    assert torch.equal(backbone.stages[3].downsample.reduction.weight[:, :4],
-                       reference["stages.2.downsample.reduction.weight"][:, [0, 4, 8, 12]])
+    assert torch.equal(
+        backbone.stages[3].downsample.reduction.weight[:, :4],
+        reference["stages.2.downsample.reduction.weight"][:, [0, 4, 8, 12]],
+    )
 
 
 def test_mmseg_upernet_checkpoint_fills_only_the_backbone(compose: Compose, tmp_path: Path) -> None:

@@ -36,8 +36,13 @@ needs_glibc = pytest.mark.skipif(glibc_mallopt() is None, reason="mallopt is gli
 
 def faults_of_steady_loop(mode: str) -> int:
     """Minor page faults of the 5 steps after the warm-up, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", LOOP, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 

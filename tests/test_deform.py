@@ -20,7 +20,9 @@ def _outputs_and_grads(module: ChannelDeformConv, x: torch.Tensor, backend: str)
     return y.detach(), x.grad.clone(), grads
 
 
-@pytest.mark.skipif(not deform.torchvision_deform_available(), reason="torchvision's compiled deform_conv2d does not load")
+@pytest.mark.skipif(
+    not deform.torchvision_deform_available(), reason="torchvision's compiled deform_conv2d does not load"
+)
 def test_backends_agree_on_outputs_and_every_gradient() -> None:
     torch.manual_seed(0)
     module = ChannelDeformConv(32, 24)
@@ -32,8 +34,14 @@ def test_backends_agree_on_outputs_and_every_gradient() -> None:
     scale = lambda t: max(1.0, t.abs().max().item())  # noqa: E731 - relative to the tensor's magnitude
     assert (y - ref_y).abs().max().item() <= 1e-5 * scale(ref_y)
     assert (gx - ref_gx).abs().max().item() <= 1e-5 * scale(ref_gx)
-    assert set(grads) == {"weight", "bias", "offsets.feature_conv.weight", "offsets.feature_conv.bias",
-                          "offsets.coord_conv.weight", "offsets.coord_conv.bias"}
+    assert set(grads) == {
+        "weight",
+        "bias",
+        "offsets.feature_conv.weight",
+        "offsets.feature_conv.bias",
+        "offsets.coord_conv.weight",
+        "offsets.coord_conv.bias",
+    }
     for name, ref in ref_grads.items():
         assert ref.abs().sum() > 0, name
         assert (grads[name] - ref).abs().max().item() <= 1e-5 * scale(ref), name
@@ -95,7 +103,7 @@ def test_each_channel_is_sampled_at_its_own_displacement(backend: str) -> None:
     x = torch.randn(1, channels, 5, 6, dtype=torch.float64)
     y = module(x)
     for o in range(2):
-        for (row, col) in ((0, 0), (2, 3), (4, 5)):
+        for row, col in ((0, 0), (2, 3), (4, 5)):
             expected = module.bias[o].item() + sum(
                 module.weight[o, c, 0, 0].item()
                 * _bilinear_zero_pad(x[0, c].tolist(), row + shifts[c, 0].item(), col + shifts[c, 1].item())

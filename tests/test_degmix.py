@@ -44,7 +44,9 @@ def test_degmix_building_blocks_match_spec() -> None:
 def test_released_projection_works_on_a_stride_16_grid() -> None:
     """SPEC 1.8: 425x560 -> stride-4 map 107x140 -> padded to 108x140 -> 27x35 tokens."""
     encoder = DeformableMixerEncoder([96, 192, 384, 768], ["semseg"], depth=2, projection="patch").eval()
-    maps = [torch.randn(1, c, h, w) for c, (h, w) in zip([96, 192, 384, 768], [(107, 140), (54, 70), (27, 35), (14, 18)])]
+    maps = [
+        torch.randn(1, c, h, w) for c, (h, w) in zip([96, 192, 384, 768], [(107, 140), (54, 70), (27, 35), (14, 18)])
+    ]
     with torch.no_grad():
         assert encoder(maps)["semseg"].shape == (1, 256, 27, 35)
     with pytest.raises(ValueError, match="encoder.projection='strided'"):
@@ -91,8 +93,17 @@ def test_official_query_reads_every_fused_token_of_every_task() -> None:
 def test_degmix_predictions_do_not_depend_on_the_batch(compose, attention: str, kv_stride: int) -> None:
     """The released code adds image 0's task-query result to every image (SPEC 8 item 4); we do not."""
     torch.manual_seed(0)
-    cfg = compose(["encoder=degmix", "decoder=degmix", "encoder.dim=32", "tasks=nyud",
-                   f"decoder.attention={attention}", f"decoder.kv_stride={kv_stride}", "backbone.drop_path_rate=0"])
+    cfg = compose(
+        [
+            "encoder=degmix",
+            "decoder=degmix",
+            "encoder.dim=32",
+            "tasks=nyud",
+            f"decoder.attention={attention}",
+            f"decoder.kv_stride={kv_stride}",
+            "backbone.drop_path_rate=0",
+        ]
+    )
     model = build_model(cfg).eval()
     images = torch.randn(4, 3, 70, 90)
     with torch.no_grad():
@@ -122,8 +133,11 @@ def test_frozen_backbone_gets_no_gradient_and_stays_in_eval_mode(compose) -> Non
 
 def test_fcn_baselines_single_and_multi_task(compose) -> None:
     """ATRC FCNHead per task on the concatenated maps: 3x3 conv C_in -> C_in/4, BN, ReLU, 1x1 logits."""
-    single = build_model(compose(["encoder=concat", "decoder=fcn", "tasks=nyud", "tasks.names=[semseg]",
-                                  "dataset.num_semseg_classes=40"]))
+    single = build_model(
+        compose(
+            ["encoder=concat", "decoder=fcn", "tasks=nyud", "tasks.names=[semseg]", "dataset.num_semseg_classes=40"]
+        )
+    )
     head = 1440 * 360 * 9 + 2 * 360 + 360 * 40 + 40
     assert count(single) == 27_520_698 + head
     multi = build_model(compose(["encoder=concat", "decoder=fcn", "tasks=nyud", "dataset.num_semseg_classes=40"]))
@@ -136,8 +150,16 @@ def test_fcn_baselines_single_and_multi_task(compose) -> None:
 
 def test_degmix_vit_b_count_matches_spec_without_the_unused_projection(compose) -> None:
     """SPEC 1.9: ViT-B + DemtViTHead = 98,014,721 including the never-used linear1 (369,408)."""
-    cfg = compose(["backbone=vit_b", "encoder=degmix_vit", "decoder=degmix", "tasks=nyud",
-                   "dataset.num_semseg_classes=40", "model.bottleneck_channels=180"])
+    cfg = compose(
+        [
+            "backbone=vit_b",
+            "encoder=degmix_vit",
+            "decoder=degmix",
+            "tasks=nyud",
+            "dataset.num_semseg_classes=40",
+            "model.bottleneck_channels=180",
+        ]
+    )
     model = build_model(cfg)
     assert count(model) == 98_014_721 - 369_408
     assert count(model.encoder.neck) == 5_901_312

@@ -35,7 +35,12 @@ def test_hand_computed_delta_with_a_lower_is_better_metric() -> None:
 def test_standard_sets_per_dataset() -> None:
     assert standard_metrics("nyud") == ("semseg/mIoU", "depth/rmse", "normals/mean_angle", "edge/odsF")
     assert standard_metrics("pascal_context") == (
-        "semseg/mIoU", "human_parts/mIoU", "sal/maxF", "normals/mean_angle", "edge/odsF")
+        "semseg/mIoU",
+        "human_parts/mIoU",
+        "sal/maxF",
+        "normals/mean_angle",
+        "edge/odsF",
+    )
     for keys in STANDARD_METRICS.values():  # every standard metric has a known direction
         assert all(key.split("/")[1] in DIRECTIONS[key.split("/")[0]] for key in keys)
     with pytest.raises(KeyError, match="synthetic"):
@@ -80,7 +85,6 @@ def test_reference_errors_name_the_source(tmp_path: Path) -> None:
         load_references([tmp_path / "bad.yaml"])
 
 
-
 @pytest.mark.parametrize("dataset, sweep", [("nyud", "single_task_nyud"), ("pascal_context", "single_task_pascal")])
 def test_single_task_sweep_runs_one_job_per_task_of_the_standard_set(dataset: str, sweep: str) -> None:
     params = OmegaConf.load(Path(SWEEPS_DIR) / "sweep" / f"{sweep}.yaml").hydra.sweeper.params
@@ -88,8 +92,9 @@ def test_single_task_sweep_runs_one_job_per_task_of_the_standard_set(dataset: st
     assert sorted(jobs) == sorted({key.split("/")[0] for key in STANDARD_METRICS[dataset]})
 
 
-def test_reference_files_are_data_nothing_in_them_is_resolved_or_run(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_files_are_data_nothing_in_them_is_resolved_or_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "marker"
     monkeypatch.setenv("DEMT_TEST_SECRET", "resolved-secret")
     crafted = {
@@ -99,9 +104,13 @@ def test_reference_files_are_data_nothing_in_them_is_resolved_or_run(tmp_path: P
         "tag.yaml": f"semseg: {{mIoU: !!python/object/apply:os.system ['touch {marker}']}}\n",
         "flag.json": json.dumps({"semseg": {"mIoU": True}}),
     }
-    expected = {"target.yaml": "semseg/mIoU.*non-numeric", "env.yaml": r"semseg/mIoU.*non-numeric.*\$\{oc\.env",
-                "top.yaml": "entry '_target_' should map", "tag.yaml": "cannot be parsed as YAML",
-                "flag.json": "semseg/mIoU.*non-numeric value True"}
+    expected = {
+        "target.yaml": "semseg/mIoU.*non-numeric",
+        "env.yaml": r"semseg/mIoU.*non-numeric.*\$\{oc\.env",
+        "top.yaml": "entry '_target_' should map",
+        "tag.yaml": "cannot be parsed as YAML",
+        "flag.json": "semseg/mIoU.*non-numeric value True",
+    }
     for name, text in crafted.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(ConfigError, match=f"{name}.*{expected[name]}") as refused:

@@ -99,7 +99,12 @@ def test_ddp_step_equals_gradient_average_of_half_batches(tmp_path: Path, compos
 @pytest.mark.slow
 def test_training_command_under_torchrun_writes_one_run_folder(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    overrides = TINY + ["trainer.steps=2", "trainer.eval_interval=2", "trainer.log_interval=1", f"hydra.run.dir={run_dir}"]
+    overrides = TINY + [
+        "trainer.steps=2",
+        "trainer.eval_interval=2",
+        "trainer.log_interval=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     result = torchrun("-m", "demt_exp", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -115,11 +120,23 @@ def test_torchrun_ranks_share_one_run_folder_and_the_one_process_chance_level(tm
     predictor is fitted on the same seeded samples and scored on pooled shards under any world size."""
     # All six synthetic tasks: human parts and saliency have ignored pixels, which a batch-mean loss would
     # weight by how the processes happen to batch the images.
-    overrides = [*TINY_RUN, "dataset.train.num_samples=8", "dataset.val.num_samples=5", "trainer.steps=2",
-                 "trainer.eval_interval=2", "trainer.chance_reference=true"]
+    overrides = [
+        *TINY_RUN,
+        "dataset.train.num_samples=8",
+        "dataset.val.num_samples=5",
+        "trainer.steps=2",
+        "trainer.eval_interval=2",
+        "trainer.chance_reference=true",
+    ]
     one = tmp_path / "one"
-    single = subprocess.run([sys.executable, "-m", "demt_exp", *overrides, f"hydra.run.dir={one}"], cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "demt_exp", *overrides, f"hydra.run.dir={one}"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     workdir = tmp_path / "two"
     workdir.mkdir()
@@ -135,7 +152,11 @@ def test_torchrun_ranks_share_one_run_folder_and_the_one_process_chance_level(tm
         assert two_ranks[task] == pytest.approx(values, rel=1e-6), task
 
 
-WEIGHTING_TINY = [*TINY, "tasks.names=[semseg,depth]", "trainer.batch_size=4"]  # one classification, one regression task
+WEIGHTING_TINY = [
+    *TINY,
+    "tasks.names=[semseg,depth]",
+    "trainer.batch_size=4",
+]  # one classification, one regression task
 
 
 def whole_batch_task_gradients(cfg, halves: list[list[int]]):
@@ -154,8 +175,10 @@ def whole_batch_task_gradients(cfg, halves: list[list[int]]):
         for t, loss in per_task.items():
             losses[t] += float(loss.detach()) / len(halves)
             got = torch.autograd.grad(loss, [p for _, p in params], retain_graph=True, allow_unused=True)
-            grads[t] = [old if g is None else (g / len(halves) if old is None else old + g / len(halves))
-                        for old, g in zip(grads[t], got)]
+            grads[t] = [
+                old if g is None else (g / len(halves) if old is None else old + g / len(halves))
+                for old, g in zip(grads[t], got)
+            ]
     return model, params, grads, losses
 
 
@@ -209,7 +232,7 @@ def test_weighting_under_ddp_equals_the_whole_batch_formula(tmp_path: Path, comp
         offset = 0
         for k in shared:
             size = as_np[tasks[0]][k].size
-            combined[k] = surgery[offset:offset + size].reshape(as_np[tasks[0]][k].shape)
+            combined[k] = surgery[offset : offset + size].reshape(as_np[tasks[0]][k].shape)
             offset += size
         assert not np.allclose(surgery, flat[0] + flat[1])  # the tiny model's tasks do conflict
     for k, (_, param) in enumerate(params):

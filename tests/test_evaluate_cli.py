@@ -21,13 +21,13 @@ from PIL import Image
 
 from demt_exp.crop import edge_uint8
 from demt_exp.inference import inference_config, load_inference_model
-from demt_exp.tracking import format_table
 from demt_exp.metrics import (
     BoundaryMetric,
     MultiTaskMetrics,
     atrc_protocol,
     gt_boundary_map,
 )
+from demt_exp.tracking import format_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,10 @@ def test_metrics_json_holds_every_metric_the_protocol_and_per_image_files(
     edges = sorted((tmp_path / "edge_preds").iterdir())
     assert [p.name for p in edges] == [f"synthetic_val_{i:06d}.png" for i in range(5)]
     assert all(Image.open(p).size == (32, 32) and Image.open(p).mode == "L" for p in edges)
-    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == ["synthetic_val_000000.png", "synthetic_val_000001.png"]
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == [
+        "synthetic_val_000000.png",
+        "synthetic_val_000001.png",
+    ]
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["val/semseg/mIoU"] == pytest.approx(metrics["semseg"]["mIoU"])
     # The printed table: no reference was given, so no reference column (and no column of nan).
@@ -119,8 +122,14 @@ def test_val_split_only_and_edge_maps_cropped_to_the_original_size(tmp_path: Pat
 def test_delta_m_against_reference_files(synthetic_checkpoint: Path, tmp_path: Path) -> None:
     reference = tmp_path / "refs.yaml"
     reference.write_text("semseg: {mIoU: 20.0}\ndepth: {rmse: 2.0}\n")
-    metrics = run_evaluation(synthetic_checkpoint, tmp_path / "eval", "eval.panels=0", "eval.num_workers=0",
-                             f"eval.delta_m.references=[{reference}]", "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]")
+    metrics = run_evaluation(
+        synthetic_checkpoint,
+        tmp_path / "eval",
+        "eval.panels=0",
+        "eval.num_workers=0",
+        f"eval.delta_m.references=[{reference}]",
+        "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]",
+    )
     expected = 0.5 * (100 * (metrics["semseg"]["mIoU"] - 20.0) / 20.0 - 100 * (metrics["depth"]["rmse"] - 2.0) / 2.0)
     assert metrics["multi_task"]["delta_m"] == pytest.approx(expected, rel=1e-9)
     assert metrics["protocol"]["delta_m_metrics"] == "semseg/mIoU,depth/rmse"
@@ -146,12 +155,33 @@ def test_weights_only_file_uses_the_command_line_config(synthetic_checkpoint: Pa
 def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoint: Path, tmp_path: Path) -> None:
     common = [f"checkpoint={synthetic_checkpoint}", "eval.panels=5", "eval.num_workers=0", "trainer.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    single = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'one'}"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
-    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'two'}"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    sharded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "demt_exp.evaluate",
+            *common,
+            f"hydra.run.dir={tmp_path / 'two'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert one["protocol"] == two["protocol"]
@@ -170,15 +200,26 @@ def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoin
 
 def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "notes.pt").write_text("not a checkpoint")
-    cases = {"missing": [f"checkpoint={tmp_path / 'missing.pt'}"], "unreadable": [f"checkpoint={tmp_path / 'notes.pt'}"],
-             "none": []}
-    named = {"missing": f"checkpoint {tmp_path / 'missing.pt'} does not exist",
-             "unreadable": f"checkpoint {tmp_path / 'notes.pt'} cannot be read", "none": "checkpoint=PATH"}
+    cases = {
+        "missing": [f"checkpoint={tmp_path / 'missing.pt'}"],
+        "unreadable": [f"checkpoint={tmp_path / 'notes.pt'}"],
+        "none": [],
+    }
+    named = {
+        "missing": f"checkpoint {tmp_path / 'missing.pt'} does not exist",
+        "unreadable": f"checkpoint {tmp_path / 'notes.pt'} cannot be read",
+        "none": "checkpoint=PATH",
+    }
     expected = "expected a file written by torch.save: a training checkpoint or a weights file"
     for case, args in cases.items():
-        done = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}"],
-                              cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}"],
+            cwd=REPO,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 2 and "Traceback" not in done.stderr, (case, done.stderr[-3000:])
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and named[case] in errors[0], (case, done.stderr[-3000:])
@@ -187,7 +228,9 @@ def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_a_checkpoint_that_needs_a_full_unpickle_loads_only_with_trust(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_that_needs_a_full_unpickle_loads_only_with_trust(
+    synthetic_checkpoint: Path, tmp_path: Path
+) -> None:
     """Like a Lightning file with pickled hyper-parameters: refused by name, read with trust_checkpoints=true."""
     payload = torch.load(synthetic_checkpoint, weights_only=True)
     payload["hyper_parameters"] = argparse.Namespace(lr=0.001)  # not a tensor or plain value
@@ -195,9 +238,22 @@ def test_a_checkpoint_that_needs_a_full_unpickle_loads_only_with_trust(synthetic
     torch.save(payload, pickled)
 
     def evaluate(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "demt_exp.evaluate", f"checkpoint={pickled}", "eval.num_workers=0",
-                               "eval.panels=0", *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "demt_exp.evaluate",
+                f"checkpoint={pickled}",
+                "eval.num_workers=0",
+                "eval.panels=0",
+                *args,
+            ],
+            cwd=REPO,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     refused = evaluate(f"hydra.run.dir={tmp_path / 'refused'}")
     assert refused.returncode == 2 and "trust_checkpoints=true" in refused.stderr.splitlines()[-1]

@@ -59,9 +59,11 @@ def assert_fast_equals_plain(module: nn.Module, inputs) -> None:
     for i, (f, p) in enumerate(zip(fast_out, plain_out)):
         assert f.shape == p.shape
         assert_equal_relative(f, p, f"output {i}")
-    assert set(fast_grads) == set(plain_grads) == {n for n, _ in module.named_parameters()} | {
-        f"input{i}" for i in range(len(inputs))
-    }
+    assert (
+        set(fast_grads)
+        == set(plain_grads)
+        == {n for n, _ in module.named_parameters()} | {f"input{i}" for i in range(len(inputs))}
+    )
     for name, grad in plain_grads.items():
         assert_equal_relative(fast_grads[name], grad, name)
 
@@ -154,7 +156,8 @@ def test_fast_decoder_in_fp32_takes_the_onednn_route_with_the_float64_plain_outp
     finally:
         use_onednn_linears(enabled=False)
     for name, value, want in [(f"output {i}", f, p) for i, (f, p) in enumerate(zip(fast_out, plain_out))] + [
-            (k, fast_grads[k], v) for k, v in plain_grads.items()]:
+        (k, fast_grads[k], v) for k, v in plain_grads.items()
+    ]:
         assert_close_to_float64(value, want, name)
 
 
@@ -168,8 +171,9 @@ def test_fast_decoder_without_gradients_runs_the_task_query_in_pieces_with_the_p
     set_fast(decoder, True)
     decoder.query_chunk_pixels = 8
     pieces = []
-    decoder.query_all = lambda tokens, fused, batch: pieces.append(len(tokens)) or TaskAwareDecoder.query_all(
-        decoder, tokens, fused, batch)
+    decoder.query_all = lambda tokens, fused, batch: (
+        pieces.append(len(tokens)) or TaskAwareDecoder.query_all(decoder, tokens, fused, batch)
+    )
     chunked = decoder(maps)
     assert pieces == [8, 8, 8, 8, 8, 2]
     for task in tasks:
@@ -188,8 +192,16 @@ def test_project_then_resize_equals_resize_concat_project() -> None:
 
 
 def test_whole_degmix_model_fast_equals_plain(compose) -> None:
-    cfg = compose(["encoder=degmix", "decoder=degmix", "encoder.projection=linear", "encoder.dim=16",
-                   "tasks=nyud", "backbone.drop_path_rate=0"])
+    cfg = compose(
+        [
+            "encoder=degmix",
+            "decoder=degmix",
+            "encoder.projection=linear",
+            "encoder.dim=16",
+            "tasks=nyud",
+            "backbone.drop_path_rate=0",
+        ]
+    )
     # train mode (batch statistics): through eval-mode BatchNorm the plain formulation's float64
     # input gradient disagreed with central finite differences on torch 2.14.1 (the fast one agreed).
     model = randomize_(build_model(cfg).double().train(), seed=9)

@@ -29,7 +29,6 @@ from demt_exp.weighting import build_weighting
 TASKS = ["semseg", "depth"]
 
 
-
 class TwoHeads(nn.Module):
     """A shared 1x1 projection (named as GradNorm's default layer) and one head per task."""
 
@@ -45,7 +44,9 @@ class TwoHeads(nn.Module):
 
 
 def setting(compose, weighting: str = "fixed"):
-    cfg = compose([*TINY_RUN, f"tasks.names=[{','.join(TASKS)}]", f"weighting={weighting}", "dataset.image_size=[16,16]"])
+    cfg = compose(
+        [*TINY_RUN, f"tasks.names=[{','.join(TASKS)}]", f"weighting={weighting}", "dataset.image_size=[16,16]"]
+    )
     batch = default_collate([instantiate(cfg.dataset.train)[i] for i in range(2)])
     return cfg, batch
 
@@ -61,8 +62,12 @@ def steps(cfg, batch, scaler: torch.amp.GradScaler | None, count: int, grad_clip
     if (group := weighting.param_group(0.1)) is not None:
         optimizer.add_param_group(group)
     scheduler = build_poly_scheduler(optimizer, 10, power)
-    results = [train_step(model, batch, loss_fn, optimizer, scheduler, nullcontext, grad_clip,
-                          weighting=weighting, scaler=scaler) for _ in range(count)]
+    results = [
+        train_step(
+            model, batch, loss_fn, optimizer, scheduler, nullcontext, grad_clip, weighting=weighting, scaler=scaler
+        )
+        for _ in range(count)
+    ]
     return [p.detach().clone() for p in [*model.parameters(), *weighting.parameters()]], results
 
 
@@ -70,10 +75,10 @@ def steps(cfg, batch, scaler: torch.amp.GradScaler | None, count: int, grad_clip
 def test_a_scaled_step_applies_exactly_the_unscaled_update(compose, weighting: str) -> None:
     cfg, batch = setting(compose, weighting)
     plain, _ = steps(cfg, batch, None, 3, grad_clip=None)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=1000)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=1000)
     scaled, results = steps(cfg, batch, scaler, 3, grad_clip=None)
     assert not any(r.overflow or r.nonfinite for r in results)
-    assert scaler.get_scale() == 2.0 ** 12
+    assert scaler.get_scale() == 2.0**12
     assert all(torch.equal(a, b) for a, b in zip(plain, scaled))
     # the parameters moved (the comparison is not between two untouched initialisations)
     assert not torch.equal(plain[0], steps(cfg, batch, None, 0, grad_clip=None)[0][0])
@@ -84,7 +89,7 @@ def test_clipping_sees_the_unscaled_gradients(compose) -> None:
     weights 2^12 times less than clipping the true ones."""
     cfg, batch = setting(compose)
     plain, _ = steps(cfg, batch, None, 2, grad_clip=1e-3)
-    scaled, _ = steps(cfg, batch, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12), 2, grad_clip=1e-3)
+    scaled, _ = steps(cfg, batch, torch.amp.GradScaler("cpu", init_scale=2.0**12), 2, grad_clip=1e-3)
     unclipped, _ = steps(cfg, batch, None, 2, grad_clip=None)
     assert not torch.equal(plain[0], unclipped[0])  # the clip really acts
     assert all(torch.equal(a, b) for a, b in zip(plain, scaled))
@@ -97,14 +102,14 @@ def test_an_overflowing_step_is_skipped_and_is_not_a_non_finite_loss(compose) ->
     cfg, batch = setting(compose)
     batch["image"] = batch["image"] * 1e4
     initial, _ = steps(cfg, batch, None, 0, grad_clip=None)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, backoff_factor=2.0 ** -100, growth_interval=1000)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-100, growth_interval=1000)
     after_skip, results = steps(cfg, batch, scaler, 1, grad_clip=1.0)
     assert results[0].overflow and results[0].nonfinite == []
     assert math.isfinite(float(results[0].loss))
     assert all(torch.equal(a, b) for a, b in zip(initial, after_skip))  # the weights did not move
-    assert scaler.get_scale() == 2.0 ** 27
+    assert scaler.get_scale() == 2.0**27
     # with a constant rate (the schedule advances over a skipped step), the second step is the first real one
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, backoff_factor=2.0 ** -100, growth_interval=1000)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-100, growth_interval=1000)
     applied, results = steps(cfg, batch, scaler, 2, grad_clip=1.0, power=0.0)
     plain, _ = steps(cfg, batch, None, 1, grad_clip=1.0, power=0.0)
     assert [r.overflow for r in results] == [True, False]
@@ -126,11 +131,19 @@ def test_the_scaler_follows_precision_and_its_settings() -> None:
 
 # A first scale of 2^127 overflows at step 1 and is backed off to 2^67; then it doubles after
 # every 2 applied steps: 2^68 after step 3, 2^69 after step 5.
-SCALED = [*TINY_RUN, "dataset.train.num_samples=12", "trainer.log_interval=1", "trainer.steps=6",
-          "trainer.eval_interval=6", "trainer.checkpoint.interval=3", "trainer.grad_scaler.enabled=true",
-          "trainer.grad_scaler.init_scale=1.7014118346046923e38", "trainer.grad_scaler.backoff_factor=8.673617379884035e-19",
-          "trainer.grad_scaler.growth_interval=2"]
-EXPECTED_SCALES = [2.0 ** 67, 2.0 ** 67, 2.0 ** 68, 2.0 ** 68, 2.0 ** 69, 2.0 ** 69]
+SCALED = [
+    *TINY_RUN,
+    "dataset.train.num_samples=12",
+    "trainer.log_interval=1",
+    "trainer.steps=6",
+    "trainer.eval_interval=6",
+    "trainer.checkpoint.interval=3",
+    "trainer.grad_scaler.enabled=true",
+    "trainer.grad_scaler.init_scale=1.7014118346046923e38",
+    "trainer.grad_scaler.backoff_factor=8.673617379884035e-19",
+    "trainer.grad_scaler.growth_interval=2",
+]
+EXPECTED_SCALES = [2.0**67, 2.0**67, 2.0**68, 2.0**68, 2.0**69, 2.0**69]
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -142,7 +155,7 @@ def records(run_dir: Path) -> list[dict]:
 def test_scaler_state_is_checkpointed_and_a_resumed_run_equals_the_straight_one(tmp_path: Path) -> None:
     """trainer.nonfinite=stop (the default) does not stop at the overflowed step 1; the run
     stopped at step 3 continues with the saved scale (a fresh 2^127 would skip step 4 too)."""
-    assert 2.0 ** 127 == 1.7014118346046923e38 and 2.0 ** -60 == 8.673617379884035e-19
+    assert 2.0**127 == 1.7014118346046923e38 and 2.0**-60 == 8.673617379884035e-19
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_cli(*SCALED, f"hydra.run.dir={straight}")
     assert [r["train/loss_scale"] for r in records(straight)] == EXPECTED_SCALES
@@ -150,20 +163,25 @@ def test_scaler_state_is_checkpointed_and_a_resumed_run_equals_the_straight_one(
     run_cli(*SCALED, "trainer.stop_at_step=3", f"hydra.run.dir={split}")
     saved = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == 3
-    assert saved["grad_scaler"]["scale"] == 2.0 ** 68 and saved["grad_scaler"]["_growth_tracker"] == 0
+    assert saved["grad_scaler"]["scale"] == 2.0**68 and saved["grad_scaler"]["_growth_tracker"] == 0
     run_cli(*SCALED, f"hydra.run.dir={split}")
     assert [r["train/loss_scale"] for r in records(split)] == EXPECTED_SCALES
     assert_bit_identical(final_weights(split), final_weights(straight))
-    assert torch.load(split / "checkpoints" / "last.pt", weights_only=True)["grad_scaler"]["scale"] == 2.0 ** 69
+    assert torch.load(split / "checkpoints" / "last.pt", weights_only=True)["grad_scaler"]["scale"] == 2.0**69
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast training needs a CUDA GPU")
 def test_fp16_training_on_cuda_scales_skips_and_checkpoints(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_cli(*SCALED, "trainer.device=cuda", "trainer.precision=fp16", "trainer.grad_scaler.enabled=auto",
-            f"hydra.run.dir={run_dir}")
+    run_cli(
+        *SCALED,
+        "trainer.device=cuda",
+        "trainer.precision=fp16",
+        "trainer.grad_scaler.enabled=auto",
+        f"hydra.run.dir={run_dir}",
+    )
     logged = records(run_dir)
-    assert logged[0]["train/loss_scale"] <= 2.0 ** 67  # the first step overflowed
+    assert logged[0]["train/loss_scale"] <= 2.0**67  # the first step overflowed
     assert all(r["train/skipped_steps"] == 0 and math.isfinite(r["train/loss"]) for r in logged)
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert saved["grad_scaler"]["scale"] == logged[-1]["train/loss_scale"]

@@ -22,9 +22,15 @@ from demt_exp.stored_config import StoredConfigError
 
 def stored_run(**extra: str) -> dict:
     """The resolved config a NYUD training run stores in its checkpoint."""
-    overrides = ["dataset=nyud", "dataset.root=/data/train-machine/NYUDv2", "backbone=swin_s",
-                 "backbone.drop_path_rate=0.3", "tasks.names=[semseg,depth]", "model.weights=/init/upernet.pth",
-                 "dataset.image_size=[448,576]"]
+    overrides = [
+        "dataset=nyud",
+        "dataset.root=/data/train-machine/NYUDv2",
+        "backbone=swin_s",
+        "backbone.drop_path_rate=0.3",
+        "tasks.names=[semseg,depth]",
+        "model.weights=/init/upernet.pth",
+        "dataset.image_size=[448,576]",
+    ]
     return OmegaConf.to_container(compose_config(overrides), resolve=True)  # type: ignore[return-value]
 
 
@@ -52,7 +58,11 @@ def test_keys_named_on_the_command_line_win() -> None:
 
 
 def test_named_keys_strip_prefixes_and_skip_hydra() -> None:
-    assert named_keys(["+eval.x=1", "~model.weights", "dataset=nyud", "hydra.run.dir=o"]) == ["eval.x", "model.weights", "dataset"]
+    assert named_keys(["+eval.x=1", "~model.weights", "dataset=nyud", "hydra.run.dir=o"]) == [
+        "eval.x",
+        "model.weights",
+        "dataset",
+    ]
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`model.init`: every backbone's official (or timm ImageNet) file loads and reproduces the outputs of the model it came from.
+"""`model.init`: every backbone's official (or timm ImageNet) file loads and reproduces the outputs of the model it
+came from.
 
 Each file is written in its real layout (key names and shapes as the published checkpoint, from
 SPEC 1.2 and the mmseg / timm / HRNet source), with random values, by an independent reference
@@ -82,8 +83,11 @@ def test_mmseg_upernet_vit_b_loads_and_matches() -> None:
     reference = randomize_(DegmixViT(), seed=3).eval()
     gen = torch.Generator().manual_seed(4)
     # The real file also holds what the DeGMix ViT lacks (patch bias, final norm `ln1`) and the MLN neck.
-    extra = {"patch_embed.projection.bias": torch.randn(768, generator=gen),
-             "ln1.weight": torch.randn(768, generator=gen), "ln1.bias": torch.randn(768, generator=gen)}
+    extra = {
+        "patch_embed.projection.bias": torch.randn(768, generator=gen),
+        "ln1.weight": torch.randn(768, generator=gen),
+        "ln1.bias": torch.randn(768, generator=gen),
+    }
     state = upernet_file(reference.state_dict(), extra)
     state.update({f"neck.lateral_convs.{i}.conv.weight": torch.randn(768, 768, 1, 1, generator=gen) for i in range(4)})
     backbone = VitBackbone("vit_b").eval()
@@ -118,7 +122,9 @@ def test_timm_imagenet_hrnet_file_loads_its_trunk() -> None:
     state = randomize_(body, seed=7).state_dict()
     backbone = HRNetBackbone("hrnet18")
     report = load_backbone(state, backbone)
-    head_keys = [k for k in state if k.startswith(("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."))]
+    head_keys = [
+        k for k in state if k.startswith(("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."))
+    ]
     assert report.source_format == "imagenet" and sum(report.dropped.values()) == len(head_keys) > 0
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -141,8 +147,10 @@ def test_timm_swin_t_safetensors_loads_and_matches(tmp_path: Path) -> None:
     reference = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=448).eval()
     reference.load_state_dict(source.state_dict(), strict=False)  # attention masks are rebuilt for 448
     image = torch.randn(1, 3, 448, 448, generator=torch.Generator().manual_seed(9))
-    expected = [F.layer_norm(f.permute(0, 2, 3, 1), f.shape[1:2]).permute(0, 3, 1, 2)
-                for f in reference.forward_intermediates(image, intermediates_only=True)]
+    expected = [
+        F.layer_norm(f.permute(0, 2, 3, 1), f.shape[1:2]).permute(0, 3, 1, 2)
+        for f in reference.forward_intermediates(image, intermediates_only=True)
+    ]
     assert_same_features(model.backbone(image), expected)
 
 
@@ -187,8 +195,13 @@ def test_init_names_one_file_or_random(caplog: pytest.LogCaptureFixture, tmp_pat
 @pytest.mark.slow
 def test_random_init_run_warns_and_records_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY_RUN, "dataset.train.num_samples=4", "trainer.steps=1", "trainer.eval_interval=1",
-                     f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        *TINY_RUN,
+        "dataset.train.num_samples=4",
+        "trainer.steps=1",
+        "trainer.eval_interval=1",
+        f"hydra.run.dir={run_dir}",
+    )
     assert "RANDOM weights" in result.stdout + result.stderr
     assert OmegaConf.load(run_dir / "config.yaml").model.init == RANDOM
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
@@ -200,6 +213,9 @@ def test_a_file_of_another_backbone_is_refused_naming_the_keys() -> None:
         backbone = SwinBackbone("swin_t")
         state = HRNetBackbone("hrnet18").state_dict()
     converted, _ = backbone_to_ours(state, backbone)
-    with pytest.raises(ValueError, match=r"cannot load hrnet\.pth into SwinBackbone: missing keys \['patch_embed\..*"
-                                         r"unexpected keys \['bn1\.bias'"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot load hrnet\.pth into SwinBackbone: missing keys \['patch_embed\..*"
+        r"unexpected keys \['bn1\.bias'",
+    ):
         load_state_dict_strict(backbone, converted, "hrnet.pth")

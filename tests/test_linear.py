@@ -48,7 +48,9 @@ def grads_of(fn, *tensors: torch.Tensor, upstream: torch.Tensor) -> list[torch.T
 
 @pytest.mark.parametrize("shape", [(37, 24), (2, 5, 7, 24), (3, 1, 24)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_convolution_route_equals_the_matrix_product_with_every_gradient(shape: tuple[int, ...], with_bias: bool) -> None:
+def test_convolution_route_equals_the_matrix_product_with_every_gradient(
+    shape: tuple[int, ...], with_bias: bool
+) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen)
     weight = torch.randn(40, 24, generator=gen)
@@ -73,7 +75,10 @@ def test_a_non_contiguous_input_gives_the_same_product() -> None:
 
 def test_other_dtypes_and_autocast_call_f_linear_unchanged() -> None:
     gen = torch.Generator().manual_seed(2)
-    x64, w64 = torch.randn(6, 8, generator=gen, dtype=torch.float64), torch.randn(5, 8, generator=gen, dtype=torch.float64)
+    x64, w64 = (
+        torch.randn(6, 8, generator=gen, dtype=torch.float64),
+        torch.randn(5, 8, generator=gen, dtype=torch.float64),
+    )
     assert not takes_convolution_route(x64)
     assert torch.equal(linear(x64, w64), F.linear(x64, w64))
     x = x64.float().requires_grad_()
@@ -95,8 +100,10 @@ def test_grouped_linear_multiplies_each_group_by_its_own_block_on_both_routes() 
     upstream = torch.randn(rows, groups * c_out, generator=gen, dtype=torch.float64)
 
     def loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.linear(xg, wg, bg) for xg, wg, bg in
-                          zip(x.split(c_in, dim=1), weight.split(c_out), bias.split(c_out))], dim=1)
+        return torch.cat(
+            [F.linear(xg, wg, bg) for xg, wg, bg in zip(x.split(c_in, dim=1), weight.split(c_out), bias.split(c_out))],
+            dim=1,
+        )
 
     exact = grads_of(loop, x, weight, bias, upstream=upstream)
     grouped = lambda *t: grouped_linear(*t, groups)  # noqa: E731
@@ -110,19 +117,28 @@ def test_grouped_linear_multiplies_each_group_by_its_own_block_on_both_routes() 
     fp32 = grouped_linear(x.float().requires_grad_(), weight.float(), bias.float(), groups)
     assert "ConvolutionBackward0" in graph_ops(fp32)
     columns_major = x.float().t().contiguous().t()  # the same values, column-major
-    assert_close_to_float64(grouped_linear(columns_major, weight.float(), bias.float(), groups), exact[0],
-                            "column-major input")
+    assert_close_to_float64(
+        grouped_linear(columns_major, weight.float(), bias.float(), groups), exact[0], "column-major input"
+    )
 
 
 def test_the_built_model_is_the_model_defined_and_the_route_is_off_by_default() -> None:
     """No class rewriting in build_model, and a fresh process multiplies with F.linear (the GPU path)."""
-    script = ("import torch; from demt_exp.config import compose_config; from demt_exp.models.model import build_model; "
-              "from demt_exp.models.linear import CpuLinear, takes_convolution_route; "
-              "m = build_model(compose_config(['encoder.dim=16'])); "
-              "print(sum(type(x) is CpuLinear for x in m.modules()), sum(type(x) is torch.nn.Linear for x in m.modules()), "
-              "takes_convolution_route(torch.ones(4, 4)))")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = (
+        "import torch; from demt_exp.config import compose_config; from demt_exp.models.model import build_model; "
+        "from demt_exp.models.linear import CpuLinear, takes_convolution_route; "
+        "m = build_model(compose_config(['encoder.dim=16'])); "
+        "print(sum(type(x) is CpuLinear for x in m.modules()), sum(type(x) is torch.nn.Linear for x in m.modules()), "
+        "takes_convolution_route(torch.ones(4, 4)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     cpu_linears, linears, route = done.stdout.split()
     assert cpu_linears == "0" and int(linears) > 40 and route == "False"

@@ -144,9 +144,7 @@ def test_normals_loss_sums_channels_and_divides_by_pixels() -> None:
     # Pixel c: all channels 255 -> invalid. Pixel d: only one channel 255 -> also invalid.
     # Loss = (2 + 0) / 2 valid pixels = 1 (a per-component mean would be 2/6).
     pred = torch.tensor([[[[2.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 1.0, 1.0]], [[0.0, 3.0, 1.0, 1.0]]]])
-    target = torch.tensor(
-        [[[[0.0, 0.0, 255.0, 255.0]], [[1.0, 0.0, 255.0, 0.0]], [[0.0, 1.0, 255.0, 1.0]]]]
-    )
+    target = torch.tensor([[[[0.0, 0.0, 255.0, 255.0]], [[1.0, 0.0, 255.0, 0.0]], [[0.0, 1.0, 255.0, 1.0]]]])
     assert normals_loss(pred, target).item() == pytest.approx(1.0, rel=1e-6)
 
 

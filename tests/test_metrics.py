@@ -192,9 +192,7 @@ def test_mean_angle_hand_value() -> None:
     # d: t = 255 on all channels -> ignored. e: t = (255, 0, 1), one channel 255 -> also ignored
     # (counting it would add an angle of about 0.2 deg).  Mean = (90 + 45 + 90) / 3 = 75 deg.
     pred = torch.tensor([[[[1.0, 1.0, 0.0, 1.0, 1.0]], [[0.0, 1.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0, 0.0]]]])
-    gt = torch.tensor(
-        [[[[0.0, 1.0, 0.0, 255.0, 255.0]], [[2.0, 0.0, 0.0, 255.0, 0.0]], [[0.0, 0.0, 1.0, 255.0, 1.0]]]]
-    )
+    gt = torch.tensor([[[[0.0, 1.0, 0.0, 255.0, 255.0]], [[2.0, 0.0, 0.0, 255.0, 0.0]], [[0.0, 0.0, 1.0, 255.0, 1.0]]]])
     metric = NormalsMeanAngle()
     metric.update(pred, gt)
     assert metric.compute()["mean_angle"] == pytest.approx(75.0, abs=1e-4)
@@ -386,8 +384,14 @@ def test_multitask_metrics_reset_states_and_directions() -> None:
         "semseg": {"mIoU": True, "pixel_acc": True},
         "human_parts": {"mIoU": True, "pixel_acc": True},
         "sal": {"maxF": True, "mIoU": True},
-        "normals": {"mean_angle": False, "median_angle": False, "rmse_angle": False,
-                    "within_11_25": True, "within_22_5": True, "within_30": True},
+        "normals": {
+            "mean_angle": False,
+            "median_angle": False,
+            "rmse_angle": False,
+            "within_11_25": True,
+            "within_22_5": True,
+            "within_30": True,
+        },
         "depth": {"rmse": False, "abs_rel": False, "log10": False, "delta1": True, "delta2": True, "delta3": True},
         "edge": {"pixel_maxF": True},
     }

@@ -90,7 +90,9 @@ def test_any_input_size(small_model: MultiTaskModel, size: tuple[int, int]) -> N
     with torch.no_grad():
         out = small_model(torch.randn(1, 3, *size))
     assert {t: tuple(p.shape) for t, p in out.items()} == {
-        "semseg": (1, 6, *size), "depth": (1, 1, *size), "normals": (1, 3, *size)
+        "semseg": (1, 6, *size),
+        "depth": (1, 1, *size),
+        "normals": (1, 3, *size),
     }
 
 

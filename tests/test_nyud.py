@@ -119,13 +119,20 @@ def test_verify_reports_missing_and_corrupt_files_by_path(tmp_path: Path, capsys
 def test_verify_cli_exit_code(tmp_path: Path) -> None:
     root = write_fake_nyud(tmp_path / "nyud", "atrc", n_train=1, n_val=1, size=(8, 8))
     (root / "edge" / "0002.npy").unlink()
-    result = subprocess.run([sys.executable, "-m", "demt_exp.data", "verify", "dataset=nyud", f"dataset.root={root}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "demt_exp.data", "verify", "dataset=nyud", f"dataset.root={root}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1 and f"{root / 'edge' / '0002.npy'}: missing" in result.stdout
 
 
-def test_missing_root_and_split_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_root_and_split_name_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
         NYUDv2(tmp_path / "nowhere")
     root = write_fake_nyud(tmp_path / "NYUDv2", n_train=1, n_val=1, size=(8, 8))

@@ -28,19 +28,29 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in SHIPPED:
         copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy2
-        copy(REPO_ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                 if (REPO_ROOT / name).is_dir() else {}))
+        copy(
+            REPO_ROOT / name,
+            source / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO_ROOT / name).is_dir() else {}),
+        )
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(source)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return next(out.glob("demt_exp-*.whl"))
 
 
 @pytest.mark.slow
 def test_the_wheel_holds_every_config_and_sweep(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"demt_exp/{p.relative_to(REPO_ROOT)}" for folder in ("conf", "sweeps")
-                for p in (REPO_ROOT / folder).rglob("*.yaml")}
+    expected = {
+        f"demt_exp/{p.relative_to(REPO_ROOT)}"
+        for folder in ("conf", "sweeps")
+        for p in (REPO_ROOT / folder).rglob("*.yaml")
+    }
     assert expected and expected <= names, sorted(expected - names)
 
 
@@ -49,8 +59,12 @@ def test_installed_package_composes_shipped_and_user_configs_from_any_folder(whe
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
     python, script = venv / "bin" / "python", venv / "bin" / "demt-exp"
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     mine = tmp_path / "my_conf" / "backbone"
     mine.mkdir(parents=True)
     (mine / "my_swin.yaml").write_text("defaults:\n  - swin_t\n  - _self_\ndrop_path_rate: 0.123\n")

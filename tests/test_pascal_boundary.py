@@ -38,14 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # A 4 x 5 LabelMap and its seg2bmap, derived by hand: a pixel is on when its east, south or
 # south-east neighbour has another label; the last row looks east only, the last column south only.
-HAND_LABELS = np.array([[1, 1, 2, 2, 2],
-                        [1, 1, 2, 2, 2],
-                        [3, 3, 3, 2, 2],
-                        [3, 3, 3, 2, 2]])
-HAND_BOUNDARY = np.array([[0, 1, 0, 0, 0],
-                          [1, 1, 1, 0, 0],
-                          [0, 0, 1, 0, 0],
-                          [0, 0, 1, 0, 0]], dtype=bool)
+HAND_LABELS = np.array([[1, 1, 2, 2, 2], [1, 1, 2, 2, 2], [3, 3, 3, 2, 2], [3, 3, 3, 2, 2]])
+HAND_BOUNDARY = np.array([[0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=bool)
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +91,11 @@ def test_image_list_errors_name_the_file_and_the_missing_ids(tmp_path: Path) -> 
     listed.write_text("a\n\nb\na\n")
     assert read_image_list(listed, ["a", "b", "c"], "pascal_context") == ("a", "b")
     listed.write_text("a\nzz1\nb\nzz2\n")
-    with pytest.raises(ValueError, match=r"test_new.txt: 2 of its 4 ids are not in the pascal_context val split "
-                                         r"\(3 images\): zz1, zz2"):
+    with pytest.raises(
+        ValueError,
+        match=r"test_new.txt: 2 of its 4 ids are not in the pascal_context val split "
+        r"\(3 images\): zz1, zz2",
+    ):
         read_image_list(listed, ["a", "b", "c"], "pascal_context")
     with pytest.raises(FileNotFoundError, match="boundary image list not found.*nothing.txt"):
         read_image_list(tmp_path / "nothing.txt", ["a"], "pascal_context")
@@ -151,10 +148,13 @@ def pascal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, li
     val_ids = (root / "ImageSets" / "Context" / "val.txt").read_text().split()
     for sample_id in val_ids:  # a different LabelMap per image: blocks of random Context classes
         blocks = rng.integers(1, 8, (5, 6))
-        write_context_labels(root / "pascal-context" / "trainval" / f"{sample_id}.mat",
-                             np.kron(blocks, np.ones((8, 8), np.int64)))
+        write_context_labels(
+            root / "pascal-context" / "trainval" / f"{sample_id}.mat", np.kron(blocks, np.ones((8, 8), np.int64))
+        )
     checkpoint = base / "last.pt"
-    write_checkpoint(checkpoint, [*TINY_MODEL, "dataset=pascal_context", f"dataset.root={root}", "dataset.image_size=[64,64]"])
+    write_checkpoint(
+        checkpoint, [*TINY_MODEL, "dataset=pascal_context", f"dataset.root={root}", "dataset.image_size=[64,64]"]
+    )
     return checkpoint, root, val_ids
 
 
@@ -163,10 +163,29 @@ def test_evaluate_command_scores_pascal_boundaries_with_worker_processes(pascal_
     checkpoint, root, val_ids = pascal_run
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     run = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "-m", "demt_exp.evaluate", f"checkpoint={checkpoint}", "dataset=pascal_context",
-                             f"dataset.root={root}", "dataset.image_size=[64,64]", "eval.boundary_protocol=invpt", "eval.boundary_workers=2", "eval.panels=0",
-                             "eval.num_workers=0", "trainer.device=cpu", f"hydra.run.dir={run}"],
-                            check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demt_exp.evaluate",
+            f"checkpoint={checkpoint}",
+            "dataset=pascal_context",
+            f"dataset.root={root}",
+            "dataset.image_size=[64,64]",
+            "eval.boundary_protocol=invpt",
+            "eval.boundary_workers=2",
+            "eval.panels=0",
+            "eval.num_workers=0",
+            "trainer.device=cpu",
+            f"hydra.run.dir={run}",
+        ],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["protocol"]["boundary"] == "invpt" and metrics["protocol"]["edge/protocol"] == "invpt"
@@ -183,9 +202,17 @@ def test_image_list_restricts_the_boundary_metric_only(pascal_run, tmp_path: Pat
     checkpoint, root, val_ids = pascal_run
     listed = tmp_path / "subset.txt"
     listed.write_text(f"{val_ids[2]}\n{val_ids[0]}\n")
-    full = run_evaluation(checkpoint, tmp_path / "full", "eval.panels=0", "eval.num_workers=0", "eval.boundary_workers=0")
-    subset = run_evaluation(checkpoint, tmp_path / "subset", "eval.panels=0", "eval.num_workers=0",
-                            "eval.boundary_workers=0", f"eval.boundary_image_list={listed}")
+    full = run_evaluation(
+        checkpoint, tmp_path / "full", "eval.panels=0", "eval.num_workers=0", "eval.boundary_workers=0"
+    )
+    subset = run_evaluation(
+        checkpoint,
+        tmp_path / "subset",
+        "eval.panels=0",
+        "eval.num_workers=0",
+        "eval.boundary_workers=0",
+        f"eval.boundary_image_list={listed}",
+    )
     assert subset["protocol"]["boundary_image_list"] == str(listed.resolve())
     assert subset["protocol"]["boundary_images"] == "2" and subset["protocol"]["images"] == "3"
     assert subset["protocol"]["edge/protocol"] == "atrc"
@@ -204,7 +231,9 @@ def test_image_list_naming_images_outside_val_fails_before_scoring(pascal_run, t
     checkpoint, _, val_ids = pascal_run
     listed = tmp_path / "subset.txt"
     listed.write_text(f"{val_ids[0]}\n2010_999999\n")
-    with pytest.raises(ValueError, match=r"subset.txt: 1 of its 2 ids are not in the pascal_context val split .*2010_999999"):
+    with pytest.raises(
+        ValueError, match=r"subset.txt: 1 of its 2 ids are not in the pascal_context val split .*2010_999999"
+    ):
         run_evaluation(checkpoint, tmp_path / "eval", f"eval.boundary_image_list={listed}")
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
@@ -227,10 +256,28 @@ def test_two_torchrun_processes_score_the_listed_images_as_one_process(pascal_ru
     common = [f"eval.boundary_image_list={listed}", "eval.panels=0", "eval.num_workers=0"]
     one = run_evaluation(checkpoint, tmp_path / "one", *common, "eval.boundary_workers=0")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              "-m", "demt_exp.evaluate", f"checkpoint={checkpoint}", *common, "eval.boundary_workers=1",
-                              "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'two'}"],
-                             check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    sharded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "demt_exp.evaluate",
+            f"checkpoint={checkpoint}",
+            *common,
+            "eval.boundary_workers=1",
+            "trainer.device=cpu",
+            f"hydra.run.dir={tmp_path / 'two'}",
+        ],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["protocol"] == one["protocol"]

@@ -65,14 +65,19 @@ def small_root(tmp_path: Path, **kwargs) -> Path:
 
 # ---- human parts -------------------------------------------------------------------------------
 
+
 def test_part_groups_are_the_six_groups_of_the_spec() -> None:
     groups: dict[int, set[str]] = {}
     for name, group in HUMAN_PART_GROUPS.items():
         groups.setdefault(group, set()).add(name)
     assert groups == {
         1: {"hair", "head", "lear", "rear", "lebrow", "rebrow", "leye", "reye", "mouth", "nose"},
-        2: {"torso", "neck"}, 3: {"luarm", "ruarm"}, 4: {"llarm", "rlarm", "lhand", "rhand"},
-        5: {"luleg", "ruleg"}, 6: {"llleg", "rlleg", "lfoot", "rfoot"}}
+        2: {"torso", "neck"},
+        3: {"luarm", "ruarm"},
+        4: {"llarm", "rlarm", "lhand", "rhand"},
+        5: {"luleg", "ruleg"},
+        6: {"llleg", "rlleg", "lfoot", "rfoot"},
+    }
 
 
 def test_part_map_of_a_hand_built_person(tmp_path: Path) -> None:
@@ -82,7 +87,7 @@ def test_part_map_of_a_hand_built_person(tmp_path: Path) -> None:
     assert [(o.class_id, [n for n, _ in o.parts]) for o in objects] == [(15, ["head", "torso", "luarm"]), (8, ["head"])]
     expected = np.zeros((8, 8), np.int64)
     expected[2:4, :2] = 1  # head
-    expected[4:, :2] = 2   # torso
+    expected[4:, :2] = 2  # torso
     expected[4:, 2:4] = 3  # upper arm, written after the torso it overlaps
     np.testing.assert_array_equal(human_part_map(objects, (8, 8)), expected)  # the cat's part is ignored
     person = objects[0]
@@ -95,8 +100,11 @@ def test_part_map_of_a_hand_built_person(tmp_path: Path) -> None:
 
 def test_later_persons_overwrite_and_persons_without_parts_add_nothing(tmp_path: Path) -> None:
     mask = np.ones((4, 4), bool)
-    objects = [FakeObject("person", 15, mask, [("hair", mask)]), FakeObject("person", 15, mask, []),
-               FakeObject("person", 15, mask, [("rfoot", np.eye(4, dtype=bool))])]
+    objects = [
+        FakeObject("person", 15, mask, [("hair", mask)]),
+        FakeObject("person", 15, mask, []),
+        FakeObject("person", 15, mask, [("rfoot", np.eye(4, dtype=bool))]),
+    ]
     path = tmp_path / "two.mat"
     write_part_annotation(path, objects)
     expected = np.ones((4, 4), np.int64)
@@ -124,6 +132,7 @@ def test_human_parts_as_only_task_keeps_images_with_persons(root: Path) -> None:
 
 
 # ---- part index ----------------------------------------------------------------------------------
+
 
 def test_part_index_goes_to_the_cache_not_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, cache = small_root(tmp_path), tmp_path / "cache"
@@ -168,6 +177,7 @@ def test_a_valid_index_in_the_data_folder_is_used_read_only(tmp_path: Path, monk
 
 
 # ---- edges -------------------------------------------------------------------------------------------
+
 
 def test_laplacian_is_opencvs_ksize1_kernel_with_reflect101_border() -> None:
     labels = np.zeros((3, 4), np.uint16)
@@ -216,6 +226,7 @@ def test_loaded_edges_come_from_the_context_labels(root: Path) -> None:
 
 # ---- normals, saliency, semseg -----------------------------------------------------------------------
 
+
 def test_normals_only_on_nyu_compatible_classes(root: Path) -> None:
     # wall, floor, tvmonitor, person
     assert normals_valid_classes(class_table_dirs(root)).tolist() == list(NORMALS_VALID)
@@ -253,6 +264,7 @@ def test_semseg_prefers_voc12_and_falls_back_to_pascal_context(tmp_path: Path) -
 
 
 # ---- batches, errors, config, CLI ----------------------------------------------------------------------
+
 
 def test_batches_have_the_task_layout(root: Path) -> None:
     train = PascalContext(root, "train", image_size=(32, 32))
@@ -292,8 +304,11 @@ def test_missing_and_corrupt_files_are_named(tmp_path: Path) -> None:
 
 def test_class_tables_in_json_or_db_info_else_a_named_error(tmp_path: Path) -> None:
     root = small_root(tmp_path, tables=None)
-    with pytest.raises(FileNotFoundError, match=r"context_classes\.json not found: looked for .*json/context_classes"
-                                                r"\.json and .*db_info/context_classes\.json"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"context_classes\.json not found: looked for .*json/context_classes"
+        r"\.json and .*db_info/context_classes\.json",
+    ):
         PascalContext(root, "train", tasks=["normals"])
     PascalContext(root, "train", tasks=["semseg", "edge"])  # only normals need the tables
     write_class_tables(root, "db_info")
@@ -319,8 +334,9 @@ def test_config_selects_pascal_tasks(compose, monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.slow
 def test_short_training_run_on_pascal_context(tmp_path: Path) -> None:
     root = write_fake_pascal(tmp_path / "PASCALContext", n_train=4, n_val=2)
-    metrics = short_training_run(tmp_path / "run", "pascal_context", root, "[64,64]",
-                                 env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    metrics = short_training_run(
+        tmp_path / "run", "pascal_context", root, "[64,64]", env={"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    )
     assert set(metrics) == set(PASCAL_TASKS)
     assert "mIoU" in metrics["semseg"] and "mIoU" in metrics["human_parts"]
     assert not (root / "ImageSets" / "Parts").exists()

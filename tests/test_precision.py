@@ -35,7 +35,9 @@ def test_offsets_under_bf16_autocast_equal_fp32() -> None:
     assert (out.float() - reference).abs().max() <= 0.05 * reference.abs().max()
 
 
-@pytest.mark.skipif(not deform.torchvision_deform_available(), reason="torchvision's compiled deform_conv2d does not load")
+@pytest.mark.skipif(
+    not deform.torchvision_deform_available(), reason="torchvision's compiled deform_conv2d does not load"
+)
 def test_torchvision_backend_runs_under_bf16_autocast() -> None:
     torch.manual_seed(0)
     module = ChannelDeformConv(4, 4, backend="torchvision")
@@ -49,8 +51,14 @@ def test_torchvision_backend_runs_under_bf16_autocast() -> None:
 # 50 steps that clearly train on CPU in seconds: 32x32 synthetic scenes, two tasks, batch 2, the
 # Swin-T backbone frozen (it runs forward under autocast; the DeMT encoder and decoder, where the
 # ChlSpl sampling lives, train).
-TRAINS_IN_50 = ["dataset.image_size=[32,32]", "dataset.train.num_samples=64", "encoder.dim=32",
-                "tasks.names=[semseg,depth]", "trainer.batch_size=2", "model.freeze_backbone=true"]
+TRAINS_IN_50 = [
+    "dataset.image_size=[32,32]",
+    "dataset.train.num_samples=64",
+    "encoder.dim=32",
+    "tasks.names=[semseg,depth]",
+    "trainer.batch_size=2",
+    "model.freeze_backbone=true",
+]
 
 
 def train_losses(cfg, precision: str, steps: int = 50) -> tuple[list[float], torch.nn.Module]:
@@ -60,8 +68,13 @@ def train_losses(cfg, precision: str, steps: int = 50) -> tuple[list[float], tor
     loss_fn = build_loss(cfg.tasks)
     optimizer = build_optimizer(cfg.optimizer, model, float(cfg.trainer.head_lr_mult))
     scheduler = build_poly_scheduler(optimizer, steps)
-    loader = DataLoader(instantiate(cfg.dataset.train), batch_size=int(cfg.trainer.batch_size), shuffle=True,
-                        drop_last=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        instantiate(cfg.dataset.train),
+        batch_size=int(cfg.trainer.batch_size),
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     autocast = autocast_factory(precision, torch.device("cpu"))
     losses: list[float] = []
     while len(losses) < steps:
@@ -83,8 +96,11 @@ def test_50_bf16_steps_follow_fp32_and_every_chlspl_offset_is_computed_in_fp32(c
     assert np.mean(fp32[-10:]) < 0.7 * np.mean(fp32[:10])
     assert abs(np.mean(bf16[-10:]) - np.mean(fp32[-10:])) <= 0.01 * np.mean(fp32[-10:])
     seen: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
-             for m in model.modules() if isinstance(m, deform.ChannelOffsets)]
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
+        for m in model.modules()
+        if isinstance(m, deform.ChannelOffsets)
+    ]
     batch = next(iter(DataLoader(instantiate(cfg.dataset.val), batch_size=2)))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(batch["image"])

@@ -119,17 +119,35 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_predict_command_writes_into_out(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    result = subprocess.run([sys.executable, "-m", "demt_exp.predict", f"checkpoint={checkpoint}",
-                             f"input=[{images / 'wide.png'}]", f"out={out}", "trainer.device=cpu"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demt_exp.predict",
+            f"checkpoint={checkpoint}",
+            f"input=[{images / 'wide.png'}]",
+            f"out={out}",
+            "trainer.device=cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "panels").iterdir()) == ["wide.png"]
     assert Image.open(out / "normals" / "wide.png").size == (70, 45)
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "demt_exp.predict", *args, "trainer.device=cpu"], cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "demt_exp.predict", *args, "trainer.device=cpu"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_inputs_are_checked_before_the_output_folder_exists(checkpoint: Path, images: Path, tmp_path: Path) -> None:

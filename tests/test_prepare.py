@@ -33,14 +33,20 @@ def test_prepare_unpacks_checks_the_sum_and_verify_passes(tmp_path: Path) -> Non
     dest = tmp_path / "data"
     result = subprocess.run(
         [sys.executable, "-m", "demt_exp.data", "prepare", str(archive), "--dest", str(dest), "--sha256", digest],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (dest / "NYUDv2" / "gt_sets" / "train.txt").is_file()
     assert [p.name for p in dest.iterdir()] == ["NYUDv2"]  # no staging folder left
     verify = subprocess.run(
         [sys.executable, "-m", "demt_exp.data", "verify", "dataset=nyud", f"dataset.root={dest / 'NYUDv2'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

@@ -45,8 +45,12 @@ def data_of(preset: str) -> str:
 
 # ----------------------------------------------------------------------------- backbone counts from layer shapes
 
-SWIN = {"swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7), "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
-        "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7), "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12)}
+SWIN = {
+    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
+    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
+    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7),
+    "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
+}
 
 
 def linear(i: int, o: int, bias: bool = True) -> int:
@@ -65,14 +69,29 @@ def swin_params(name: str) -> int:
         d = embed * 2**stage
         if stage:
             total += 2 * (2 * d) + linear(2 * d, d, bias=False)  # LN(4c) + Linear(4c -> 2c) from c = d/2
-        block = 2 * d + (2 * window - 1) ** 2 * h + linear(d, 3 * d) + linear(d, d) + 2 * d + linear(d, 4 * d) + linear(4 * d, d)
+        block = (
+            2 * d
+            + (2 * window - 1) ** 2 * h
+            + linear(d, 3 * d)
+            + linear(d, d)
+            + 2 * d
+            + linear(d, 4 * d)
+            + linear(4 * d, d)
+        )
         total += depth * block + 2 * d
     return total
 
 
 def vit_params(width: int, depth: int) -> int:
     """Bias-free 16x16 patch conv, class token, 32x32+1 position table, pre-norm blocks, no final norm."""
-    block = 2 * width + linear(width, 3 * width) + linear(width, width) + 2 * width + linear(width, 4 * width) + linear(4 * width, width)
+    block = (
+        2 * width
+        + linear(width, 3 * width)
+        + linear(width, width)
+        + 2 * width
+        + linear(width, 4 * width)
+        + linear(4 * width, width)
+    )
     return conv(3, width, 16) + width + 1025 * width + depth * block
 
 
@@ -80,7 +99,10 @@ def hrnet_params(variant: str) -> int:
     """Stem, Bottleneck stage 1, transitions, BasicBlock modules with their fusion convs (BN: 2 per channel)."""
     cfg = HRNET_CONFIGS[variant]
     widths = cfg["widths"]
-    bn = lambda c: 2 * c
+
+    def bn(c: int) -> int:
+        return 2 * c
+
     total = conv(3, 64, 3) + bn(64) + conv(64, 64, 3) + bn(64)
     for k in range(cfg["stage1"][0]):
         cin = 64 if k == 0 else 256
@@ -119,7 +141,14 @@ def backbone_params(name: str) -> int:
 
 # ----------------------------------------------------------------------------- head counts from SPEC 1.9 blocks
 
-MIXER_BLOCK = conv(D, D, 1, bias=True) + 2 * D + conv(D, D, 1, bias=True) + conv(D, 18, 3, bias=True) + conv(18, 2 * D, 3, bias=True, groups=2) + 2 * D
+MIXER_BLOCK = (
+    conv(D, D, 1, bias=True)
+    + 2 * D
+    + conv(D, D, 1, bias=True)
+    + conv(D, 18, 3, bias=True)
+    + conv(18, 2 * D, 3, bias=True, groups=2)
+    + 2 * D
+)
 MHA = linear(D, 3 * D) + linear(D, D)
 LINEAR_LN = linear(D, D) + 2 * D
 ANY_ATTENTION = 3 * 2 * D + 3 * linear(D, D, bias=False) + linear(D, D)
@@ -137,7 +166,11 @@ def head_params(head: str, c_in: int, channels: dict[str, int], projection: str,
     t, out = len(channels), bottleneck or c_in // 8
     total = t * (conv(D, out, 3) + 2 * out) + sum(linear(out, c) for c in channels.values())
     total += MHA + LINEAR_LN + t * LINEAR_LN
-    projections = {"linear": linear(c_in, D) + 2 * D, "patch": conv(c_in, D, 4, bias=True) + 2 * D, "none": featconv_params(c_in)}
+    projections = {
+        "linear": linear(c_in, D) + 2 * D,
+        "patch": conv(c_in, D, 4, bias=True) + 2 * D,
+        "none": featconv_params(c_in),
+    }
     if head == "demt":
         return total + t * MIXER_BLOCK + projections[projection] + t * MHA
     return total + 2 * t * MIXER_BLOCK + projections[projection] + t * ANY_ATTENTION + SGATE
@@ -165,8 +198,17 @@ def expected_parameters(preset: str, projection: str | None = None) -> tuple[int
 
 def test_arithmetic_reproduces_the_spec_totals() -> None:
     """SPEC 1.2 / 1.9 totals, recomputed from the layer shapes above."""
-    assert [swin_params(n) for n in ("swin_t", "swin_s", "swin_b", "swin_l")] == [27_520_698, 48_838_602, 86_745_016, 195_201_204]
-    assert (vit_params(768, 12), hrnet_params("hrnet18"), hrnet_params("hrnet48")) == (86_432_256, 3_860_720, 65_325_120)
+    assert [swin_params(n) for n in ("swin_t", "swin_s", "swin_b", "swin_l")] == [
+        27_520_698,
+        48_838_602,
+        86_745_016,
+        195_201_204,
+    ]
+    assert (vit_params(768, 12), hrnet_params("hrnet18"), hrnet_params("hrnet48")) == (
+        86_432_256,
+        3_860_720,
+        65_325_120,
+    )
     assert (MIXER_BLOCK, MHA, LINEAR_LN, ANY_ATTENTION, SGATE) == (216_082, 263_168, 66_304, 263_936, 264_192)
     assert featconv_params(768) == 5_901_312
     nyud = TASK_CHANNELS["nyud"]
@@ -184,9 +226,18 @@ def test_arithmetic_reproduces_the_spec_totals() -> None:
 
 def test_presets_exist_for_the_readme_rows_and_cityscapes() -> None:
     rows = {f"{h}_{d}_swin_{s}" for h in ("demt", "degmix") for d in ("nyud", "pascal") for s in "tsb"}
-    rows |= {"demt_nyud_swin_l", "degmix_nyud_swin_l", "degmix_pascal_swin_l", "demt_nyud_hrnet18", "demt_pascal_hrnet18",
-             "degmix_nyud_vit_b", "degmix_nyud_vit_l", "degmix_tuning_nyud_swin_t", "degmix_tuning_pascal_swin_t",
-             "degmix_tuning_pascal_swin_l"}
+    rows |= {
+        "demt_nyud_swin_l",
+        "degmix_nyud_swin_l",
+        "degmix_pascal_swin_l",
+        "demt_nyud_hrnet18",
+        "demt_pascal_hrnet18",
+        "degmix_nyud_vit_b",
+        "degmix_nyud_vit_l",
+        "degmix_tuning_nyud_swin_t",
+        "degmix_tuning_pascal_swin_t",
+        "degmix_tuning_pascal_swin_l",
+    }
     rows |= {f"{h}_cityscapes_swin_{s}" for h in ("demt", "degmix") for s in "tb"}
     assert rows <= set(PRESETS)
 
@@ -198,10 +249,16 @@ def test_preset_recipe_init_losses_and_parameter_counts(compose, preset: str) ->
     assert cfg.trainer.steps == 40_000 and cfg.trainer.batch_size == 8
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.trainer.poly_power == 0.9
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 5e-4
-    expected_data = {"nyud": ("nyud", [425, 560]), "pascal": ("pascal_context", [512, 512]),
-                     "cityscapes": ("cityscapes", [512, 1024])}[data]
+    expected_data = {
+        "nyud": ("nyud", [425, 560]),
+        "pascal": ("pascal_context", [512, 512]),
+        "cityscapes": ("cityscapes", [512, 1024]),
+    }[data]
     assert (cfg.dataset.name, list(cfg.dataset.image_size)) == expected_data
-    assert list(cfg.tasks.names) == list(TASK_CHANNELS[data]) and cfg.dataset.num_semseg_classes == TASK_CHANNELS[data]["semseg"]
+    assert (
+        list(cfg.tasks.names) == list(TASK_CHANNELS[data])
+        and cfg.dataset.num_semseg_classes == TASK_CHANNELS[data]["semseg"]
+    )
     loss = instantiate(cfg.tasks.loss)
     assert loss.weights == LOSS_WEIGHTS[data] and loss.edge_pos_weight == EDGE_POS_WEIGHT[data]
     # initialisation: one key naming the official (or timm ImageNet) file, under model.init_dir
@@ -242,7 +299,10 @@ def test_official_degmix_checkpoint_loads_strictly_into_the_preset(compose, data
     state = reference.state_dict()
     lines = (KEY_DIR / f"degmix_swin-t_{data}.txt").read_text().splitlines()
     official = [(k, shape) for k, shape, _ in (line.split("\t") for line in lines if line and not line.startswith("#"))]
-    as_text = lambda t: "scalar" if t.dim() == 0 else "x".join(map(str, t.shape))
+
+    def as_text(t: torch.Tensor) -> str:
+        return "scalar" if t.dim() == 0 else "x".join(map(str, t.shape))
+
     assert [(k, as_text(v)) for k, v in state.items()] == official
     model = build_model(compose([f"experiment=degmix_{data}_swin_t"]))
     report = load_state(model, state, "official")

@@ -56,13 +56,17 @@ def test_checkpointed_degmix_encoder_and_decoder_equal_the_plain_ones() -> None:
     """DeGMix parts: two mixer blocks per task (four BatchNorms each) and the gated decoder."""
     tasks = ["a", "b", "c"]
     gen = torch.Generator().manual_seed(2)
-    maps = [torch.randn(2, c, *s, generator=gen, dtype=torch.float64) for c, s in zip([6, 8, 10, 12], [(8, 10), (4, 5), (2, 3), (1, 2)])]
+    maps = [
+        torch.randn(2, c, *s, generator=gen, dtype=torch.float64)
+        for c, s in zip([6, 8, 10, 12], [(8, 10), (4, 5), (2, 3), (1, 2)])
+    ]
 
     def build(recompute: bool) -> nn.Module:
         torch.manual_seed(0)
         encoder = DeformableMixerEncoder([6, 8, 10, 12], tasks, dim=16, depth=2, activation_checkpointing=recompute)
-        decoder = GatedTaskDecoder(tasks, dim=16, fusion_heads=2, query_heads=2, gate_hidden=32,
-                                   activation_checkpointing=recompute)
+        decoder = GatedTaskDecoder(
+            tasks, dim=16, fusion_heads=2, query_heads=2, gate_hidden=32, activation_checkpointing=recompute
+        )
         return nn.Sequential(encoder, decoder).double().train()
 
     assert_same_step(build(False), build(True), tuple(maps), min_grads=20)

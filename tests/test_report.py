@@ -30,18 +30,30 @@ RELEASED = [*DEGMIX, "encoder.projection=patch"]
 DEAD_LINEAR1 = {"swin_t": 369_408, "swin_s": 369_408, "swin_b": 492_288}
 
 SPEC_TOTALS: list[tuple[list[str], int]] = [
-    *[([f"backbone={b}", *NYUD], n) for b, n in
-      [("swin_t", 32_070_259), ("swin_s", 53_388_163), ("swin_b", 91_973_597), ("swin_l", 201_787_825)]],
-    *[([f"backbone={b}", *PASCAL], n) for b, n in
-      [("swin_t", 33_028_902), ("swin_s", 54_346_806), ("swin_b", 93_069_940)]],
-    *[([f"backbone={b}", *NYUD, *LINEAR], n) for b, n in
-      [("swin_t", 33_201_851), ("swin_s", 54_519_755), ("swin_b", 93_105_189), ("swin_l", 202_919_417)]],
-    *[([f"backbone={b}", *PASCAL, *LINEAR], n) for b, n in
-      [("swin_t", 34_377_344), ("swin_s", 55_695_248), ("swin_b", 94_418_382)]],
-    *[([f"backbone={b}", *NYUD, *RELEASED], n - DEAD_LINEAR1[b]) for b, n in
-      [("swin_t", 39_100_859), ("swin_s", 60_418_763), ("swin_b", 100_970_277)]],
-    *[([f"backbone={b}", *PASCAL, *RELEASED], n - DEAD_LINEAR1[b]) for b, n in
-      [("swin_t", 40_276_352), ("swin_s", 61_594_256), ("swin_b", 102_283_470)]],
+    *[
+        ([f"backbone={b}", *NYUD], n)
+        for b, n in [("swin_t", 32_070_259), ("swin_s", 53_388_163), ("swin_b", 91_973_597), ("swin_l", 201_787_825)]
+    ],
+    *[
+        ([f"backbone={b}", *PASCAL], n)
+        for b, n in [("swin_t", 33_028_902), ("swin_s", 54_346_806), ("swin_b", 93_069_940)]
+    ],
+    *[
+        ([f"backbone={b}", *NYUD, *LINEAR], n)
+        for b, n in [("swin_t", 33_201_851), ("swin_s", 54_519_755), ("swin_b", 93_105_189), ("swin_l", 202_919_417)]
+    ],
+    *[
+        ([f"backbone={b}", *PASCAL, *LINEAR], n)
+        for b, n in [("swin_t", 34_377_344), ("swin_s", 55_695_248), ("swin_b", 94_418_382)]
+    ],
+    *[
+        ([f"backbone={b}", *NYUD, *RELEASED], n - DEAD_LINEAR1[b])
+        for b, n in [("swin_t", 39_100_859), ("swin_s", 60_418_763), ("swin_b", 100_970_277)]
+    ],
+    *[
+        ([f"backbone={b}", *PASCAL, *RELEASED], n - DEAD_LINEAR1[b])
+        for b, n in [("swin_t", 40_276_352), ("swin_s", 61_594_256), ("swin_b", 102_283_470)]
+    ],
 ]
 
 
@@ -140,8 +152,18 @@ def test_an_op_the_counter_misses_is_found_by_probing_and_added(monkeypatch: pyt
         assert macs["total"]["total"] == probe_macs_by_hand()
         assert macs["added_by_op"]["aten::bmm"] == 2 * 24 * 24 * 8
         assert "einsum" in macs["added_formulas"]["aten::bmm"]
-        text = format_report({"overrides": [], "parameter_note": "", "parameters": {}, "input": [2, 8, 4, 6],
-                              "device": "cpu", "mac_unit": "MACs", "macs": macs, "notes": []})
+        text = format_report(
+            {
+                "overrides": [],
+                "parameter_note": "",
+                "parameters": {},
+                "input": [2, 8, 4, 6],
+                "device": "cpu",
+                "mac_unit": "MACs",
+                "macs": macs,
+                "notes": [],
+            }
+        )
         assert "aten::bmm: 9,216 MACs" in text and "added by formula (probed" in text
     finally:
         flops.counter_gaps.cache_clear()
@@ -173,13 +195,21 @@ BILINEAR = 4  # MACs per bilinear sample
 
 @pytest.mark.parametrize(
     "extra,grid,depth,batch",
-    [(["encoder.deform_backend=torchvision"], 16, 1, 1), (["encoder.deform_backend=torch"], 16, 1, 1),
-     ([*DEGMIX, "encoder.deform_backend=torchvision"], 4, 2, 2)],
+    [
+        (["encoder.deform_backend=torchvision"], 16, 1, 1),
+        (["encoder.deform_backend=torch"], 16, 1, 1),
+        ([*DEGMIX, "encoder.deform_backend=torchvision"], 4, 2, 2),
+    ],
     ids=["demt-torchvision", "demt-torch", "degmix-torchvision-batch2"],
 )
 def test_macs_fill_the_counters_gap_and_match_independent_counts(
-    extra: list[str], grid: int, depth: int, batch: int, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], compose: Callable[[list[str]], DictConfig],
+    extra: list[str],
+    grid: int,
+    depth: int,
+    batch: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    compose: Callable[[list[str]], DictConfig],
 ) -> None:
     if "encoder.deform_backend=torchvision" in extra and not deform.torchvision_deform_available():
         pytest.skip("torchvision's compiled deform_conv2d does not load here")
@@ -213,7 +243,6 @@ def test_macs_fill_the_counters_gap_and_match_independent_counts(
     assert components["backbone"]["total"] == raw_macs(model.backbone, image) > 0
 
 
-
 def test_meta_device_gives_the_same_macs_as_real_tensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     real, _ = run_report(TINY, tmp_path, capsys)
     meta, _ = run_report([*TINY[:-1], "meta"], tmp_path, capsys)
@@ -236,7 +265,10 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
     path = tmp_path / "cli.json"
     done = subprocess.run(
         [sys.executable, "-m", "demt_exp.report", "model", "--no-macs", *NYUD, "--json", str(path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "32,070,259" in done.stdout
     assert json.loads(path.read_text())["parameters"]["total"] == 32_070_259

@@ -51,15 +51,20 @@ def test_the_table_marks_each_init_file_present_or_missing(tmp_path: Path, capsy
     swin_t.write_bytes(b"")  # present (the table checks the file is there, not what it holds)
     report = main(["presets", "demt_nyud_swin_t", "demt_nyud_hrnet18", "degmix_nyud_swin_t", "--no-macs"])
     assert [(r["init"], r["init_present"]) for r in report["presets"]] == [
-        (str(swin_t), True), (str(hrnet), False), (str(swin_t), True)]
+        (str(swin_t), True),
+        (str(hrnet), False),
+        (str(swin_t), True),
+    ]
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 120
-    rows = [line for line in lines if line.split(" ")[0] in {"demt_nyud_swin_t", "demt_nyud_hrnet18",
-                                                             "degmix_nyud_swin_t"}]
+    rows = [
+        line for line in lines if line.split(" ")[0] in {"demt_nyud_swin_t", "demt_nyud_hrnet18", "degmix_nyud_swin_t"}
+    ]
     assert [row.split("  ")[-1] for row in rows] == ["[1] present", "[2] MISSING", "[1] present"]
     assert f"  [1] present  {swin_t.name}" in lines and f"  [2] MISSING  {hrnet.name}" in lines
-    assert any(line.startswith(f"init files (model.init) in {tmp_path}; MISSING: not on this machine")
-               for line in lines)
+    assert any(
+        line.startswith(f"init files (model.init) in {tmp_path}; MISSING: not on this machine") for line in lines
+    )
 
 
 def test_presets_macs_equal_the_model_report_at_the_preset_input(capsys) -> None:

@@ -48,7 +48,8 @@ def straight_signal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(
-        tmp_path: Path, signum: int, straight_signal_run: Path) -> None:
+    tmp_path: Path, signum: int, straight_signal_run: Path
+) -> None:
     common = SIGNAL_RUN
     straight, split = straight_signal_run, tmp_path / "split"
     job = start_cli(*common, f"hydra.run.dir={split}", log=tmp_path / "split.log")
@@ -60,8 +61,10 @@ def test_a_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(
     stopped_at = stop[0]["step"]
     assert 3 <= stopped_at < 14
     assert torch.load(split / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_at
-    assert (f"stopped after step {stopped_at} on {signal.Signals(signum).name}: checkpoint {split}/checkpoints/last.pt; "
-            f"the same command with hydra.run.dir={split} continues from it") in (tmp_path / "split.log").read_text()
+    assert (
+        f"stopped after step {stopped_at} on {signal.Signals(signum).name}: checkpoint {split}/checkpoints/last.pt; "
+        f"the same command with hydra.run.dir={split} continues from it"
+    ) in (tmp_path / "split.log").read_text()
     again = run_cli(*common, f"hydra.run.dir={split}")  # the same command again: trainer.resume=auto continues it
     assert f"continuing {split} from step {stopped_at} ({split}/checkpoints/last.pt)" in again.stdout
     assert_bit_identical(final_weights(split), final_weights(straight))
@@ -75,9 +78,19 @@ def test_kill_9_with_loader_workers_and_augmentation_resumes_bit_identically(tmp
     """NYUD fake data through the official augmentation with 2 workers. The resumed loader hands the
     samples to other workers than the uninterrupted one did (its round-robin restarts mid-epoch)."""
     root = write_fake_nyud(tmp_path / "NYUDv2", "demt", n_train=6, n_val=2, size=(40, 52))
-    common = ["dataset=nyud", f"dataset.root={root}", "dataset.image_size=[32,40]", "encoder.dim=32",
-              "trainer.batch_size=2", "trainer.steps=9", "trainer.eval_interval=9", "trainer.log_interval=1",
-              "trainer.checkpoint.interval=2", "trainer.checkpoint.keep_last=2", "logger.progress_bar=false"]
+    common = [
+        "dataset=nyud",
+        f"dataset.root={root}",
+        "dataset.image_size=[32,40]",
+        "encoder.dim=32",
+        "trainer.batch_size=2",
+        "trainer.steps=9",
+        "trainer.eval_interval=9",
+        "trainer.log_interval=1",
+        "trainer.checkpoint.interval=2",
+        "trainer.checkpoint.keep_last=2",
+        "logger.progress_bar=false",
+    ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_cli(*common, "trainer.num_workers=2", f"hydra.run.dir={straight}")
     job = start_cli(*common, "trainer.num_workers=2", f"hydra.run.dir={killed}")
@@ -104,15 +117,27 @@ def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 @pytest.mark.slow
 def test_two_ranks_save_and_restore_their_own_rng_states(tmp_path: Path) -> None:
     """Drop path draws per rank: a resume that gave every rank rank 0's stream would differ."""
-    common = [*TINY, "trainer.steps=4", "trainer.eval_interval=4", "tasks=nyud", "dataset.num_semseg_classes=5",
-              "backbone.drop_path_rate=0.3"]
+    common = [
+        *TINY,
+        "trainer.steps=4",
+        "trainer.eval_interval=4",
+        "tasks=nyud",
+        "dataset.num_semseg_classes=5",
+        "backbone.drop_path_rate=0.3",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    for args in ([f"hydra.run.dir={straight}"], [f"hydra.run.dir={split}", "trainer.stop_at_step=2"],
-                 [f"hydra.run.dir={split}"]):
+    for args in (
+        [f"hydra.run.dir={straight}"],
+        [f"hydra.run.dir={split}", "trainer.stop_at_step=2"],
+        [f"hydra.run.dir={split}"],
+    ):
         done = torchrun(*common, *args)
         assert done.returncode == 0, done.stderr[-3000:]
-    halfway = torch.load(split / "checkpoints" / "step_00000002.pt", weights_only=True) if (
-        split / "checkpoints" / "step_00000002.pt").exists() else None
+    halfway = (
+        torch.load(split / "checkpoints" / "step_00000002.pt", weights_only=True)
+        if (split / "checkpoints" / "step_00000002.pt").exists()
+        else None
+    )
     final = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
     assert final["world_size"] == 2 and len(final["rng"]) == 2
     assert not torch.equal(final["rng"][0]["torch"], final["rng"][1]["torch"])
@@ -127,7 +152,10 @@ def test_resume_refuses_another_config_by_key_and_allows_a_named_lr_change(tmp_p
     run_cli(*common, "trainer.stop_at_step=1")
     refused = run_cli(*common, "tasks.names=[semseg,depth]", "optimizer.lr=0.0005", check=False)
     assert refused.returncode != 0
-    assert "tasks.names: checkpoint" in refused.stderr and "optimizer.lr: checkpoint 0.001, config 0.0005" in refused.stderr
+    assert (
+        "tasks.names: checkpoint" in refused.stderr
+        and "optimizer.lr: checkpoint 0.001, config 0.0005" in refused.stderr
+    )
     lr_only = run_cli(*common, "optimizer.lr=0.0005", check=False)
     assert lr_only.returncode != 0 and "trainer.resume_allow_changes" in lr_only.stderr
     run_cli(*common, "optimizer.lr=0.0005", "trainer.resume_allow_changes=[optimizer.lr]")
@@ -143,7 +171,7 @@ def test_a_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_good_ch
     common = [*TINY, "optimizer=sgd", "optimizer.lr=1000", "trainer.steps=30", f"hydra.run.dir={run_dir}"]
     result = run_cli(*common, "trainer.eval_interval=2", check=False)
     assert result.returncode != 0
-    message = result.stderr[result.stderr.index("non-finite loss at step"):]
+    message = result.stderr[result.stderr.index("non-finite loss at step") :]
     bad_step = int(message.split()[4])
     assert "in task(s)" in message and "the last checkpoint" in message
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -166,10 +194,27 @@ def test_the_other_rank_exits_within_the_timeout_when_one_dies(tmp_path: Path) -
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     run_dir = tmp_path / "run"
-    args = [*TINY, "trainer.steps=500", "trainer.eval_interval=500", "trainer.dist_timeout_s=30",
-            f"hydra.run.dir={run_dir}"]
-    ranks = [start_cli(*args, env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                                   "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}) for r in (0, 1)]
+    args = [
+        *TINY,
+        "trainer.steps=500",
+        "trainer.eval_interval=500",
+        "trainer.dist_timeout_s=30",
+        f"hydra.run.dir={run_dir}",
+    ]
+    ranks = [
+        start_cli(
+            *args,
+            env={
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": "1",
+            },
+        )
+        for r in (0, 1)
+    ]
     wait_until(lambda: max(logged_steps(run_dir), default=0) >= 2 or ranks[0].poll() is not None, 300, "step 2")
     ranks[1].kill()
     killed_at = time.monotonic()
@@ -183,8 +228,14 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path: 
     """The first Ctrl-C asks for "this step, then save"; a second one (later than the same keypress seen
     twice) stops mid-step: no traceback, exit 130, and the checkpoint on disk is the last whole one."""
     run_dir = tmp_path / "run"
-    slow_steps = [*TINY, "dataset.image_size=[192,192]", "trainer.steps=50", "trainer.eval_interval=50",
-                  "trainer.checkpoint.interval=1", f"hydra.run.dir={run_dir}"]
+    slow_steps = [
+        *TINY,
+        "dataset.image_size=[192,192]",
+        "trainer.steps=50",
+        "trainer.eval_interval=50",
+        "trainer.checkpoint.interval=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     job = start_cli(*slow_steps, log=tmp_path / "run.log")
     wait_until(lambda: (run_dir / "checkpoints" / "last.pt").is_file() or job.poll() is not None, 300, "a checkpoint")
     job.send_signal(signal.SIGINT)
@@ -206,10 +257,18 @@ def test_stop_at_step_reruns_end_one_way(tmp_path: Path) -> None:
     """The same command three times: stops at 2 (no final metrics), continues to the last step (final
     metrics.json and table), then says there is nothing left to train and reports again."""
     run_dir = tmp_path / "run"
-    command = [*TINY, "trainer.steps=4", "trainer.eval_interval=4", "trainer.stop_at_step=2", f"hydra.run.dir={run_dir}"]
+    command = [
+        *TINY,
+        "trainer.steps=4",
+        "trainer.eval_interval=4",
+        "trainer.stop_at_step=2",
+        f"hydra.run.dir={run_dir}",
+    ]
     first = run_cli(*command)
-    assert f"stopped at step 2 of 4 as trainer.stop_at_step asks; the same command continues {run_dir} to step 4" \
+    assert (
+        f"stopped at step 2 of 4 as trainer.stop_at_step asks; the same command continues {run_dir} to step 4"
         in first.stdout
+    )
     assert not (run_dir / "metrics.json").exists() and "final validation metrics" not in first.stdout
     second = run_cli(*command)
     assert f"continuing {run_dir} from step 2" in second.stdout

@@ -11,8 +11,9 @@ from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, re
 
 def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m demt_exp ARGS` in `cwd`, where Hydra's default `outputs/<date>/<time>` would go."""
-    return subprocess.run([sys.executable, "-m", "demt_exp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "demt_exp", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_folder(tmp_path: Path) -> None:
@@ -25,9 +26,11 @@ def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_folder(tmp_path: Path
 def test_a_missing_resume_file_is_one_line_and_keeps_no_folder(tmp_path: Path) -> None:
     result = command("trainer.resume=true", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr == (f"error: checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} does not exist "
-                             f"(trainer.resume=true continues the checkpoint of this run folder; hydra.run.dir names "
-                             f"the folder)\n")
+    assert result.stderr == (
+        f"error: checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} does not exist "
+        f"(trainer.resume=true continues the checkpoint of this run folder; hydra.run.dir names "
+        f"the folder)\n"
+    )
     assert not (tmp_path / "run").exists()
 
 

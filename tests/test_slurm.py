@@ -34,8 +34,13 @@ TINY = [*TINY_RUN, "dataset.train.num_samples=12", "trainer.log_interval=1"]
 # CPU-only test node: no GPUs to ask for, one CPU per task.
 # Runs compared bit for bit must reduce in the same order: the same number of threads everywhere.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
-           "hydra.launcher.timeout_min=30", "hydra.launcher.signal_delay_s=30"]
+CPU_JOB = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=30",
+    "hydra.launcher.signal_delay_s=30",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +58,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def sweep(cluster: Cluster, sweep_dir: Path, *overrides: str, tasks: int = 1, wait: bool = True) -> subprocess.Popen:
     """`python -m demt_exp -m ... hydra/launcher=slurm`, as a user submits a sweep."""
-    command = [sys.executable, "-m", "demt_exp", "-m", *overrides, *CPU_JOB, f"hydra.launcher.tasks_per_node={tasks}",
-               f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "demt_exp",
+        "-m",
+        *overrides,
+        *CPU_JOB,
+        f"hydra.launcher.tasks_per_node={tasks}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     log = open(sweep_dir.parent / f"{sweep_dir.name}.launcher.log", "w")  # noqa: SIM115 - owned by the child
     env = {**cluster.env(), **ONE_THREAD}  # sbatch passes the environment on to the job
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,9 +104,24 @@ def test_one_job_with_two_tasks_trains_two_gloo_ranks_like_torchrun(cluster: Clu
     assert record["dist/world_size"] == 2
     reference = tmp_path / "torchrun"
     env = {**os.environ, **ONE_THREAD}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "demt_exp", *common, f"hydra.run.dir={reference}"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "demt_exp",
+            *common,
+            f"hydra.run.dir={reference}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_bit_identical(final_weights(sweep_dir / "0"), final_weights(reference))
 
@@ -151,4 +179,3 @@ def _stops(run_dir: Path) -> list[int]:
         if "stop/signal" in record:
             stops.append(int(record["step"]))
     return stops
-

@@ -27,8 +27,9 @@ COMMANDS = {
 @pytest.mark.parametrize("command", list(COMMANDS), ids=" ".join)
 def test_the_command_answers_without_the_heavy_libraries(command: tuple[str, ...], tmp_path: Path) -> None:
     code, texts, own = COMMANDS[command]
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", *command], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", *command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     output = done.stdout + done.stderr
     assert done.returncode == code, output[-3000:]
     for text in texts:

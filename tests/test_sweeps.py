@@ -21,8 +21,16 @@ from demt_exp.config import SWEEPS_DIR, compose_config
 from demt_exp.models.model import build_model
 
 SWEEPS = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
-EXPECTED = {"encoder_decoder", "backbone_scaling", "attention", "mixer_depth", "loss_weights", "seeds",
-            "single_task_nyud", "single_task_pascal"}
+EXPECTED = {
+    "encoder_decoder",
+    "backbone_scaling",
+    "attention",
+    "mixer_depth",
+    "loss_weights",
+    "seeds",
+    "single_task_nyud",
+    "single_task_pascal",
+}
 
 
 def sweep_jobs(name: str, base: list[str]) -> list[list[str]]:
@@ -74,11 +82,23 @@ def test_every_job_of_every_sweep_composes_and_builds_on_the_meta_device(name: s
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`+sweep=seeds` cut to two seeds and two architectures (DeMT, DeGMix), one step each: four real run folders."""
     root = tmp_path_factory.mktemp("sweep")
-    command = [sys.executable, "-m", "demt_exp", "-m", "+sweep=seeds", "trainer.seed=0,1", "+arch=demt,degmix",
-               *TINY_RUN, "dataset.val.num_samples=2", "trainer.steps=1", "trainer.eval_interval=1",
-               f"hydra.sweep.dir={root}"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "demt_exp",
+        "-m",
+        "+sweep=seeds",
+        "trainer.seed=0,1",
+        "+arch=demt,degmix",
+        *TINY_RUN,
+        "dataset.val.num_samples=2",
+        "trainer.steps=1",
+        "trainer.eval_interval=1",
+        f"hydra.sweep.dir={root}",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "HYDRA_FULL_ERROR": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return root
 
@@ -92,8 +112,9 @@ def test_a_tiny_sweep_runs_every_job_end_to_end(tiny_sweep: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compare_tabulates_the_sweep_with_mean_and_std_over_seeds(tiny_sweep: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_compare_tabulates_the_sweep_with_mean_and_std_over_seeds(
+    tiny_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     compare_main([str(tiny_sweep), "--out", str(tmp_path)])
     console = capsys.readouterr().out
     with (tmp_path / "compare.csv").open() as handle:
@@ -103,8 +124,11 @@ def test_compare_tabulates_the_sweep_with_mean_and_std_over_seeds(tiny_sweep: Pa
 
     # Independently: the runs' own files, grouped by their overrides, with NumPy.
     for row in table:
-        folders = [job for job in tiny_sweep.iterdir() if job.is_dir()
-                   and f"+arch={row['arch']}" in (job / ".hydra" / "overrides.yaml").read_text()]
+        folders = [
+            job
+            for job in tiny_sweep.iterdir()
+            if job.is_dir() and f"+arch={row['arch']}" in (job / ".hydra" / "overrides.yaml").read_text()
+        ]
         miou = np.array([json.loads((job / "metrics.json").read_text())["semseg"]["mIoU"] for job in folders])
         assert float(row["semseg/mIoU"]) == pytest.approx(miou.mean(), abs=1e-4)
         assert float(row["semseg/mIoU std"]) == pytest.approx(miou.std(ddof=1), abs=1e-4)

@@ -49,8 +49,10 @@ def _points(depth: np.ndarray, focal: float) -> np.ndarray:
     return np.stack([u / focal * depth, v / focal * depth, depth])
 
 
-PAIRS = (((slice(None), slice(1, None)), (slice(None), slice(None, -1))),  # horizontal neighbours
-         ((slice(1, None), slice(None)), (slice(None, -1), slice(None))))  # vertical neighbours
+PAIRS = (
+    ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),  # horizontal neighbours
+    ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+)  # vertical neighbours
 
 
 def _spread(shape: tuple[int, int], pair_masks: list[np.ndarray]) -> np.ndarray:
@@ -85,8 +87,7 @@ def test_determinism_and_independence(ds: SyntheticScenes) -> None:
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=root, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
     assert out.stdout.strip() == first  # same bits in another process
 
 
@@ -132,8 +133,7 @@ def test_default_collate_matches_batch_layout(ds: SyntheticScenes) -> None:
 
 def test_task_subset_and_sizes() -> None:
     full = SyntheticScenes(num_samples=4, image_size=(33, 47), num_semseg_classes=5, seed=3)[2]
-    sub = SyntheticScenes(tasks=["depth", "sal"], num_samples=4, image_size=(33, 47),
-                          num_semseg_classes=5, seed=3)
+    sub = SyntheticScenes(tasks=["depth", "sal"], num_samples=4, image_size=(33, 47), num_semseg_classes=5, seed=3)
     s = sub[2]
     assert set(s) == {"image", "depth", "sal", "meta"} and sub.tasks == ("depth", "sal")
     assert torch.equal(s["depth"], full["depth"]) and torch.equal(s["image"], full["image"])
@@ -148,10 +148,15 @@ def test_edges_follow_label_and_geometry_boundaries(samples: list[dict], ds: Syn
         assert (edge[_label_change(sem)] == 1).all()  # every semseg change is an edge
         # a pixel whose 4-neighbours all lie on its own plane (same class, same normal, zero offset
         # along the normal) is inside one flat region and must not be an edge
-        off_plane = _spread(sem.shape, [
-            (sem[a] != sem[b]) | ((n[:, a[0], a[1]] * n[:, b[0], b[1]]).sum(0) < 1 - 1e-6)
-            | (np.abs((n[:, a[0], a[1]] * (p[:, a[0], a[1]] - p[:, b[0], b[1]])).sum(0)) > 1e-3)
-            for a, b in PAIRS])
+        off_plane = _spread(
+            sem.shape,
+            [
+                (sem[a] != sem[b])
+                | ((n[:, a[0], a[1]] * n[:, b[0], b[1]]).sum(0) < 1 - 1e-6)
+                | (np.abs((n[:, a[0], a[1]] * (p[:, a[0], a[1]] - p[:, b[0], b[1]])).sum(0)) > 1e-3)
+                for a, b in PAIRS
+            ],
+        )
         assert (edge[~off_plane] == 0).all()
         # occlusion boundaries are edges on both sides, also between two objects of one class: a
         # depth jump of > 10% where the near point lies in front of the far surface's tangent plane
@@ -258,10 +263,17 @@ def test_classes_are_visually_distinct(samples: list[dict]) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"tasks": ["semseg", "depthh"]}, "tasks.*depthh"), ({"tasks": "semseg"}, "tasks"),
-     ({"tasks": ["depth", "depth"]}, "tasks"), ({"num_semseg_classes": 3}, "num_semseg_classes"),
-     ({"num_samples": 0}, "num_samples"), ({"image_size": (0, 64)}, "image_size"),
-     ({"image_size": (64,)}, "image_size"), ({"split": "training"}, "split"), ({"seed": -1}, "seed")],
+    [
+        ({"tasks": ["semseg", "depthh"]}, "tasks.*depthh"),
+        ({"tasks": "semseg"}, "tasks"),
+        ({"tasks": ["depth", "depth"]}, "tasks"),
+        ({"num_semseg_classes": 3}, "num_semseg_classes"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"image_size": (0, 64)}, "image_size"),
+        ({"image_size": (64,)}, "image_size"),
+        ({"split": "training"}, "split"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -34,11 +34,21 @@ def test_logger_none_writes_metrics_json_but_no_history(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_its_id(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT", "WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
-    common = [*TINY_RUN, "logger=wandb", "logger.wandb.panels=2", "logger.wandb.tags=[ablation]", "trainer.head_lr_mult=10",
-              "trainer.steps=2", "trainer.eval_interval=1", "trainer.log_interval=1", f"hydra.run.dir={tmp_path}"]
+    common = [
+        *TINY_RUN,
+        "logger=wandb",
+        "logger.wandb.panels=2",
+        "logger.wandb.tags=[ablation]",
+        "trainer.head_lr_mult=10",
+        "trainer.steps=2",
+        "trainer.eval_interval=1",
+        "trainer.log_interval=1",
+        f"hydra.run.dir={tmp_path}",
+    ]
     run_cli(*common, "trainer.stop_at_step=1", env=OFFLINE)
     first_id = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["wandb_run_id"]
     run_cli(*common, "trainer.resume=true", env=OFFLINE)
@@ -66,8 +76,14 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
     first_train = next(r for r in read_history(tmp_path / "metrics.jsonl") if "train/loss" in r)
     assert first_train["step"] == 1 and first_train["train/lr/backbone"] == pytest.approx(1e-3)  # adamw's lr
     assert first_train["train/lr/head"] == pytest.approx(10 * 1e-3)  # trainer.head_lr_mult=10
-    assert {"val/semseg/mIoU", "train/semseg/loss", "train/lr/backbone", "train/lr/head", "train/images_per_s",
-            "model/parameters"} <= keys
+    assert {
+        "val/semseg/mIoU",
+        "train/semseg/loss",
+        "train/lr/backbone",
+        "train/lr/head",
+        "train/images_per_s",
+        "model/parameters",
+    } <= keys
 
     # Panels: two images per evaluation, real PNG files of the run, one per val image.
     panel_rows = [row for row in logged if "val/panels/filenames" in row]
@@ -85,7 +101,8 @@ def test_wandb_offline_run_holds_config_history_panels_and_a_resume_continues_it
 
 @pytest.mark.slow
 def test_a_signalled_stop_marks_the_wandb_run_preempting_and_a_failure_fails_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)

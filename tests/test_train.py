@@ -106,8 +106,13 @@ def test_short_default_run_is_clearly_better_than_chance(tmp_path: Path) -> None
     """
     run_dir = tmp_path / "run"
     run_cli(
-        "dataset.image_size=[40,40]", "dataset.val.num_samples=16", "trainer.steps=50", "trainer.eval_interval=50",
-        "trainer.head_lr_mult=3", "logger.progress_bar=false", f"hydra.run.dir={run_dir}",
+        "dataset.image_size=[40,40]",
+        "dataset.val.num_samples=16",
+        "trainer.steps=50",
+        "trainer.eval_interval=50",
+        "trainer.head_lr_mult=3",
+        "logger.progress_bar=false",
+        f"hydra.run.dir={run_dir}",
     )
     model = json.loads((run_dir / "metrics.json").read_text())
     chance = json.loads((run_dir / "baseline_metrics.json").read_text())
@@ -159,8 +164,14 @@ def test_training_logs_delta_m_against_configured_references(tmp_path: Path) -> 
     references = tmp_path / "single_task.yaml"
     references.write_text("semseg: {mIoU: 20.0}\ndepth: {rmse: 1.5}\n")
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", f"eval.delta_m.references=[{references}]",
-            "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]", f"hydra.run.dir={run_dir}")
+    run_cli(
+        *TINY,
+        "trainer.steps=2",
+        "trainer.eval_interval=2",
+        f"eval.delta_m.references=[{references}]",
+        "eval.delta_m.metrics=[semseg/mIoU,depth/rmse]",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     miou, rmse = metrics["semseg"]["mIoU"], metrics["depth"]["rmse"]
     expected = 100 * ((miou - 20.0) / 20.0 - (rmse - 1.5) / 1.5) / 2  # lower-is-better RMSE counts negatively
@@ -172,11 +183,21 @@ def test_training_logs_delta_m_against_configured_references(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_a_quick_try_with_keep_last_0_writes_no_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.checkpoint.keep_last=0",
-            f"hydra.run.dir={run_dir}")
+    run_cli(
+        *TINY,
+        "trainer.steps=2",
+        "trainer.eval_interval=2",
+        "trainer.checkpoint.keep_last=0",
+        f"hydra.run.dir={run_dir}",
+    )
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints").exists()
-    again = run_cli(*TINY, "trainer.steps=2", "trainer.eval_interval=2", "trainer.checkpoint.keep_last=0",
-                    f"hydra.run.dir={run_dir}")
+    again = run_cli(
+        *TINY,
+        "trainer.steps=2",
+        "trainer.eval_interval=2",
+        "trainer.checkpoint.keep_last=0",
+        f"hydra.run.dir={run_dir}",
+    )
     assert f"starting {run_dir} fresh" in again.stdout  # nothing to continue: the same command starts over
     assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()].count(0) == 1
 
@@ -213,8 +234,9 @@ def test_the_cpu_routes_are_applied_by_the_engine_only_when_asked(tmp_path: Path
     common = [*TINY, "trainer.steps=1", "trainer.eval_interval=1", "trainer.checkpoint.keep_last=0"]
     plain = run_cli(*common, f"hydra.run.dir={tmp_path / 'plain'}")
     assert "trainer.cpu_linear=onednn" not in plain.stdout and "trainer.cpu_allocator=reuse" not in plain.stdout
-    routed = run_cli(*common, "trainer.cpu_linear=onednn", "trainer.cpu_allocator=reuse",
-                     f"hydra.run.dir={tmp_path / 'routed'}")
+    routed = run_cli(
+        *common, "trainer.cpu_linear=onednn", "trainer.cpu_allocator=reuse", f"hydra.run.dir={tmp_path / 'routed'}"
+    )
     assert "trainer.cpu_linear=onednn: fp32 linear layers as oneDNN 1x1 convolutions (" in routed.stdout
     assert "trainer.cpu_allocator=reuse: freed CPU memory stays in the heap" in routed.stdout
     first = json.loads((tmp_path / "plain" / "metrics.json").read_text())

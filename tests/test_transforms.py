@@ -114,7 +114,7 @@ def test_pad_never_crops_and_records_zero_offsets() -> None:
 
 
 def crop_of(semseg: np.ndarray, box: CropBox) -> np.ndarray:
-    return semseg[box.top:box.top + box.height, box.left:box.left + box.width]
+    return semseg[box.top : box.top + box.height, box.left : box.left + box.width]
 
 
 def test_crop_rejects_dominated_crops_until_one_passes() -> None:
@@ -125,8 +125,9 @@ def test_crop_rejects_dominated_crops_until_one_passes() -> None:
     semseg[:, :3] = IGNORE_INDEX  # ignore pixels are not counted
     sample["semseg"] = semseg
     crop = RandomCrop((10, 10))
-    base_rate = np.mean([crop.acceptable(crop_of(semseg, crop._box(40, 40, np.random.default_rng(i))))
-                         for i in range(500)])
+    base_rate = np.mean(
+        [crop.acceptable(crop_of(semseg, crop._box(40, 40, np.random.default_rng(i)))) for i in range(500)]
+    )
     assert base_rate < 0.1
     accepted = 0
     for seed in range(60):
@@ -248,7 +249,8 @@ def test_eval_pipeline_pads_only() -> None:
 
 
 def test_to_tensor_layout() -> None:
-    out = ToTensor()({"edge": np.zeros((2, 3), np.float32), "sal": np.ones((2, 3, 1), np.uint8),
-                      "meta": {"id": "a", "size": (2, 3)}})
+    out = ToTensor()(
+        {"edge": np.zeros((2, 3), np.float32), "sal": np.ones((2, 3, 1), np.uint8), "meta": {"id": "a", "size": (2, 3)}}
+    )
     assert out["edge"].shape == (1, 2, 3) and out["sal"].shape == (2, 3) and out["sal"].dtype == torch.int64
     assert out["meta"]["id"] == "a" and out["meta"]["size"].tolist() == [2, 3]

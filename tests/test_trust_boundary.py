@@ -94,8 +94,9 @@ CRAFTED = {  # name: (change, the key and the value the refusal must name)
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess, *names: str) -> None:
@@ -112,8 +113,12 @@ def test_the_code_pickle_really_runs_code_when_fully_unpickled(tmp_path: Path) -
     # The marker is a real witness: a full unpickle of aux.pt creates it (in another process).
     aux, marker = write_code_pickle(tmp_path / "aux.pt", tmp_path / "marker"), tmp_path / "marker"
     assert not marker.exists()
-    loaded = subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(aux)!r}, weights_only=False)"],
-                            capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.load({str(aux)!r}, weights_only=False)"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert marker.exists()
 
@@ -122,21 +127,29 @@ def test_the_code_pickle_really_runs_code_when_fully_unpickled(tmp_path: Path) -
 def test_evaluate_refuses_a_crafted_stored_config_and_runs_nothing(genuine: Path, tmp_path: Path, case: str) -> None:
     change, key, value = CRAFTED[case]
     release, marker = craft(genuine, tmp_path, change)
-    result = run("demt_exp.evaluate", f"checkpoint={release}", f"hydra.run.dir={tmp_path / 'run'}",
-                 "trainer.device=cpu")
+    result = run(
+        "demt_exp.evaluate", f"checkpoint={release}", f"hydra.run.dir={tmp_path / 'run'}", "trainer.device=cpu"
+    )
     assert_refused(result, key, value, str(release))
     assert not marker.exists()
     assert not (tmp_path / "run").exists()  # refused before any output: no run folder is left behind
 
 
 @pytest.mark.parametrize("case", ["torch_load", "exec"])
-def test_training_refuses_to_resume_a_crafted_checkpoint_and_runs_nothing(genuine: Path, tmp_path: Path,
-                                                                           case: str) -> None:
+def test_training_refuses_to_resume_a_crafted_checkpoint_and_runs_nothing(
+    genuine: Path, tmp_path: Path, case: str
+) -> None:
     """A resume only compares the stored config with this run's; it is still refused before any use."""
     change, key, value = CRAFTED[case]
     release, marker = craft(genuine, tmp_path, change)
-    result = run("demt_exp", *TINY_SYNTHETIC, "trainer.steps=2", f"trainer.resume={release}",
-                 f"hydra.run.dir={tmp_path / 'run'}", "logger.progress_bar=false")
+    result = run(
+        "demt_exp",
+        *TINY_SYNTHETIC,
+        "trainer.steps=2",
+        f"trainer.resume={release}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger.progress_bar=false",
+    )
     assert_refused(result, key, value, str(release))
     assert not marker.exists()
     assert not (tmp_path / "run").exists()
@@ -172,20 +185,26 @@ def test_a_genuine_stored_config_passes_and_names_only_shipped_targets(genuine: 
     stored = torch.load(genuine, weights_only=True)["config"]
     check_checkpoint_config(stored, genuine)
     check_stored_config(stored, genuine, shipped_targets())
-    assert {"demt_exp.models.swin.SwinBackbone", "demt_exp.data.synthetic.SyntheticScenes",
-            "torch.optim.AdamW"} <= shipped_targets()
+    assert {
+        "demt_exp.models.swin.SwinBackbone",
+        "demt_exp.data.synthetic.SyntheticScenes",
+        "torch.optim.AdamW",
+    } <= shipped_targets()
     assert not {"torch.load", "builtins.exec", "os.system"} & shipped_targets()
 
 
-@pytest.mark.parametrize(("stored", "message"), [
-    ({"a": [{"b": {"_target_": "os.system"}}]}, r"x\.pt: stored config key a\[0\]\.b\._target_ names 'os\.system'"),
-    ({"_target_": "builtins.eval"}, r"x\.pt: stored config key _target_ names 'builtins\.eval'"),
-    ({"a": {"_target_": ["builtins", "exec"]}}, r"key a\._target_ names \['builtins', 'exec'\]"),
-    ({"a": {"_args_": ["rm -rf /"]}}, r"key a\._args_ belongs to no _target_"),
-    ({"a": {"_partial_": True}}, r"key a\._partial_ belongs to no _target_"),
-    ({"a": ["ok", "${oc.env:HOME}"]}, r"key a\[1\] holds the interpolation '\$\{oc\.env:HOME\}'"),
-    ({"a\nb": {"_target_": "os.system"}}, r"key 'a\\nb'\._target_"),
-])
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ({"a": [{"b": {"_target_": "os.system"}}]}, r"x\.pt: stored config key a\[0\]\.b\._target_ names 'os\.system'"),
+        ({"_target_": "builtins.eval"}, r"x\.pt: stored config key _target_ names 'builtins\.eval'"),
+        ({"a": {"_target_": ["builtins", "exec"]}}, r"key a\._target_ names \['builtins', 'exec'\]"),
+        ({"a": {"_args_": ["rm -rf /"]}}, r"key a\._args_ belongs to no _target_"),
+        ({"a": {"_partial_": True}}, r"key a\._partial_ belongs to no _target_"),
+        ({"a": ["ok", "${oc.env:HOME}"]}, r"key a\[1\] holds the interpolation '\$\{oc\.env:HOME\}'"),
+        ({"a\nb": {"_target_": "os.system"}}, r"key 'a\\nb'\._target_"),
+    ],
+)
 def test_every_crafted_node_is_named_by_its_dotted_key(stored: dict, message: str) -> None:
     with pytest.raises(StoredConfigError, match=message) as refused:
         check_stored_config(stored, "x.pt", shipped_targets())

@@ -21,8 +21,10 @@ BAD_VALUES = [
     ("trainer.checkpoint.interval=0", "trainer.checkpoint.interval=0; expected an integer >= 1 or null"),
     ("trainer.checkpoint.keep_last=-1", "trainer.checkpoint.keep_last=-1; expected an integer >= 0"),
     ("trainer.cpu_linear=mkl", "trainer.cpu_linear='mkl'; expected one of blas, onednn"),
-    ("trainer.checkpoint.save_optimizer=sometimes",
-     "trainer.checkpoint.save_optimizer='sometimes'; expected one of auto, true, false"),
+    (
+        "trainer.checkpoint.save_optimizer=sometimes",
+        "trainer.checkpoint.save_optimizer='sometimes'; expected one of auto, true, false",
+    ),
     ("optimizer.lr=0", "optimizer.lr=0; expected a number > 0"),
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1; expected a number > 0"),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1; expected a number > 0 or null"),
@@ -45,8 +47,9 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("override,message", BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
-def test_bad_value_is_named_with_what_is_expected(override: str, message: str,
-                                                  compose: Callable[[list[str]], DictConfig]) -> None:
+def test_bad_value_is_named_with_what_is_expected(
+    override: str, message: str, compose: Callable[[list[str]], DictConfig]
+) -> None:
     cfg = compose(["tasks.names=[semseg]", override] if override.startswith("trainer.checkpoint.best") else [override])
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(cfg)
@@ -63,7 +66,8 @@ def test_a_missing_init_file_is_named_before_anything_is_built(compose: Callable
 
 
 def test_a_backbone_and_encoder_that_do_not_fit_are_refused_before_building(
-        compose: Callable[[list[str]], DictConfig]) -> None:
+    compose: Callable[[list[str]], DictConfig],
+) -> None:
     """Swin's four maps at strides 4..32 cannot go through the ViT FeatConv neck (one stride)."""
     with pytest.raises(ConfigError, match="does not fit together.*backbone: demt_exp.models.swin"):
         validate_config(compose(["encoder=degmix_vit", "decoder=degmix"]))

@@ -15,8 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def verify(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "demt_exp.data", "verify", *overrides],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "demt_exp.data", "verify", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_pascal_context_clean_then_corrupt(tmp_path: Path) -> None:

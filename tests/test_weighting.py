@@ -71,8 +71,16 @@ def test_fixed_is_bit_identical_to_the_official_loss_and_step(compose) -> None:
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg.optimizer, model)
     strategy = build_weighting(cfg.weighting, cfg.tasks.names, loss_fn.weights)
-    result = train_step(model, batch, loss_fn, optimizer, build_poly_scheduler(optimizer, 10),
-                        lambda: torch.autocast("cpu", enabled=False), None, weighting=strategy)
+    result = train_step(
+        model,
+        batch,
+        loss_fn,
+        optimizer,
+        build_poly_scheduler(optimizer, 10),
+        lambda: torch.autocast("cpu", enabled=False),
+        None,
+        weighting=strategy,
+    )
     params.append([p.detach().clone() for p in model.parameters()])
     assert torch.equal(result.loss, official.detach())
     assert strategy.weights() == dict(cfg.tasks.loss.weights)
@@ -107,7 +115,7 @@ def test_dwa_weights_from_the_previous_two_windows() -> None:
     history = rng.uniform(0.5, 3.0, size=(8, 2))  # unweighted losses of 8 steps
     for step, values in enumerate(history):
         terms = values * np.array([1.0, 2.0])  # use_task_weights: DWA runs on lambda_t L_t
-        windows = [history[j * 2:(j + 1) * 2].mean(0) * np.array([1.0, 2.0]) for j in range(step // 2)]
+        windows = [history[j * 2 : (j + 1) * 2].mean(0) * np.array([1.0, 2.0]) for j in range(step // 2)]
         if len(windows) < 2:
             lam = np.ones(2)
         else:
@@ -127,7 +135,7 @@ def test_gradnorm_weight_gradient_and_renormalisation() -> None:
     def expected_weight_grad(w: np.ndarray, L: np.ndarray, L0: np.ndarray) -> np.ndarray:
         G = w * np.linalg.norm(A, axis=1)
         r = (L / L0) / (L / L0).mean()
-        return np.sign(G - G.mean() * r ** alpha) * np.linalg.norm(A, axis=1)
+        return np.sign(G - G.mean() * r**alpha) * np.linalg.norm(A, axis=1)
 
     L0 = model.values()
     strategy.backward(model.losses(), model)
@@ -142,8 +150,9 @@ def test_gradnorm_weight_gradient_and_renormalisation() -> None:
     model.zero_grad()
     strategy.task_weights.grad = None
     strategy.backward(model.losses(), model)
-    np.testing.assert_allclose(strategy.task_weights.grad.numpy(),
-                               expected_weight_grad(np.array([1.4, 0.6]), model.values(), L0), rtol=1e-6)
+    np.testing.assert_allclose(
+        strategy.task_weights.grad.numpy(), expected_weight_grad(np.array([1.4, 0.6]), model.values(), L0), rtol=1e-6
+    )
     np.testing.assert_allclose(grads(model)[0], np.array([1.4, 0.6]) @ A, rtol=1e-6)
     with torch.no_grad():
         strategy.task_weights.copy_(torch.tensor([3.0, 1.0]))
@@ -203,8 +212,13 @@ def test_pcgrad_gram_form_equals_the_sequential_projection_for_many_tasks() -> N
 
 
 def test_fixed_strategy_matches_config_group_defaults(compose) -> None:
-    for name, cls in [("fixed", FixedWeighting), ("uncertainty", UncertaintyWeighting), ("dwa", DWAWeighting),
-                      ("gradnorm", GradNormWeighting), ("pcgrad", PCGradWeighting)]:
+    for name, cls in [
+        ("fixed", FixedWeighting),
+        ("uncertainty", UncertaintyWeighting),
+        ("dwa", DWAWeighting),
+        ("gradnorm", GradNormWeighting),
+        ("pcgrad", PCGradWeighting),
+    ]:
         cfg = compose([f"weighting={name}", "tasks=nyud"])
         strategy = build_weighting(cfg.weighting, cfg.tasks.names, cfg.tasks.loss.weights)
         assert type(strategy) is cls
@@ -229,10 +243,19 @@ def test_sweep_weighting_is_a_multirun_over_every_method_on_one_preset() -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["uncertainty", "gradnorm", "dwa"])
 def test_learned_weights_are_optimised_checkpointed_logged_and_resume_exactly(tmp_path: Path, method: str) -> None:
-    common = [*TINY_RUN, "tasks=nyud", "tasks.names=[semseg,depth]", "dataset.num_semseg_classes=5",
-              "dataset.train.num_samples=8", "trainer.steps=4", "trainer.eval_interval=4", "trainer.log_interval=1",
-              "trainer.checkpoint.interval=2", f"weighting={method}", "weighting.window=1" if method == "dwa" else
-              "optimizer.lr=0.01"]
+    common = [
+        *TINY_RUN,
+        "tasks=nyud",
+        "tasks.names=[semseg,depth]",
+        "dataset.num_semseg_classes=5",
+        "dataset.train.num_samples=8",
+        "trainer.steps=4",
+        "trainer.eval_interval=4",
+        "trainer.log_interval=1",
+        "trainer.checkpoint.interval=2",
+        f"weighting={method}",
+        "weighting.window=1" if method == "dwa" else "optimizer.lr=0.01",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_cli(*common, f"hydra.run.dir={straight}")
     run_cli(*common, "trainer.stop_at_step=2", f"hydra.run.dir={split}")
@@ -241,7 +264,9 @@ def test_learned_weights_are_optimised_checkpointed_logged_and_resume_exactly(tm
     assert_bit_identical(first["model"], second["model"])
     assert_bit_identical(first["weighting"], second["weighting"])
     records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
-    logged = [(r["step"], r["train/weight/semseg"], r["train/weight/depth"]) for r in records if "train/weight/depth" in r]
+    logged = [
+        (r["step"], r["train/weight/semseg"], r["train/weight/depth"]) for r in records if "train/weight/depth" in r
+    ]
     assert [s for s, *_ in logged] == [1, 2, 3, 4]
     if method == "dwa":  # windows of one step: weights from steps 1 and 2 are used from step 3 on
         assert logged[1][1:] != (1.0, 1.0) and sum(logged[-1][1:]) == pytest.approx(2.0)

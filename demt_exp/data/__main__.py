@@ -20,9 +20,11 @@ from demt_exp.config import compose_config
 from demt_exp.data.prepare import PrepareError, prepare_archive
 from demt_exp.data.verify import format_report, verify_config
 
-USAGE = ("usage: python -m demt_exp.data verify [overrides ...]\n"
-         "  e.g. python -m demt_exp.data verify dataset=nyud dataset.root=/data/NYUDv2\n"
-         "       python -m demt_exp.data prepare ARCHIVE --dest FOLDER [--sha256 HEX] [--force]")
+USAGE = (
+    "usage: python -m demt_exp.data verify [overrides ...]\n"
+    "  e.g. python -m demt_exp.data verify dataset=nyud dataset.root=/data/NYUDv2\n"
+    "       python -m demt_exp.data prepare ARCHIVE --dest FOLDER [--sha256 HEX] [--force]"
+)
 COMMANDS = ("verify", "prepare")
 
 
@@ -39,10 +41,11 @@ def prepare_main(args: Sequence[str]) -> int:
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"unpacked {options.archive} to {target}; check it with: python -m demt_exp.data verify dataset=... dataset.root={target}")
+    print(
+        f"unpacked {options.archive} to {target}; check it with: "
+        f"python -m demt_exp.data verify dataset=... dataset.root={target}"
+    )
     return 0
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

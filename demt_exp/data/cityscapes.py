@@ -48,8 +48,25 @@ ROOT_NAME = "cityscapes"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 # cityscapesScripts labels.py: labelId -> trainId of the 19 evaluated classes; all others 255.
 LABEL_TO_TRAIN: dict[int, int] = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
 }
 TRAIN_ID_LUT = np.full(256, IGNORE_INDEX, np.int64)
 TRAIN_ID_LUT[list(LABEL_TO_TRAIN)] = list(LABEL_TO_TRAIN.values())
@@ -157,16 +174,23 @@ def list_frames(root: Path, split: str) -> list[Frame]:
     """Every leftImg8bit/<split>/<city>/<name>_leftImg8bit.png, sorted by city and name."""
     folder = root / "leftImg8bit" / check_split(split)
     if not folder.is_dir():
-        raise FileNotFoundError(f"Cityscapes images not found: looked for the folder {folder}; expected "
-                                f"leftImg8bit/, gtFine/, disparity/ and camera/ with {split}/<city>/ folders under "
-                                f"{root} (set dataset.root=PATH or ${ROOT_ENV})")
+        raise FileNotFoundError(
+            f"Cityscapes images not found: looked for the folder {folder}; expected "
+            f"leftImg8bit/, gtFine/, disparity/ and camera/ with {split}/<city>/ folders under "
+            f"{root} (set dataset.root=PATH or ${ROOT_ENV})"
+        )
     frames = []
     for path in sorted(folder.glob(f"*/*{IMAGE_SUFFIX}")):
         city, name = path.parent.name, path.name[: -len(IMAGE_SUFFIX)]
-        frames.append(Frame(name, path,
-                            root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png",
-                            root / "disparity" / split / city / f"{name}_disparity.png",
-                            root / "camera" / split / city / f"{name}_camera.json"))
+        frames.append(
+            Frame(
+                name,
+                path,
+                root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png",
+                root / "disparity" / split / city / f"{name}_disparity.png",
+                root / "camera" / split / city / f"{name}_camera.json",
+            )
+        )
     if not frames:
         raise DatasetFileError(folder, "no images", f"<city>/<name>{IMAGE_SUFFIX} files")
     return frames
@@ -182,10 +206,16 @@ class Cityscapes(DenseDataset):
     arrays), or a callable applied to the decoded sample.
     """
 
-    def __init__(self, root: str | Path | None = None, split: str = "train",
-                 tasks: Sequence[str] = CITYSCAPES_TASKS, image_size: Sequence[int] | None = None,
-                 resolution: Sequence[int] | None = RESOLUTION, max_depth: float | None = None,
-                 transform: str | Callable[[Sample], Any] | None = "auto") -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        tasks: Sequence[str] = CITYSCAPES_TASKS,
+        image_size: Sequence[int] | None = None,
+        resolution: Sequence[int] | None = RESOLUTION,
+        max_depth: float | None = None,
+        transform: str | Callable[[Sample], Any] | None = "auto",
+    ) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.split = split
         self.tasks = validate_tasks(tasks, CITYSCAPES_TASKS, "Cityscapes")
@@ -212,12 +242,15 @@ class Cityscapes(DenseDataset):
         labels = check_same_size(decode_train_ids(frame.labels), frame.labels, frame.image, full)
         sample["semseg"] = resize_nearest(labels, size)
         if "depth" in self.tasks:
-            depth = check_same_size(decode_depth(frame.disparity, frame.camera, self.max_depth), frame.disparity,
-                                frame.image, full)
+            depth = check_same_size(
+                decode_depth(frame.disparity, frame.camera, self.max_depth), frame.disparity, frame.image, full
+            )
             sample["depth"] = resize_nearest(depth, size)[..., None]
         sample["meta"] = {"id": frame.name, "size": size}
         return sample
 
     def __repr__(self) -> str:
-        return (f"Cityscapes(root={str(self.root)!r}, split={self.split!r}, tasks={list(self.tasks)}, "
-                f"resolution={self.resolution}, image_size={self.image_size}, {len(self)} frames)")
+        return (
+            f"Cityscapes(root={str(self.root)!r}, split={self.split!r}, tasks={list(self.tasks)}, "
+            f"resolution={self.resolution}, image_size={self.image_size}, {len(self)} frames)"
+        )

@@ -31,16 +31,20 @@ def default_root(folder: str, label: str) -> Path:
     """$DEMT_DATA/<folder>, or an error saying how to point at the data."""
     base = os.environ.get(ROOT_ENV)
     if not base:
-        raise FileNotFoundError(f"no {label} root given and ${ROOT_ENV} is not set; pass root= "
-                                f"(dataset.root=PATH) or set {ROOT_ENV} to the folder holding {folder}/")
+        raise FileNotFoundError(
+            f"no {label} root given and ${ROOT_ENV} is not set; pass root= "
+            f"(dataset.root=PATH) or set {ROOT_ENV} to the folder holding {folder}/"
+        )
     return Path(base) / folder
 
 
 def check_root(root: Path, label: str, contents: str) -> Path:
     """The data set folder must exist; the error says what belongs inside and how to set it."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{label} root not found: looked for the folder {root}; expected {contents} "
-                                f"inside (set dataset.root=PATH or ${ROOT_ENV})")
+        raise FileNotFoundError(
+            f"{label} root not found: looked for the folder {root}; expected {contents} "
+            f"inside (set dataset.root=PATH or ${ROOT_ENV})"
+        )
     return root
 
 
@@ -89,14 +93,16 @@ def validate_tasks(value: Any, allowed: Sequence[str], label: str) -> tuple[str,
 def check_same_size(array: np.ndarray, path: Path, image: Path, size: tuple[int, int]) -> np.ndarray:
     """A label map must cover its image pixel for pixel."""
     if array.shape[:2] != size:
-        raise DatasetFileError(path, f"size {array.shape[0]}x{array.shape[1]}",
-                               f"the size of its image {image} ({size[0]}x{size[1]})")
+        raise DatasetFileError(
+            path, f"size {array.shape[0]}x{array.shape[1]}", f"the size of its image {image} ({size[0]}x{size[1]})"
+        )
     return array
 
 
-def pick_transform(transform: str | Callable[[Sample], Any] | None, split: str, image_size: tuple[int, int],
-                   tasks: Sequence[str]) -> Callable[[Sample], Any] | None:
-    """"auto": the official training pipeline for train, normalise-and-pad for val (SPEC 3.4)."""
+def pick_transform(
+    transform: str | Callable[[Sample], Any] | None, split: str, image_size: tuple[int, int], tasks: Sequence[str]
+) -> Callable[[Sample], Any] | None:
+    """ "auto": the official training pipeline for train, normalise-and-pad for val (SPEC 3.4)."""
     if transform == "auto":
         build = build_train_transform if split == "train" else build_eval_transform
         return build(image_size, tasks)

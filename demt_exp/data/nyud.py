@@ -163,8 +163,11 @@ def _some_values(array: np.ndarray, limit: int = 6) -> str:
 
 
 DECODERS: dict[str, Callable[[Path, str], np.ndarray]] = {
-    "image": decode_image, "semseg": decode_semseg, "depth": decode_depth,
-    "normals": decode_normals, "edge": decode_edge,
+    "image": decode_image,
+    "semseg": decode_semseg,
+    "depth": decode_depth,
+    "normals": decode_normals,
+    "edge": decode_edge,
 }
 
 
@@ -206,8 +209,11 @@ def detect_layout(root: Path, ids: Sequence[str]) -> str:
         if found:
             return found[0]
     first = ids[0]
-    raise DatasetFileError(root / FOLDERS["image"], f"no image for any listed id (e.g. {first}.png / {first}.jpg)",
-                           "images/<id>.png (DeMT/DeGMix layout) or images/<id>.jpg (ATRC layout)")
+    raise DatasetFileError(
+        root / FOLDERS["image"],
+        f"no image for any listed id (e.g. {first}.png / {first}.jpg)",
+        "images/<id>.png (DeMT/DeGMix layout) or images/<id>.jpg (ATRC layout)",
+    )
 
 
 class NYUDv2(DenseDataset):
@@ -216,9 +222,15 @@ class NYUDv2(DenseDataset):
     callable applied to the decoded sample. image_size: crop/pad size, 425x560 in the official
     code; 448x576 pads centred with ignore labels (SPEC 8 item 24)."""
 
-    def __init__(self, root: str | Path | None = None, split: str = "train",
-                 tasks: Sequence[str] = NYUD_TASKS, image_size: Sequence[int] = IMAGE_SIZE,
-                 transform: str | Callable[[Sample], Any] | None = "auto", layout: str = "auto") -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        tasks: Sequence[str] = NYUD_TASKS,
+        image_size: Sequence[int] = IMAGE_SIZE,
+        transform: str | Callable[[Sample], Any] | None = "auto",
+        layout: str = "auto",
+    ) -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
         self.tasks = validate_tasks(tasks, NYUD_TASKS, "NYUD-v2")
@@ -240,11 +252,14 @@ class NYUDv2(DenseDataset):
         height, width = sample["image"].shape[:2]
         for item in dict.fromkeys(("semseg", *self.tasks)):
             array = read_item(self.root, self.layout, item, sample_id)
-            sample[item] = check_same_size(array, item_path(self.root, self.layout, item, sample_id), image_path,
-                                           (height, width))
+            sample[item] = check_same_size(
+                array, item_path(self.root, self.layout, item, sample_id), image_path, (height, width)
+            )
         sample["meta"] = {"id": sample_id, "size": (height, width)}
         return sample
 
     def __repr__(self) -> str:
-        return (f"NYUDv2(root={str(self.root)!r}, split={self.split!r}, layout={self.layout!r}, "
-                f"tasks={list(self.tasks)}, image_size={self.image_size}, {len(self)} images)")
+        return (
+            f"NYUDv2(root={str(self.root)!r}, split={self.split!r}, layout={self.layout!r}, "
+            f"tasks={list(self.tasks)}, image_size={self.image_size}, {len(self)} images)"
+        )

@@ -128,9 +128,11 @@ def find_class_table(folders: Sequence[Path], name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"PASCAL-Context class-name table {name} not found: looked for "
-                            f"{' and '.join(str(p) for p in candidates)}; expected {EXPECTED[name]} "
-                            f"(it ships in the data release's json/ folder and in the DeMT code's src/data/db_info/)")
+    raise FileNotFoundError(
+        f"PASCAL-Context class-name table {name} not found: looked for "
+        f"{' and '.join(str(p) for p in candidates)}; expected {EXPECTED[name]} "
+        f"(it ships in the data release's json/ folder and in the DeMT code's src/data/db_info/)"
+    )
 
 
 def _read_json(path: Path, expected: str) -> Any:
@@ -146,8 +148,9 @@ def normals_valid_classes(folders: Sequence[Path]) -> np.ndarray:
     context = _read_json(context_path, EXPECTED[CONTEXT_TABLE])
     nyu = _read_json(nyu_path, EXPECTED[NYU_TABLE])
     if not isinstance(context, dict) or not all(isinstance(v, int) for v in context.values()):
-        raise DatasetFileError(context_path, f"a {type(context).__name__} that is not name -> integer id",
-                               EXPECTED[CONTEXT_TABLE])
+        raise DatasetFileError(
+            context_path, f"a {type(context).__name__} that is not name -> integer id", EXPECTED[CONTEXT_TABLE]
+        )
     if not isinstance(nyu, list) or not all(isinstance(v, str) for v in nyu):
         raise DatasetFileError(nyu_path, f"a {type(nyu).__name__} that is not a list of names", EXPECTED[NYU_TABLE])
     names = [n for n in nyu if n in context and n != "unknown"]
@@ -164,8 +167,12 @@ def default_root() -> Path:
 
 
 def check_root(root: Path) -> Path:
-    return check_data_root(root, "PASCAL-Context", "JPEGImages/, semseg/, human_parts/, sal_distill/, "
-                           "normals_distill/, pascal-context/trainval/ and ImageSets/Context/")
+    return check_data_root(
+        root,
+        "PASCAL-Context",
+        "JPEGImages/, semseg/, human_parts/, sal_distill/, "
+        "normals_distill/, pascal-context/trainval/ and ImageSets/Context/",
+    )
 
 
 def split_file(root: Path, split: str) -> Path:
@@ -224,11 +231,18 @@ class PascalContext(DenseDataset):
     the edge training target. `python -m demt_exp.evaluate` turns it on; training batches never carry it.
     """
 
-    def __init__(self, root: str | Path | None = None, split: str = "train",
-                 tasks: Sequence[str] = PASCAL_TASKS, image_size: Sequence[int] = IMAGE_SIZE,
-                 cache_dir: str | Path | None = None, write_part_index_to_root: bool = False,
-                 class_tables_dir: str | Path | None = None,
-                 transform: str | Callable[[Sample], Any] | None = "auto", boundary_labels: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        tasks: Sequence[str] = PASCAL_TASKS,
+        image_size: Sequence[int] = IMAGE_SIZE,
+        cache_dir: str | Path | None = None,
+        write_part_index_to_root: bool = False,
+        class_tables_dir: str | Path | None = None,
+        transform: str | Callable[[Sample], Any] | None = "auto",
+        boundary_labels: bool = False,
+    ) -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
         self.tasks = validate_tasks(tasks, PASCAL_TASKS, "PASCAL-Context")
@@ -236,9 +250,13 @@ class PascalContext(DenseDataset):
         self.ids = read_split(self.root, split)
         self.has_person: dict[str, bool] = {}
         if "human_parts" in self.tasks:
-            index = load_part_index(self.root, split, {i: parts_path(self.root, i) for i in self.ids},
-                                    None if cache_dir is None else Path(cache_dir).expanduser(),
-                                    bool(write_part_index_to_root))
+            index = load_part_index(
+                self.root,
+                split,
+                {i: parts_path(self.root, i) for i in self.ids},
+                None if cache_dir is None else Path(cache_dir).expanduser(),
+                bool(write_part_index_to_root),
+            )
             self.has_person = {i: PERSON_CLASS in index[i] for i in self.ids}
             if self.tasks == ("human_parts",):
                 self.ids = [i for i in self.ids if self.has_person[i]]
@@ -288,5 +306,7 @@ class PascalContext(DenseDataset):
         return sample
 
     def __repr__(self) -> str:
-        return (f"PascalContext(root={str(self.root)!r}, split={self.split!r}, tasks={list(self.tasks)}, "
-                f"image_size={self.image_size}, {len(self)} images)")
+        return (
+            f"PascalContext(root={str(self.root)!r}, split={self.split!r}, tasks={list(self.tasks)}, "
+            f"image_size={self.image_size}, {len(self)} images)"
+        )

@@ -36,16 +36,35 @@ NUM_PART_CLASSES = 7  # background + 6 groups
 # 6-group person-part map of the reference loaders: 1 head, 2 torso and neck, 3 upper arms,
 # 4 lower arms and hands, 5 upper legs, 6 lower legs and feet.
 HUMAN_PART_GROUPS: dict[str, int] = {
-    "hair": 1, "head": 1, "lear": 1, "rear": 1, "lebrow": 1, "rebrow": 1, "leye": 1, "reye": 1,
-    "mouth": 1, "nose": 1,
-    "neck": 2, "torso": 2,
-    "luarm": 3, "ruarm": 3,
-    "llarm": 4, "rlarm": 4, "lhand": 4, "rhand": 4,
-    "luleg": 5, "ruleg": 5,
-    "llleg": 6, "rlleg": 6, "lfoot": 6, "rfoot": 6,
+    "hair": 1,
+    "head": 1,
+    "lear": 1,
+    "rear": 1,
+    "lebrow": 1,
+    "rebrow": 1,
+    "leye": 1,
+    "reye": 1,
+    "mouth": 1,
+    "nose": 1,
+    "neck": 2,
+    "torso": 2,
+    "luarm": 3,
+    "ruarm": 3,
+    "llarm": 4,
+    "rlarm": 4,
+    "lhand": 4,
+    "rhand": 4,
+    "luleg": 5,
+    "ruleg": 5,
+    "llleg": 6,
+    "rlleg": 6,
+    "lfoot": 6,
+    "rfoot": 6,
 }
-ANNOTATION_EXPECTED = ("a PASCAL-Part .mat file with the struct 'anno' holding 'objects' "
-                       "(fields class, class_ind, mask, parts; parts: part_name, mask)")
+ANNOTATION_EXPECTED = (
+    "a PASCAL-Part .mat file with the struct 'anno' holding 'objects' "
+    "(fields class, class_ind, mask, parts; parts: part_name, mask)"
+)
 INDEX_EXPECTED = "a JSON object mapping every image id of the split to a list of integer class ids"
 CACHE_ENV = "XDG_CACHE_HOME"
 
@@ -110,8 +129,10 @@ def read_part_objects(path: Path) -> list[PartObject]:
         class_id = np.asarray(_field(record, "class_ind", path)).ravel()
         if class_id.size != 1:
             raise DatasetFileError(path, f"class_ind with {class_id.size} values", ANNOTATION_EXPECTED)
-        parts = [(_string(_field(p, "part_name", path)), _mask(_field(p, "mask", path), path, "part mask"))
-                 for p in _records(_field(record, "parts", path))]
+        parts = [
+            (_string(_field(p, "part_name", path)), _mask(_field(p, "mask", path), path, "part mask"))
+            for p in _records(_field(record, "parts", path))
+        ]
         objects.append(PartObject(int(class_id[0]), _mask(_field(record, "mask", path), path, "object mask"), parts))
     return objects
 
@@ -127,8 +148,11 @@ def human_part_map(objects: Sequence[PartObject], shape: tuple[int, int], path: 
             if name not in HUMAN_PART_GROUPS:
                 raise DatasetFileError(path, f"person part {name!r}", f"a part name from {sorted(HUMAN_PART_GROUPS)}")
             if mask.shape != shape:
-                raise DatasetFileError(path, f"part mask {name!r} of size {mask.shape[0]}x{mask.shape[1]}",
-                                       f"the image size {shape[0]}x{shape[1]}")
+                raise DatasetFileError(
+                    path,
+                    f"part mask {name!r} of size {mask.shape[0]}x{mask.shape[1]}",
+                    f"the image size {shape[0]}x{shape[1]}",
+                )
             target[mask] = HUMAN_PART_GROUPS[name]
     return target
 
@@ -154,7 +178,8 @@ def read_part_index(path: Path, ids: Sequence[str]) -> dict[str, list[int]] | No
         log.warning("%s: unreadable part index (%s); expected %s; rebuilding it", path, err, INDEX_EXPECTED)
         return None
     valid = isinstance(index, dict) and all(
-        isinstance(v, list) and all(isinstance(c, int) for c in v) for v in index.values())
+        isinstance(v, list) and all(isinstance(c, int) for c in v) for v in index.values()
+    )
     if not valid or set(index) != set(ids):
         log.warning("%s: part index does not match the split (%s); rebuilding it", path, INDEX_EXPECTED)
         return None
@@ -193,8 +218,13 @@ def root_index_path(root: Path, split: str) -> Path:
     return root / "ImageSets" / "Parts" / f"{split}.txt"
 
 
-def load_part_index(root: Path, split: str, annotation_paths: dict[str, Path], cache_dir: Path | None = None,
-                    write_to_root: bool = False) -> dict[str, list[int]]:
+def load_part_index(
+    root: Path,
+    split: str,
+    annotation_paths: dict[str, Path],
+    cache_dir: Path | None = None,
+    write_to_root: bool = False,
+) -> dict[str, list[int]]:
     """The split's part index: the data folder's copy if valid, else the cached one if valid, else
     built and cached (and written into the data folder only when `write_to_root`)."""
     ids = list(annotation_paths)

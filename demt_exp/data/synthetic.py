@@ -16,8 +16,8 @@ coordinates facing the camera.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,9 @@ SHAPES = ("sphere", "cube", "tall_box", "panel")  # object class c has shape SHA
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
 STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
 # Part colours 1 head .. 6 lower legs (index 0 unused): skin, shirt, sleeves, skin, jeans, shoes.
-PART_RGB = np.array([[0, 0, 0], [230, 185, 155], [70, 70, 80], [110, 110, 120],
-                     [205, 150, 120], [40, 50, 95], [25, 25, 30]], np.float64)
+PART_RGB = np.array(
+    [[0, 0, 0], [230, 185, 155], [70, 70, 80], [110, 110, 120], [205, 150, 120], [40, 50, 95], [25, 25, 30]], np.float64
+)
 
 
 @dataclass
@@ -97,8 +98,10 @@ def _person(rng: np.random.Generator, inst: int, cls: int, base: np.ndarray, yaw
         local.append((4, elbow + r_lo @ np.array([0, -0.14, 0]), r_lo, np.array([0.045, 0.14, 0.045]), 0))
     local.append((2, np.array([0, 1.16, 0]), np.eye(3), np.array([0.19, 0.28, 0.11]), 0))
     local.append((1, np.array([0, 1.57, 0]), np.eye(3), None, 0.12))
-    return [Prim(cls, inst, base + s * (rot @ c), s * r, rot @ R, None if h is None else s * h, part,
-                 PART_RGB[part] * tint) for part, c, R, h, r in local]
+    return [
+        Prim(cls, inst, base + s * (rot @ c), s * r, rot @ R, None if h is None else s * h, part, PART_RGB[part] * tint)
+        for part, c, R, h, r in local
+    ]
 
 
 def sample_scene(rng: np.random.Generator, num_classes: int, hfov_tan: float, person_probability: float = 0.5) -> Scene:
@@ -230,9 +233,16 @@ def _positive_int(name: str, value: object) -> int:
 class SyntheticScenes(Dataset):
     """Rendered rooms; semseg classes: 0 floor, 1 wall, 2..K-2 objects (shape SHAPES[(c-2)%4]), K-1 person."""
 
-    def __init__(self, split: str = "train", tasks: Sequence[str] = TASK_NAMES, num_samples: int = 64,
-                 image_size: Sequence[int] = (96, 128), num_semseg_classes: int = 8, seed: int = 0,
-                 person_probability: float = 0.5) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        tasks: Sequence[str] = TASK_NAMES,
+        num_samples: int = 64,
+        image_size: Sequence[int] = (96, 128),
+        num_semseg_classes: int = 8,
+        seed: int = 0,
+        person_probability: float = 0.5,
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         if isinstance(tasks, str):
@@ -246,8 +256,9 @@ class SyntheticScenes(Dataset):
             raise ValueError(f"image_size must be (H, W) with two positive integers, got {image_size!r}")
         k = num_semseg_classes
         if isinstance(k, bool) or not isinstance(k, int) or k < 4:
-            raise ValueError(f"num_semseg_classes must be an integer >= 4 (floor, wall, object, person), "
-                             f"got {num_semseg_classes!r}")
+            raise ValueError(
+                f"num_semseg_classes must be an integer >= 4 (floor, wall, object, person), got {num_semseg_classes!r}"
+            )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if not 0.0 <= float(person_probability) <= 1.0:
@@ -279,12 +290,19 @@ class SyntheticScenes(Dataset):
         scene = sample_scene(rng, self.num_semseg_classes, W / 2 / self.focal, self.person_probability)
         maps = render(scene, (H, W), rng)
         image = (np.clip(maps["rgb"], 0, 255).astype(np.float32) / 255 - MEAN) / STD
-        parts = maps["part"] if (maps["semseg"] == self.num_semseg_classes - 1).any() else \
-            np.full((H, W), IGNORE_INDEX, np.int64)
-        targets = {"semseg": maps["semseg"], "sal": (maps["semseg"] >= 2).astype(np.int64),
-                   "human_parts": parts, "depth": maps["depth"][None].astype(np.float32),
-                   "normals": maps["normals"].astype(np.float32),
-                   "edge": boundary(maps["inst"])[None].astype(np.float32)}
+        parts = (
+            maps["part"]
+            if (maps["semseg"] == self.num_semseg_classes - 1).any()
+            else np.full((H, W), IGNORE_INDEX, np.int64)
+        )
+        targets = {
+            "semseg": maps["semseg"],
+            "sal": (maps["semseg"] >= 2).astype(np.int64),
+            "human_parts": parts,
+            "depth": maps["depth"][None].astype(np.float32),
+            "normals": maps["normals"].astype(np.float32),
+            "edge": boundary(maps["inst"])[None].astype(np.float32),
+        }
         sample = {"image": torch.from_numpy(np.ascontiguousarray(image))}
         sample.update({t: torch.from_numpy(np.ascontiguousarray(targets[t])) for t in self.tasks})
         sample["meta"] = {"id": f"synthetic_{self.split}_{index:06d}", "size": torch.tensor([H, W])}

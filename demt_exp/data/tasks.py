@@ -18,8 +18,9 @@ Predictions: {task: float32 (B, output_channels, H, W)} raw logits / regressions
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import Tensor

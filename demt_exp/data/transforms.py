@@ -37,9 +37,16 @@ INDEX_MAPS = ("semseg", "human_parts", "sal", BOUNDARY_LABELS)
 ONE_CHANNEL_MAPS = ("depth", "edge")
 # PadImage fill per key (SPEC 3.4 step 6); AddIgnoreRegions later turns depth/normals zeros into 255.
 # Padding of boundary labels is cropped away before use, so its fill never matters.
-PAD_FILL: dict[str, float] = {"image": 0.0, "semseg": IGNORE_INDEX, "human_parts": IGNORE_INDEX,
-                              "sal": IGNORE_INDEX, "edge": IGNORE_INDEX, "depth": 0.0, "normals": 0.0,
-                              BOUNDARY_LABELS: 0}
+PAD_FILL: dict[str, float] = {
+    "image": 0.0,
+    "semseg": IGNORE_INDEX,
+    "human_parts": IGNORE_INDEX,
+    "sal": IGNORE_INDEX,
+    "edge": IGNORE_INDEX,
+    "depth": 0.0,
+    "normals": 0.0,
+    BOUNDARY_LABELS: 0,
+}
 
 
 def parse_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:
@@ -166,14 +173,16 @@ class RandomCrop:
 
     def draw(self, sample: Sample, rng: np.random.Generator) -> CropBox:
         if "semseg" not in sample:
-            raise KeyError("RandomCrop needs the 'semseg' map to choose a crop (it is loaded even when "
-                           f"semseg is not a task); the sample holds {_maps(sample)}")
+            raise KeyError(
+                "RandomCrop needs the 'semseg' map to choose a crop (it is loaded even when "
+                f"semseg is not a task); the sample holds {_maps(sample)}"
+            )
         h, w = _hw(sample)
         box = self._box(h, w, rng)
         if self.cat_max_ratio < 1.0:
             semseg = np.asarray(sample["semseg"])
             for _ in range(self.redraws):
-                if self.acceptable(semseg[box.top:box.top + box.height, box.left:box.left + box.width]):
+                if self.acceptable(semseg[box.top : box.top + box.height, box.left : box.left + box.width]):
                     break
                 box = self._box(h, w, rng)
         return box
@@ -263,8 +272,13 @@ class PhotoMetricDistortion:
     """Brightness, contrast (before or after the HSV steps), saturation, hue, each with p = 0.5, on the
     image truncated to uint8; no channel swap (SPEC 8 item 25). Labels are untouched."""
 
-    def __init__(self, brightness_delta: float = 32.0, contrast_range: tuple[float, float] = (0.5, 1.5),
-                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18) -> None:
+    def __init__(
+        self,
+        brightness_delta: float = 32.0,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: int = 18,
+    ) -> None:
         self.brightness_delta = float(brightness_delta)
         self.contrast_range = (float(contrast_range[0]), float(contrast_range[1]))
         self.saturation_range = (float(saturation_range[0]), float(saturation_range[1]))
@@ -364,8 +378,9 @@ class ToTensor:
         out: Sample = {}
         for key, value in sample.items():
             if key == "meta":
-                out[key] = {k: torch.tensor(v, dtype=torch.int64) if k in ("size", "pad") else v
-                            for k, v in value.items()}
+                out[key] = {
+                    k: torch.tensor(v, dtype=torch.int64) if k in ("size", "pad") else v for k, v in value.items()
+                }
                 continue
             array = np.asarray(value)
             if key in INDEX_MAPS:
@@ -390,8 +405,19 @@ class KeepMaps:
 def build_train_transform(size: Sequence[int], tasks: Sequence[str]) -> Compose:
     """SPEC 3.4 training pipeline at crop/pad size `size` = (H, W)."""
     size = parse_size(size)
-    return Compose([RandomScaling(), RandomCrop(size), KeepMaps(tasks), RandomHorizontalFlip(),
-                    PhotoMetricDistortion(), Normalize(), PadImage(size), AddIgnoreRegions(), ToTensor()])
+    return Compose(
+        [
+            RandomScaling(),
+            RandomCrop(size),
+            KeepMaps(tasks),
+            RandomHorizontalFlip(),
+            PhotoMetricDistortion(),
+            Normalize(),
+            PadImage(size),
+            AddIgnoreRegions(),
+            ToTensor(),
+        ]
+    )
 
 
 def build_eval_transform(size: Sequence[int], tasks: Sequence[str]) -> Compose:

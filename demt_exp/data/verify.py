@@ -40,8 +40,9 @@ class VerifyReport:
         return not self.problems
 
 
-def check_entry(root: Path, layout: str, sample_id: str,
-                items: Sequence[str]) -> tuple[list[str], tuple[int, int] | None]:
+def check_entry(
+    root: Path, layout: str, sample_id: str, items: Sequence[str]
+) -> tuple[list[str], tuple[int, int] | None]:
     """Problems of one id (one line per file) and its image size when the image decodes."""
     problems: list[str] = []
     shapes: dict[str, tuple[int, int]] = {}
@@ -56,8 +57,10 @@ def check_entry(root: Path, layout: str, sample_id: str,
         for item, shape in shapes.items():
             if shape != size:
                 path = nyud.item_path(root, layout, item, sample_id)
-                problems.append(f"{path}: size {shape[0]}x{shape[1]}; expected the size of its image "
-                                f"{image_path} ({size[0]}x{size[1]})")
+                problems.append(
+                    f"{path}: size {shape[0]}x{shape[1]}; expected the size of its image "
+                    f"{image_path} ({size[0]}x{size[1]})"
+                )
     return problems, size
 
 
@@ -71,13 +74,17 @@ def _split_ids(report: VerifyReport) -> dict[str, list[str]]:
             continue
         repeated = sorted(i for i, n in Counter(ids[split]).items() if n > 1)
         if repeated:
-            report.problems.append(f"{nyud.split_file(report.root, split)}: ids listed more than once "
-                                   f"({', '.join(repeated[:5])}); expected each id once")
+            report.problems.append(
+                f"{nyud.split_file(report.root, split)}: ids listed more than once "
+                f"({', '.join(repeated[:5])}); expected each id once"
+            )
     if len(ids) == 2:
         shared = sorted(set(ids["train"]) & set(ids["val"]))
         if shared:
-            report.problems.append(f"{nyud.split_file(report.root, 'val')}: {len(shared)} ids also in train.txt "
-                                   f"(e.g. {shared[0]}); expected disjoint splits")
+            report.problems.append(
+                f"{nyud.split_file(report.root, 'val')}: {len(shared)} ids also in train.txt "
+                f"(e.g. {shared[0]}); expected disjoint splits"
+            )
     return ids
 
 
@@ -87,8 +94,9 @@ def verify_nyud(root: str | Path, tasks: Sequence[str] = nyud.NYUD_TASKS) -> Ver
     items = tuple(dict.fromkeys(("image", "semseg", *(t for t in tasks if t in nyud.NYUD_TASKS))))
     report = VerifyReport(Path(root), items)
     if unknown:
-        report.problems.append(f"tasks.names: {unknown} do not exist in NYUD-v2; expected names from "
-                               f"{list(nyud.NYUD_TASKS)}")
+        report.problems.append(
+            f"tasks.names: {unknown} do not exist in NYUD-v2; expected names from {list(nyud.NYUD_TASKS)}"
+        )
     try:
         nyud.check_root(report.root)
     except FileNotFoundError as err:
@@ -118,15 +126,20 @@ def verify_nyud(root: str | Path, tasks: Sequence[str] = nyud.NYUD_TASKS) -> Ver
 def format_report(report: VerifyReport) -> str:
     """Human-readable summary: layout, counts per split, image sizes, then every problem."""
     exts = nyud.LAYOUTS.get(report.layout or "", {})
-    layout = (f"{report.layout} (images .{exts['image']}, normals .{exts['normals']}, edge .{exts['edge']})"
-              if report.layout else "not detected")
+    layout = (
+        f"{report.layout} (images .{exts['image']}, normals .{exts['normals']}, edge .{exts['edge']})"
+        if report.layout
+        else "not detected"
+    )
     lines = [f"{report.label} at {report.root}"]
     if report.label == "NYUD-v2":
         lines.append(f"  layout: {layout}")
     lines.append(f"  checked: {', '.join(report.items)}")
     for split, count in report.splits.items():
-        lines.append(f"  {split}: {count.entries} entries, {count.entries - count.with_problems} clean, "
-                     f"{count.with_problems} with problems")
+        lines.append(
+            f"  {split}: {count.entries} entries, {count.entries - count.with_problems} clean, "
+            f"{count.with_problems} with problems"
+        )
     if report.sizes:
         sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in report.sizes.most_common())
         lines.append(f"  image sizes: {sizes}")
@@ -145,8 +158,9 @@ def verify_by_loading(cfg: DictConfig) -> VerifyReport:
     """Decode every sample of both splits with the configured loader (no augmentation)."""
     tasks = [str(t) for t in cfg.tasks.names]
     name = str(cfg.dataset.name)
-    report = VerifyReport(Path(str(cfg.dataset.root)), tuple(dict.fromkeys(("image", "semseg", *tasks))),
-                          label=LABELS.get(name, name))
+    report = VerifyReport(
+        Path(str(cfg.dataset.root)), tuple(dict.fromkeys(("image", "semseg", *tasks))), label=LABELS.get(name, name)
+    )
     for split in SPLITS:
         try:
             dataset = instantiate(cfg.dataset[split], transform=None)
@@ -171,5 +185,7 @@ def verify_config(cfg: DictConfig) -> VerifyReport:
         return verify_nyud(str(cfg.dataset.root), [str(t) for t in cfg.tasks.names])
     if name in LABELS:
         return verify_by_loading(cfg)
-    raise ValueError(f"verify checks on-disk data sets; dataset={name} has no files "
-                     f"(expected dataset=nyud, pascal_context or cityscapes)")
+    raise ValueError(
+        f"verify checks on-disk data sets; dataset={name} has no files "
+        f"(expected dataset=nyud, pascal_context or cityscapes)"
+    )

@@ -35,10 +35,28 @@ _HOME = {
 }
 
 __all__ = [
-    "BoundaryCounter", "BoundaryMetric", "BoundaryProtocol", "DepthRMSE", "DepthRelativeErrors", "EdgePixelMaxF",
-    "MaxF", "MeanIoU", "Metric", "MetricContext", "MultiTaskMetrics", "NormalsAngleDistribution", "NormalsMeanAngle",
-    "SaliencyMeanIoU", "TASK_METRICS", "atrc_protocol", "boundary_protocol", "evaluate_boundaries",
-    "gt_boundary_map", "image_counts", "invpt_protocol", "png_values",
+    "BoundaryCounter",
+    "BoundaryMetric",
+    "BoundaryProtocol",
+    "DepthRMSE",
+    "DepthRelativeErrors",
+    "EdgePixelMaxF",
+    "MaxF",
+    "MeanIoU",
+    "Metric",
+    "MetricContext",
+    "MultiTaskMetrics",
+    "NormalsAngleDistribution",
+    "NormalsMeanAngle",
+    "SaliencyMeanIoU",
+    "TASK_METRICS",
+    "atrc_protocol",
+    "boundary_protocol",
+    "evaluate_boundaries",
+    "gt_boundary_map",
+    "image_counts",
+    "invpt_protocol",
+    "png_values",
 ]
 
 

@@ -96,8 +96,10 @@ def image_counts(edge: np.ndarray, gt_boundary: np.ndarray, protocol: BoundaryPr
     values = png_values(edge)
     gt = np.asarray(gt_boundary)
     if gt.shape != values.shape:
-        raise ValueError(f"edge map {values.shape} and ground-truth boundary {gt.shape} differ in size; "
-                         "crop the prediction to the original image size first")
+        raise ValueError(
+            f"edge map {values.shape} and ground-truth boundary {gt.shape} differ in size; "
+            "crop the prediction to the original image size first"
+        )
     graph = ToleranceGraph(gt != 0, protocol.max_dist)
     counts = np.zeros((protocol.num_thresholds, 4), dtype=np.int64)
     counts[:, 3] = graph.num_gt
@@ -136,8 +138,10 @@ class BoundaryMetric(Metric):
         """Add one image's (K, 4) counts from `image_counts` with this protocol."""
         counts = np.asarray(counts)
         if counts.shape != (self.protocol.num_thresholds, 4):
-            raise ValueError(f"counts of shape {counts.shape} do not fit protocol {self.protocol.name!r} "
-                             f"({self.protocol.num_thresholds} thresholds x 4 fields {COUNT_FIELDS})")
+            raise ValueError(
+                f"counts of shape {counts.shape} do not fit protocol {self.protocol.name!r} "
+                f"({self.protocol.num_thresholds} thresholds x 4 fields {COUNT_FIELDS})"
+            )
         values = np.concatenate([counts.reshape(-1), best_threshold_counts(counts), [1.0]])
         self._accumulate(torch.from_numpy(values.astype(np.float64)).to(self.state.device))
 
@@ -161,7 +165,9 @@ class BoundaryMetric(Metric):
         """odsF, oisF, AP (x100), the ODS threshold and the protocol name."""
         k = self.protocol.num_thresholds
         state = self.state.detach().cpu().numpy()
-        scores = ods_ois_ap(state[: 4 * k].reshape(k, 4), state[4 * k : 4 * k + 4], np.asarray(self.protocol.thresholds))
+        scores = ods_ois_ap(
+            state[: 4 * k].reshape(k, 4), state[4 * k : 4 * k + 4], np.asarray(self.protocol.thresholds)
+        )
         return {
             "odsF": 100.0 * scores["odsF"],
             "oisF": 100.0 * scores["oisF"],

@@ -35,7 +35,11 @@ def read_image_list(path: str | Path, val_ids: Iterable[str], dataset: str) -> t
     known = set(val_ids)
     missing = [i for i in ids if i not in known]
     if missing:
-        shown = ", ".join(missing[:SHOWN_MISSING]) + (f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else "")
-        raise ValueError(f"{path}: {len(missing)} of its {len(ids)} ids are not in the {dataset} val split "
-                         f"({len(known)} images): {shown}; expected {EXPECTED}")
+        shown = ", ".join(missing[:SHOWN_MISSING]) + (
+            f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
+        )
+        raise ValueError(
+            f"{path}: {len(missing)} of its {len(ids)} ids are not in the {dataset} val split "
+            f"({len(known)} images): {shown}; expected {EXPECTED}"
+        )
     return tuple(ids)

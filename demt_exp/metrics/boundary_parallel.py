@@ -85,8 +85,9 @@ class BoundaryCounter:
             self._pool = None
 
 
-def evaluate_boundaries(pairs: Iterable[tuple[np.ndarray, np.ndarray]], protocol: BoundaryProtocol,
-                        workers: int | None = None) -> BoundaryMetric:
+def evaluate_boundaries(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], protocol: BoundaryProtocol, workers: int | None = None
+) -> BoundaryMetric:
     """BoundaryMetric over (edge, gt_boundary) pairs, counted in `workers` processes."""
     with BoundaryCounter(BoundaryMetric(protocol), workers) as counter:
         for edge, gt in pairs:

@@ -25,12 +25,20 @@ def counting_workers(value: int | None) -> int:
     if value is None:
         return workers_per_process()
     if int(value) < 0:
-        raise ValueError(f"eval.boundary_workers={value}; expected null (all cores), 0 (in process) or a positive count")
+        raise ValueError(
+            f"eval.boundary_workers={value}; expected null (all cores), 0 (in process) or a positive count"
+        )
     return int(value)
 
 
-def boundary_settings(protocol: str, dataset: str, tasks: Sequence[str], image_list: str | Path | None,
-                      workers: int | None, val_ids: Collection[str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+def boundary_settings(
+    protocol: str,
+    dataset: str,
+    tasks: Sequence[str],
+    image_list: str | Path | None,
+    workers: int | None,
+    val_ids: Collection[str] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
     """(options["boundary"], the protocol record for metrics.json)."""
     scored = "edge" in tasks and dataset in WIRED_DATASETS
     settings: dict[str, Any] = {"protocol": protocol, "workers": counting_workers(workers), "image_ids": None}
@@ -40,9 +48,11 @@ def boundary_settings(protocol: str, dataset: str, tasks: Sequence[str], image_l
     if image_list is None:
         return settings, record
     if not scored:
-        raise ValueError(f"eval.boundary_image_list={image_list}: it restricts the SEISM boundary metric of the edge task, "
-                         f"which data set {dataset!r} with tasks {list(tasks)} does not have (boundary data sets: "
-                         f"{list(WIRED_DATASETS)}, with edge among the tasks)")
+        raise ValueError(
+            f"eval.boundary_image_list={image_list}: it restricts the SEISM boundary metric of the edge task, "
+            f"which data set {dataset!r} with tasks {list(tasks)} does not have (boundary data sets: "
+            f"{list(WIRED_DATASETS)}, with edge among the tasks)"
+        )
     if val_ids is None:
         raise ValueError(f"eval.boundary_image_list={image_list}: the {dataset} val set does not list its image ids")
     ids = read_image_list(image_list, val_ids, dataset)

@@ -118,13 +118,20 @@ def maximum_matching_size(pairs: csr_matrix) -> int:
     if n1 == 0 or n2 == 0:
         return 0
     sink = n1 + n2 + 1
-    indices = np.concatenate([
-        np.arange(1, n1 + 1),                    # source -> every row
-        columns + n1 + 1,                        # row -> its columns
-        np.full(n2, sink),                       # every column -> sink
-    ]).astype(np.int32)
-    indptr = np.concatenate([
-        [0], n1 + pairs.indptr.astype(np.int64), n1 + pairs.nnz + np.arange(1, n2 + 1), [n1 + pairs.nnz + n2],
-    ]).astype(np.int32)
+    indices = np.concatenate(
+        [
+            np.arange(1, n1 + 1),  # source -> every row
+            columns + n1 + 1,  # row -> its columns
+            np.full(n2, sink),  # every column -> sink
+        ]
+    ).astype(np.int32)
+    indptr = np.concatenate(
+        [
+            [0],
+            n1 + pairs.indptr.astype(np.int64),
+            n1 + pairs.nnz + np.arange(1, n2 + 1),
+            [n1 + pairs.nnz + n2],
+        ]
+    ).astype(np.int32)
     capacity = csr_matrix((np.ones(indices.size, np.int32), indices, indptr), shape=(sink + 1, sink + 1))
     return int(maximum_flow(capacity, 0, sink, method="dinic").flow_value)

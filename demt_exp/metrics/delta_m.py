@@ -94,8 +94,10 @@ def delta_m(
 
 def standard_metrics(dataset: str) -> tuple[str, ...]:
     if dataset not in STANDARD_METRICS:
-        raise KeyError(f"no standard Delta_m metric set for dataset {dataset!r} (known: {sorted(STANDARD_METRICS)}); "
-                       "name the metrics, e.g. eval.delta_m.metrics=[semseg/mIoU,depth/rmse]")
+        raise KeyError(
+            f"no standard Delta_m metric set for dataset {dataset!r} (known: {sorted(STANDARD_METRICS)}); "
+            "name the metrics, e.g. eval.delta_m.metrics=[semseg/mIoU,depth/rmse]"
+        )
     return STANDARD_METRICS[dataset]
 
 
@@ -109,8 +111,10 @@ def _number(value: object, source: Path, key: str) -> float:
             return float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{source}: reference {key} holds the non-numeric value {value!r}; expected a number "
-                      "(a references file is data: nothing in it is resolved or instantiated)")
+    raise ConfigError(
+        f"{source}: reference {key} holds the non-numeric value {value!r}; expected a number "
+        "(a references file is data: nothing in it is resolved or instantiated)"
+    )
 
 
 def _task_results(payload: object, source: Path) -> dict[str, dict[str, float]]:
@@ -155,8 +159,10 @@ def load_references(sources: Iterable[str | Path]) -> dict[str, dict[str, float]
             for name, value in values.items():
                 key = f"{task}/{name}"
                 if key in origin and merged[task][name] != value:
-                    raise ConfigError(f"Delta_m reference {key} is {merged[task][name]} in {origin[key]} "
-                                     f"but {value} in {source}; give one reference per task")
+                    raise ConfigError(
+                        f"Delta_m reference {key} is {merged[task][name]} in {origin[key]} "
+                        f"but {value} in {source}; give one reference per task"
+                    )
                 merged.setdefault(task, {})[name] = value
                 origin[key] = str(source)
     return merged
@@ -171,7 +177,9 @@ def format_delta_m(result: DeltaM) -> str:
     return "\n".join(lines)
 
 
-def delta_m_record(cfg: Any, results: dict[str, dict[str, float]], verbose: bool) -> tuple[dict[str, float], dict[str, str]]:
+def delta_m_record(
+    cfg: Any, results: dict[str, dict[str, float]], verbose: bool
+) -> tuple[dict[str, float], dict[str, str]]:
     """Delta_m against the configured references ({} when none are given) and what it was computed over."""
     from demt_exp.metrics.registry import metric_directions  # torch: only where results are scored
 
@@ -179,11 +187,17 @@ def delta_m_record(cfg: Any, results: dict[str, dict[str, float]], verbose: bool
     if not settings.references:
         return {}, {}
     metrics = list(settings.metrics) if settings.metrics else list(standard_metrics(str(cfg.dataset.name)))
-    result = delta_m(results, load_references(list(settings.references)), metrics,
-                     metric_directions(results), allow_missing=True)
+    result = delta_m(
+        results, load_references(list(settings.references)), metrics, metric_directions(results), allow_missing=True
+    )
     if verbose:
         log.info("Delta_m against %s:\n%s", list(settings.references), format_delta_m(result))
     if verbose and result.missing:
-        log.warning("Delta_m leaves out %s (not in the results or references): not comparable with the full set",
-                    list(result.missing))
-    return {"delta_m": result.value}, {"delta_m_metrics": ",".join(result.terms), "delta_m_missing": ",".join(result.missing)}
+        log.warning(
+            "Delta_m leaves out %s (not in the results or references): not comparable with the full set",
+            list(result.missing),
+        )
+    return {"delta_m": result.value}, {
+        "delta_m_metrics": ",".join(result.terms),
+        "delta_m_missing": ",".join(result.missing),
+    }

@@ -10,7 +10,8 @@ e.g. on a process that saw no data, before a NCCL all_reduce).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ class Metric:
             self.state = self.state.to(values.device)
         self.state += values.to(torch.float64)
 
-    def to(self, device: torch.device | str) -> "Metric":
+    def to(self, device: torch.device | str) -> Metric:
         """Move the state (e.g. to the NCCL device before an all_reduce)."""
         self.state = self.state.to(device)
         return self
@@ -72,7 +73,7 @@ class Metric:
         all_reduce_sum_(self.state)
 
     @classmethod
-    def from_context(cls, context: Any) -> "Metric":
+    def from_context(cls, context: Any) -> Metric:
         """Build from a `registry.MetricContext` (class count, dataset, options); most need nothing."""
         return cls()
 
@@ -105,7 +106,7 @@ class MeanIoU(Metric):
         self.num_classes = num_classes
 
     @classmethod
-    def from_context(cls, context: Any) -> "MeanIoU":
+    def from_context(cls, context: Any) -> MeanIoU:
         return cls(int(context.num_semseg_classes))
 
     @torch.no_grad()
@@ -165,7 +166,7 @@ class PartsMeanIoU(MeanIoU):
     """MeanIoU over the 7 human-part classes (background and 6 part groups, SPEC 3.3)."""
 
     @classmethod
-    def from_context(cls, context: Any) -> "PartsMeanIoU":
+    def from_context(cls, context: Any) -> PartsMeanIoU:
         classes = TASKS["human_parts"].fixed_output_channels
         assert classes is not None
         return cls(classes)

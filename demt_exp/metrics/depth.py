@@ -29,7 +29,9 @@ class DepthRelativeErrors(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {
-        "abs_rel": False, "log10": False, **{f"delta{k}": True for k in DELTA_POWERS},
+        "abs_rel": False,
+        "log10": False,
+        **{f"delta{k}": True for k in DELTA_POWERS},
     }
 
     def __init__(self) -> None:

@@ -47,8 +47,10 @@ def boundary_ground_truth(batch: Mapping[str, Any], task: str, dataset: str, ind
     """SEISM's ground-truth boundary (bool, original image size) of image `index` of a batch."""
     key = LABEL_SOURCE[dataset] or task
     if key not in batch:
-        raise KeyError(f"the {dataset} batch has no {key!r} for the SEISM boundary ground truth; build the "
-                       f"val set with {val_dataset_options(dataset, [task])} (python -m demt_exp.evaluate does)")
+        raise KeyError(
+            f"the {dataset} batch has no {key!r} for the SEISM boundary ground truth; build the "
+            f"val set with {val_dataset_options(dataset, [task])} (python -m demt_exp.evaluate does)"
+        )
     labels: Tensor = batch[key]
     labels = labels[:, None] if labels.dim() == 3 else labels  # index maps are (B, H, W)
     return gt_boundary_map(crop_to_original(labels, batch["meta"], index)[0].cpu().numpy())
@@ -61,8 +63,9 @@ class EdgeBoundary(BoundaryMetric):
     workers: counting processes (0: in this process).
     """
 
-    def __init__(self, protocol: BoundaryProtocol, dataset: str, image_ids: Collection[str] | None = None,
-                 workers: int = 0) -> None:
+    def __init__(
+        self, protocol: BoundaryProtocol, dataset: str, image_ids: Collection[str] | None = None, workers: int = 0
+    ) -> None:
         super().__init__(protocol)
         if dataset not in LABEL_SOURCE:
             raise ValueError(f"no SEISM boundary ground truth for data set {dataset!r}; known: {list(WIRED_DATASETS)}")

@@ -74,8 +74,12 @@ def _interp(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     dy0 = y - y0
     dx1 = np.float32(1) - dx0
     dy1 = np.float32(1) - dy0
-    return (image[y0, x0] * dx1 * dy1 + image[y0, x0 + 1] * dx0 * dy1
-            + image[y0 + 1, x0] * dx1 * dy0 + image[y0 + 1, x0 + 1] * dx0 * dy0)
+    return (
+        image[y0, x0] * dx1 * dy1
+        + image[y0, x0 + 1] * dx0 * dy1
+        + image[y0 + 1, x0] * dx1 * dy0
+        + image[y0 + 1, x0 + 1] * dx0 * dy0
+    )
 
 
 def _border_factors(length: int, s: int) -> np.ndarray:
@@ -87,8 +91,9 @@ def _border_factors(length: int, s: int) -> np.ndarray:
     return factors
 
 
-def edges_nms(edges: np.ndarray, orientation: np.ndarray, radius: int = 1, border: int = 5,
-              multiplier: float = 1.01) -> np.ndarray:
+def edges_nms(
+    edges: np.ndarray, orientation: np.ndarray, radius: int = 1, border: int = 5, multiplier: float = 1.01
+) -> np.ndarray:
     """edgesNmsMex(E, O, r, s, m): keep pixels not exceeded (x m) along their normal, damp borders."""
     e0 = np.asarray(edges, dtype=np.float32)
     if e0.ndim != 2 or orientation.shape != e0.shape:

@@ -46,7 +46,10 @@ class NormalsAngleDistribution(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {
-        "mean_angle": False, "median_angle": False, "rmse_angle": False, **{within_key(t): True for t in WITHIN_DEGREES},
+        "mean_angle": False,
+        "median_angle": False,
+        "rmse_angle": False,
+        **{within_key(t): True for t in WITHIN_DEGREES},
     }
 
     def __init__(self) -> None:

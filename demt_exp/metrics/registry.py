@@ -117,11 +117,14 @@ class MultiTaskMetrics:
     def states(self) -> list[Tensor]:
         return [metric.state for metric in self._all()]
 
-    def to(self, device: torch.device | str) -> "MultiTaskMetrics":
+    def to(self, device: torch.device | str) -> MultiTaskMetrics:
         for metric in self._all():
             metric.to(device)
         return self
 
     def higher_is_better(self) -> dict[str, dict[str, bool]]:
         """Direction of every number these metrics report, e.g. for checkpoint selection or Delta_m."""
-        return {task: {n: up for m in group for n, up in type(m).higher_is_better.items()} for task, group in self.metrics.items()}
+        return {
+            task: {n: up for m in group for n, up in type(m).higher_is_better.items()}
+            for task, group in self.metrics.items()
+        }

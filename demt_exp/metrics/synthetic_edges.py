@@ -21,8 +21,9 @@ def _voronoi_labels(height: int, width: int, regions: int, rng: np.random.Genera
     return distance.argmin(axis=-1).astype(np.int32)
 
 
-def synthetic_edge_pair(height: int, width: int, rng: np.random.Generator,
-                        regions: int = 14) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_edge_pair(
+    height: int, width: int, rng: np.random.Generator, regions: int = 14
+) -> tuple[np.ndarray, np.ndarray]:
     """(prediction uint8 PNG values, ground-truth edge image uint8 0/255), both (height, width)."""
     labels = _voronoi_labels(height, width, regions, rng)
     edge = np.zeros((height, width), dtype=bool)

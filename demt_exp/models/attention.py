@@ -78,9 +78,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-3, -2).reshape(*lead, n, h * d)
 
 
-def per_pixel_task_attention(
-    mha: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor
-) -> torch.Tensor:
+def per_pixel_task_attention(mha: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """query (B, N, C) attends, pixel by pixel, over keys (B, T, N, C) of the T tasks at that pixel."""
     heads = mha.num_heads
     q = split_heads(in_projection(mha, query, 0), heads)  # (B, H, N, d)

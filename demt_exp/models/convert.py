@@ -80,7 +80,8 @@ class ConversionReport:
         reasons = ", ".join(f"{n} {DROP_REASONS.get(r, r)}" for r, n in self.dropped.items())
         tail = f"; dropped {dropped}: {reasons}" if dropped else "; dropped 0"
         if self.kept_at_init:
-            tail += f"; {len(self.kept_at_init)} tensors not in the file keep their initialisation ({self.kept_at_init[0]} ...)"
+            kept = len(self.kept_at_init)
+            tail += f"; {kept} tensors not in the file keep their initialisation ({self.kept_at_init[0]} ...)"
         verb = "loaded" if self.source_format == "ours" else "converted"
         return f"{self.source_format} checkpoint: {verb} {self.converted} tensors into the {self.scope}{tail}"
 
@@ -287,7 +288,9 @@ def head_entries(model: nn.Module) -> list[Entry]:
     for i, t in enumerate(tasks):
         for j, block in enumerate(model.encoder.mixers[t]):
             channels = block.spatial_mix.weight.shape[1]
-            entries += mixer_block_entries(f"head.defor_mixers.{i}.blocks.{j}.", f"encoder.mixers.{t}.{j}.", keys, channels)
+            entries += mixer_block_entries(
+                f"head.defor_mixers.{i}.blocks.{j}.", f"encoder.mixers.{t}.{j}.", keys, channels
+            )
     linear1, patch = projection_entries(model, keys)
     entries += linear1
     entries += subtree("head.task_fusion.", "decoder.task_fusion.", keys)
@@ -385,7 +388,9 @@ def raise_problems(missing: list[str], unexpected: list[str], wrong: list[str]) 
         raise ConversionError("checkpoint does not fit the model: " + " | ".join(parts))
 
 
-def official_to_ours(state: Mapping[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+def official_to_ours(
+    state: Mapping[str, torch.Tensor], model: nn.Module
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Official DeMT/DeGMix state dict (keys `backbone.*`, `head.*`) -> our full state dict."""
     converted, dropped = convert_entries(state, official_layout(model), model.state_dict())
     return converted, ConversionReport("official", len(converted), dropped)

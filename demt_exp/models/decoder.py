@@ -138,9 +138,12 @@ class TaskAwareDecoder(nn.Module):
         else:
             size = self.query_chunk_pixels
         # split, not tokens[a:b]: each slice would backpropagate a zero-filled (M, T, C) gradient
-        pieces = [recompute_in_backward(self.task_queries, self.query_all, tokens_piece, fused_piece, batch)
-                  if recompute else self.query_all(tokens_piece, fused_piece, batch)
-                  for tokens_piece, fused_piece in zip(tokens.split(size), fused.split(size))]
+        pieces = [
+            recompute_in_backward(self.task_queries, self.query_all, tokens_piece, fused_piece, batch)
+            if recompute
+            else self.query_all(tokens_piece, fused_piece, batch)
+            for tokens_piece, fused_piece in zip(tokens.split(size), fused.split(size))
+        ]
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

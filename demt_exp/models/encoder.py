@@ -24,9 +24,7 @@ Neck = Literal["concat", "featconv"]
 def concat_multiscale(features: Sequence[torch.Tensor]) -> torch.Tensor:
     """Resize every map bilinearly to the first (stride-4) map's size and concatenate channels."""
     size = features[0].shape[-2:]
-    resized = [features[0]] + [
-        F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
-    ]
+    resized = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
     return torch.cat(resized, dim=1)
 
 

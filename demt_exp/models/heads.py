@@ -26,8 +26,13 @@ class TaskHeads(nn.Module):
 
     `activation_checkpointing` recomputes each bottleneck and logits conv in the backward pass."""
 
-    def __init__(self, task_channels: Mapping[str, int], in_channels: int, bottleneck_channels: int,
-                 activation_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        task_channels: Mapping[str, int],
+        in_channels: int,
+        bottleneck_channels: int,
+        activation_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         self.tasks = tuple(task_channels)
         self.activation_checkpointing = activation_checkpointing
@@ -45,7 +50,10 @@ class TaskHeads(nn.Module):
         recompute = wants_recompute(self.activation_checkpointing)
         out = {}
         for t in self.tasks:
-            logits = (recompute_in_backward(self.bottleneck[t], self.task_logits, t, features[t]) if recompute
-                      else self.task_logits(t, features[t]))
+            logits = (
+                recompute_in_backward(self.bottleneck[t], self.task_logits, t, features[t])
+                if recompute
+                else self.task_logits(t, features[t])
+            )
             out[t] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return out

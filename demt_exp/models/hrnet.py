@@ -34,8 +34,17 @@ HRNET_VARIANTS: dict[str, str] = {
 
 # The trunk modules kept from timm, under timm's (= mmseg's) names.
 _TRUNK = (
-    "conv1", "bn1", "conv2", "bn2", "layer1",
-    "transition1", "stage2", "transition2", "stage3", "transition3", "stage4",
+    "conv1",
+    "bn1",
+    "conv2",
+    "bn2",
+    "layer1",
+    "transition1",
+    "stage2",
+    "transition2",
+    "stage3",
+    "transition3",
+    "stage4",
 )
 
 

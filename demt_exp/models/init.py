@@ -94,7 +94,8 @@ FILTERS = {
 
 
 def filter_backbone_state(state: Mapping[str, torch.Tensor], backbone: nn.Module) -> BackboneState:
-    """The backbone's own `checkpoint_filter_fn`; mmseg Swin goes through `convert.swin_entries` (its official layout)."""
+    """The backbone's own `checkpoint_filter_fn`; mmseg Swin goes through `convert.swin_entries` (its official
+    layout)."""
     if isinstance(backbone, swin.SwinBackbone) and "patch_embed.projection.weight" in state:
         converted, dropped = convert_entries(state, swin_entries(backbone, official="", ours=""), backbone.state_dict())
         return BackboneState("mmseg_backbone", converted, dropped)
@@ -117,7 +118,9 @@ def complete_backbone_state(filtered: BackboneState, backbone: nn.Module) -> tup
     return state, kept
 
 
-def backbone_to_ours(state: Mapping[str, torch.Tensor], backbone: nn.Module) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+def backbone_to_ours(
+    state: Mapping[str, torch.Tensor], backbone: nn.Module
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Any backbone-only file -> our backbone's full state dict, with what was dropped and kept."""
     backbone_state, dropped = split_upernet(state)
     filtered = filter_backbone_state(backbone_state, backbone)

@@ -47,7 +47,7 @@ class MultiTaskModel(nn.Module):
             self.backbone.requires_grad_(False)
             self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "MultiTaskModel":
+    def train(self, mode: bool = True) -> MultiTaskModel:
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()

@@ -24,8 +24,11 @@ __all__ = ["frozen_batch_statistics", "recompute_in_backward", "wants_recompute"
 
 def tracked_batch_norms(module: nn.Module) -> list[nn.Module]:
     """The BatchNorms of `module` whose training forward updates running statistics."""
-    return [m for m in module.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]
 
 
 @contextmanager
@@ -50,8 +53,9 @@ def recompute_in_backward(module: nn.Module, function: Callable[..., Any], *args
     A block without BatchNorm gets the plain checkpoint, which torch.compile can trace."""
     if not tracked_batch_norms(module):
         return checkpoint(function, *args, use_reentrant=False)
-    return checkpoint(function, *args, use_reentrant=False,
-                      context_fn=lambda: (nullcontext(), frozen_batch_statistics(module)))
+    return checkpoint(
+        function, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), frozen_batch_statistics(module))
+    )
 
 
 def wants_recompute(enabled: bool) -> bool:

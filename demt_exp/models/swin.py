@@ -34,7 +34,11 @@ SWIN_VARIANTS: dict[str, str] = {
 
 @lru_cache(maxsize=64)
 def _shift_mask(
-    height: int, width: int, window: int, shift: int, device: torch.device = torch.device("cpu"),
+    height: int,
+    width: int,
+    window: int,
+    shift: int,
+    device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Attention mask of the shifted windows on a padded (height, width) grid, as mmseg builds it.

@@ -70,7 +70,9 @@ def pixel_attention(q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: 
     m = q.shape[0]
     t, heads, d, c = wk.shape
     groups = t * heads
-    q_keys = grouped_linear(q, wk.transpose(2, 3).reshape(groups * c, d), None, groups).view(m, groups, c)  # W_k,h^T q_h
+    q_keys = grouped_linear(q, wk.transpose(2, 3).reshape(groups * c, d), None, groups).view(
+        m, groups, c
+    )  # W_k,h^T q_h
     weights = torch.bmm(q_keys, fused.transpose(1, 2)).softmax(dim=-1)  # (M, T*H, S)
     mixed = torch.bmm(weights, fused).view(m, groups * c)  # sum_s w_s f_s
     return grouped_linear(mixed, wv.reshape(groups * d, c), None, groups)  # W_v,h (...)
@@ -94,8 +96,10 @@ def demt_task_query(
     wv = torch.stack([projection_affine(q, 2)[0] for q in queries]).view(t, heads, d, c)
     # value bias -> out-projection -> first MLP layer: one affine map per task.
     wo, bo = stacked_affine(
-        [compose_affine((None, projection_affine(q, 2)[1]), linear_affine(q.out_proj), linear_affine(p[0]))
-         for q, p in zip(queries, mlps)]
+        [
+            compose_affine((None, projection_affine(q, 2)[1]), linear_affine(q.out_proj), linear_affine(p[0]))
+            for q, p in zip(queries, mlps)
+        ]
     )
     rows = tokens.reshape(m, t * c)  # task t's queries in columns t*C..(t+1)*C
     q = grouped_linear(rows, wq.reshape(t * c, c) * scale, bq.reshape(t * c) * scale, t)

@@ -160,7 +160,7 @@ def mmseg_layer_key(key: str) -> str:
     index, rest = match.groups()
     for old, new in MMSEG_LAYER_NAMES:
         if rest.startswith(old):
-            return f"blocks.{index}.{new}{rest[len(old):]}"
+            return f"blocks.{index}.{new}{rest[len(old) :]}"
     raise ValueError(f"unexpected mmseg ViT key {key!r}")
 
 

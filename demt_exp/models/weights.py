@@ -46,14 +46,18 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
         try:
             return load_file(str(path))
         except SafetensorError as error:
-            raise UnreadableFileError(f"weights file {path} cannot be read ({error}); expected a safetensors file") from None
+            raise UnreadableFileError(
+                f"weights file {path} cannot be read ({error}); expected a safetensors file"
+            ) from None
     payload: Any = safe_load(path, trust, what="weights file")
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise UnreadableFileError(f"weights file {path} holds a {type(payload).__name__}; expected a state dict (a mapping "
-                                  f"of names to tensors), a training checkpoint or an official DeMT/DeGMix checkpoint")
+        raise UnreadableFileError(
+            f"weights file {path} holds a {type(payload).__name__}; expected a state dict (a mapping "
+            f"of names to tensors), a training checkpoint or an official DeMT/DeGMix checkpoint"
+        )
     return payload
 
 

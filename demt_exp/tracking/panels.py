@@ -6,7 +6,8 @@ truth), the same picture `python -m demt_exp.visualize` writes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,8 +17,9 @@ from demt_exp.visualize import prediction_panel
 
 
 @torch.no_grad()
-def validation_panels(model: nn.Module, dataset: Dataset, tasks: Sequence[str], device: torch.device,
-                      count: int) -> list[tuple[str, Any]]:
+def validation_panels(
+    model: nn.Module, dataset: Dataset, tasks: Sequence[str], device: torch.device, count: int
+) -> list[tuple[str, Any]]:
     """[(sample id, panel)] for the first `count` validation samples: the same images at every evaluation."""
     was_training = model.training
     model.eval()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 Nested = Mapping[str, Mapping[str, float]]
 
 
 def flatten(prefix: str, metrics: Nested) -> dict[str, float]:
     """{task: {name: v}} -> {"prefix/task/name": v}, the key layout of every record and dashboard."""
-    return {f"{prefix}/{task}/{name}": float(value) for task, values in metrics.items() for name, value in values.items()}
+    return {
+        f"{prefix}/{task}/{name}": float(value) for task, values in metrics.items() for name, value in values.items()
+    }
 
 
 def format_table(model: Nested, reference: Nested | None = None, reference_name: str = "constant baseline") -> str:

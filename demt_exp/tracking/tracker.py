@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,15 +22,21 @@ from demt_exp.tracking.records import Nested
 from demt_exp.tracking.run_identity import hydra_group_and_name
 
 log = logging.getLogger("demt_exp")
-_OPEN: list["Tracker"] = []
+_OPEN: list[Tracker] = []
 
 
 class Tracker:
     """JSON-lines history, optional W&B run, final `metrics.json`; silent off the main process."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool, history: bool = True,
-                 wandb_settings: Mapping[str, Any] | None = None, config: dict[str, Any] | None = None,
-                 history_name: str = "metrics.jsonl") -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        enabled: bool,
+        history: bool = True,
+        wandb_settings: Mapping[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        history_name: str = "metrics.jsonl",
+    ) -> None:
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self.history_path = self.out_dir / history_name

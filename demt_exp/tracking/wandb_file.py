@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MAGIC = b":W&B"
 HEADER = 7
@@ -31,11 +32,11 @@ def payloads(path: Path) -> Iterator[bytes]:
         if left < HEADER:
             position += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[position:position + HEADER])
+        _crc, length, kind = struct.unpack("<IHB", raw[position : position + HEADER])
         if kind == 0 and length == 0:  # zero padding to the end of the block
             position += left
             continue
-        data = raw[position + HEADER:position + HEADER + length]
+        data = raw[position + HEADER : position + HEADER + length]
         position += HEADER + length
         if len(data) < length:
             return

@@ -8,8 +8,9 @@ its last checkpoint keeps them rather than having W&B drop them as out of order.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 STEP_KEY = "trainer/step"
 
@@ -26,16 +27,18 @@ def import_wandb() -> Any:
     try:
         import wandb
     except ImportError as error:
-        raise ImportError("logger=wandb needs the wandb package: pip install 'demt_exp[wandb]' "
-                          "(or choose logger=jsonl)") from error
+        raise ImportError(
+            "logger=wandb needs the wandb package: pip install 'demt_exp[wandb]' (or choose logger=jsonl)"
+        ) from error
     return wandb
 
 
 class WandbSink:
     """One W&B run; `run_id` continues an earlier one (resume="allow") so a requeued job adds to it."""
 
-    def __init__(self, settings: Mapping[str, Any], config: dict[str, Any], out_dir: Path,
-                 run_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], config: dict[str, Any], out_dir: Path, run_id: str | None = None
+    ) -> None:
         wandb = import_wandb()
         self._wandb = wandb
         directory = Path(settings.get("dir") or out_dir)

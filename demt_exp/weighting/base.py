@@ -39,7 +39,7 @@ def mean_over_ranks_(tensors: Sequence[Tensor]) -> None:
     flat /= dist.get_world_size()
     offset = 0
     for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
 
 
@@ -65,8 +65,13 @@ class LossWeighting(nn.Module):
 
     manual_sync = False  # True: forward/backward run under no_sync() and backward() reduces itself
 
-    def __init__(self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = True,
-                 lr: float | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weights: Mapping[str, float],
+        use_task_weights: bool = True,
+        lr: float | None = None,
+    ) -> None:
         super().__init__()
         missing = [t for t in tasks if t not in task_weights]
         if missing:
@@ -87,8 +92,9 @@ class LossWeighting(nn.Module):
         """The weight multiplying each task's loss L_t at the current step (logged)."""
         raise NotImplementedError
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
-                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+    def backward(
+        self, losses: Mapping[str, Tensor], model: nn.Module, scale: Callable[[Tensor], Tensor] = unscaled
+    ) -> Tensor:
         """Gradients of this step into `.grad` (averaged over ranks), of `scale`d losses (fp16 loss
         scaling; the optimiser's GradScaler divides them again); returns the detached unscaled total."""
         total = self.combine(losses)
@@ -104,11 +110,17 @@ class LossWeighting(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return None
-        return {"params": params, "lr": self.lr if self.lr is not None else base_lr, "weight_decay": 0.0,
-                "name": "weighting"}
+        return {
+            "params": params,
+            "lr": self.lr if self.lr is not None else base_lr,
+            "weight_decay": 0.0,
+            "name": "weighting",
+        }
 
 
-def task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor], keep_graph: bool = False) -> list[list[Tensor | None]]:
+def task_gradients(
+    terms: Sequence[Tensor], params: Sequence[Tensor], keep_graph: bool = False
+) -> list[list[Tensor | None]]:
     """d term_t / d params for every task (None where a task does not reach a parameter).
 
     torch.autograd.grad never triggers DDP's reducer hooks, so nothing is synchronised here;

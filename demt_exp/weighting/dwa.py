@@ -20,8 +20,14 @@ from demt_exp.weighting.base import LossWeighting, mean_over_ranks_
 
 
 class DWAWeighting(LossWeighting):
-    def __init__(self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = True,
-                 temperature: float = 2.0, window: int = 100) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weights: Mapping[str, float],
+        use_task_weights: bool = True,
+        temperature: float = 2.0,
+        window: int = 100,
+    ) -> None:
         super().__init__(tasks, task_weights, use_task_weights)
         if window < 1 or temperature <= 0:
             raise ValueError(f"weighting: window={window} must be >= 1 and temperature={temperature} > 0")

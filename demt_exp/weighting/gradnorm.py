@@ -33,8 +33,15 @@ from demt_exp.weighting.base import (
 class GradNormWeighting(LossWeighting):
     manual_sync = True
 
-    def __init__(self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = False,
-                 alpha: float = 1.5, layer: str = "encoder.projection", lr: float | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weights: Mapping[str, float],
+        use_task_weights: bool = False,
+        alpha: float = 1.5,
+        layer: str = "encoder.projection",
+        lr: float | None = None,
+    ) -> None:
         super().__init__(tasks, task_weights, use_task_weights, lr)
         self.alpha = float(alpha)
         self.layer = str(layer)
@@ -46,8 +53,10 @@ class GradNormWeighting(LossWeighting):
         params = [p for n, p in trainable(model) if n == self.layer or n.startswith(self.layer + ".")]
         if not params:
             names = sorted({n.rsplit(".", 1)[0] for n, _ in trainable(model)})
-            raise ValueError(f"weighting.layer={self.layer!r} names no trainable parameter; modules with "
-                             f"parameters: {names[:20]}{' ...' if len(names) > 20 else ''}")
+            raise ValueError(
+                f"weighting.layer={self.layer!r} names no trainable parameter; modules with "
+                f"parameters: {names[:20]}{' ...' if len(names) > 20 else ''}"
+            )
         return params
 
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
@@ -58,15 +67,20 @@ class GradNormWeighting(LossWeighting):
         assert total is not None
         return total
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
-                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+    def backward(
+        self, losses: Mapping[str, Tensor], model: nn.Module, scale: Callable[[Tensor], Tensor] = unscaled
+    ) -> Tensor:
         """Under a loss scale S the norms G_i are S times larger, so is grad_w L_grad (it is linear in
         them), and the optimiser's GradScaler divides it by S with the network's gradients."""
         terms = self.terms(losses)
         layer = self.shared_layer(model)
         per_task = task_gradients([scale(term) for term in terms], layer, keep_graph=True)
-        flat = torch.stack([torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                       for g, p in zip(grads, layer)]) for grads in per_task])
+        flat = torch.stack(
+            [
+                torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, layer)])
+                for grads in per_task
+            ]
+        )
         total = self.combine(losses)
         scale(total).backward()
         model_grads = [p.grad for _, p in trainable(model) if p.grad is not None]
@@ -84,7 +98,7 @@ class GradNormWeighting(LossWeighting):
         relative = ratio / ratio.mean()
         w = self.task_weights.detach().double().requires_grad_(True)
         g = w * norms
-        target = (g.mean() * relative ** self.alpha).detach()
+        target = (g.mean() * relative**self.alpha).detach()
         (grad,) = torch.autograd.grad((g - target).abs().sum(), w)
         self.task_weights.grad = grad.to(self.task_weights.dtype)
 

@@ -59,8 +59,9 @@ def parameter_segments(params: Sequence[Tensor]) -> list[slice]:
     return segments
 
 
-def flat_task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor],
-                        segments: Sequence[slice]) -> tuple[Tensor, list[list[bool]]]:
+def flat_task_gradients(
+    terms: Sequence[Tensor], params: Sequence[Tensor], segments: Sequence[slice]
+) -> tuple[Tensor, list[list[bool]]]:
     """(T, P) matrix of every task's gradient (parameters at `segments`, zeros where a task does not
     reach one) and which task reaches which parameter. Each backward is written straight into
     its row and dropped, so only one task's loose gradients exist at a time."""
@@ -82,8 +83,9 @@ def flat_task_gradients(terms: Sequence[Tensor], params: Sequence[Tensor],
 class PCGradWeighting(LossWeighting):
     manual_sync = True
 
-    def __init__(self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = True, seed: int = 0
+    ) -> None:
         super().__init__(tasks, task_weights, use_task_weights)
         self.seed = int(seed)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -96,8 +98,9 @@ class PCGradWeighting(LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         return torch.stack(self.terms(losses)).sum()
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module,
-                 scale: Callable[[Tensor], Tensor] = unscaled) -> Tensor:
+    def backward(
+        self, losses: Mapping[str, Tensor], model: nn.Module, scale: Callable[[Tensor], Tensor] = unscaled
+    ) -> Tensor:
         """The projection is homogeneous in the gradients, so a loss scale S passes through it and
         the optimiser's GradScaler divides it out."""
         params = [p for _, p in trainable(model)]

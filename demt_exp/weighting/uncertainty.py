@@ -30,8 +30,13 @@ def likelihood_factor(task: str) -> float:
 
 
 class UncertaintyWeighting(LossWeighting):
-    def __init__(self, tasks: Sequence[str], task_weights: Mapping[str, float], use_task_weights: bool = False,
-                 lr: float | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weights: Mapping[str, float],
+        use_task_weights: bool = False,
+        lr: float | None = None,
+    ) -> None:
         super().__init__(tasks, task_weights, use_task_weights, lr)
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks), dtype=torch.float64))
         self.register_buffer("factors", torch.tensor([likelihood_factor(t) for t in self.tasks], dtype=torch.float64))

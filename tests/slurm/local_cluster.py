@@ -42,11 +42,15 @@ def install() -> None:
     if not missing_binaries():
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ClusterUnavailable(f"SLURM binaries {missing_binaries()} are missing and this is not a root "
-                                 f"Debian machine that could apt-get {' '.join(PACKAGES)}")
+        raise ClusterUnavailable(
+            f"SLURM binaries {missing_binaries()} are missing and this is not a root "
+            f"Debian machine that could apt-get {' '.join(PACKAGES)}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
+    ):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode:
             raise ClusterUnavailable(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
@@ -106,17 +110,35 @@ def write_config(root: Path) -> Path:
     lines = [
         "ClusterName=demt-test",
         f"SlurmctldHost={hostname}(127.0.0.1)",
-        "SlurmUser=root", "SlurmdUser=root",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge_folder(root) / 'munge.socket.2'}",
-        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-        f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
-        f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
-        f"SlurmctldLogFile={root / 'slurmctld.log'}", f"SlurmdLogFile={root / 'slurmd.log'}",
-        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
-        "SwitchType=switch/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
-        "ReturnToService=2", "MailProg=/bin/true", "KillWait=30", "MinJobAge=600", "InactiveLimit=0",
-        "SchedulerParameters=sched_interval=1", "MessageTimeout=20",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={munge_folder(root) / 'munge.socket.2'}",
+        f"SlurmctldPort={_free_port()}",
+        f"SlurmdPort={_free_port()}",
+        f"StateSaveLocation={root / 'state'}",
+        f"SlurmdSpoolDir={root / 'spool'}",
+        f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+        f"SlurmdPidFile={root / 'slurmd.pid'}",
+        f"SlurmctldLogFile={root / 'slurmctld.log'}",
+        f"SlurmdLogFile={root / 'slurmd.log'}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/none",
+        "MpiDefault=none",
+        "SwitchType=switch/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "ReturnToService=2",
+        "MailProg=/bin/true",
+        "KillWait=30",
+        "MinJobAge=600",
+        "InactiveLimit=0",
+        "SchedulerParameters=sched_interval=1",
+        "MessageTimeout=20",
         _node_line(hostname),
         f"PartitionName=debug Nodes={hostname} Default=YES MaxTime=INFINITE State=UP",
     ]
@@ -136,14 +158,30 @@ def _start_munge(root: Path) -> None:
     shutil.chown(munge_dir, user="munge", group="munge")
     munge_dir.chmod(0o711)  # munged refuses a socket folder of mode 700
     munged = shutil.which("munged") or "/usr/sbin/munged"
-    subprocess.run(["runuser", "-u", "munge", "--", munged, f"--socket={munge_dir / 'munge.socket.2'}",
-                    f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
-                    f"--seed-file={munge_dir / 'munged.seed'}", f"--key-file={key}"], check=True, timeout=60)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            munged,
+            f"--socket={munge_dir / 'munge.socket.2'}",
+            f"--pid-file={munge_dir / 'munged.pid'}",
+            f"--log-file={munge_dir / 'munged.log'}",
+            f"--seed-file={munge_dir / 'munged.seed'}",
+            f"--key-file={key}",
+        ],
+        check=True,
+        timeout=60,
+    )
 
 
 def _pid_files(root: Path) -> dict[str, Path]:
-    return {"slurmd": root / "slurmd.pid", "slurmctld": root / "slurmctld.pid",
-            "munged": munge_folder(root) / "munged.pid"}
+    return {
+        "slurmd": root / "slurmd.pid",
+        "slurmctld": root / "slurmctld.pid",
+        "munged": munge_folder(root) / "munged.pid",
+    }
 
 
 def _wait(predicate, timeout: float, what: str, root: Path) -> None:

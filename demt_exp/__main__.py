@@ -35,7 +35,9 @@ def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; a config mistake is one line on stderr and exit 2, with no run folder left."""
     out_dir = HydraConfig.get().runtime.output_dir
-    return run_job(lambda: train_and_evaluate(cfg, out_dir), out_dir)  # type: ignore[return-value]
+    # A Ctrl-C reaches here as the second one (or before training began): every save is atomic
+    continued = "; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
+    return run_job(lambda: train_and_evaluate(cfg, out_dir), out_dir, continued)  # type: ignore[return-value]
 
 
 def cli() -> None:

@@ -154,7 +154,9 @@ def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
     overrides = HydraConfig.get().overrides
-    run_job(lambda: run(cfg, composable([*overrides.hydra, *overrides.task])), HydraConfig.get().runtime.output_dir)
+    command = composable([*overrides.hydra, *overrides.task])
+    partial = "; {out_dir} holds the files of the images scored so far, and no metrics.json"
+    run_job(lambda: run(cfg, command), HydraConfig.get().runtime.output_dir, partial)
 
 
 if __name__ == "__main__":

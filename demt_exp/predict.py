@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from demt_exp.config import CONF_DIR, compose_config
 from demt_exp.errors import ConfigError, UserError, one_line_errors
 from demt_exp.inference import composable
+from demt_exp.run_folder import run_job
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -174,10 +175,14 @@ def check_before_output(argv: Sequence[str]) -> None:
 def main(cfg: DictConfig) -> None:
     """The command: a user's mistake (a file, key or value) is one `error:` line and exit code 2."""
     overrides = HydraConfig.get().overrides
-    with one_line_errors():
+    command = tuple(composable([*overrides.hydra, *overrides.task]))
+
+    def job() -> None:
         checkpoint = "???" if OmegaConf.is_missing(cfg, "checkpoint") else str(cfg.checkpoint)
-        config, payload, dataset = checked_inputs(checkpoint, tuple(composable([*overrides.hydra, *overrides.task])))
+        config, payload, dataset = checked_inputs(checkpoint, command)
         predict(config, payload, Path(str(cfg.out)), dataset)
+
+    run_job(job, HydraConfig.get().runtime.output_dir, "; {out_dir} holds the predictions written so far")
 
 
 def cli() -> None:

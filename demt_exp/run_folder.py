@@ -56,15 +56,15 @@ def remove_if_unused(folder: str | Path) -> bool:
     return True
 
 
-def run_job(job: Callable[[], object], out_dir: str | Path) -> object:
+def run_job(job: Callable[[], object], out_dir: str | Path, interrupted: str = "") -> object:
     """Run a command's job in its Hydra folder (`errors.one_line_errors`): a user mistake or a Ctrl-C that
-    reaches here (a second one, or one before training started) ends in one line, and a folder the job left
-    nothing in is removed."""
+    reaches here ends in one line, and a folder the job left nothing in is removed. `interrupted` is what the
+    line adds after a Ctrl-C when the folder holds something ({out_dir} is filled in)."""
 
     def tidy(code: int) -> str:
         if remove_if_unused(out_dir) or code != INTERRUPTED_EXIT:
             return ""
-        return f"; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
+        return interrupted.format(out_dir=out_dir)
 
     with one_line_errors(after=tidy):
         return job()

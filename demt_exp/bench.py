@@ -16,27 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import sys
 import time
-from collections.abc import Callable
 
 import torch
 
+from demt_exp.bench_timing import median_seconds
 from demt_exp.config import compose_config
 from demt_exp.models import deform
-
-
-def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_deform(batch: int, channels: int, height: int, width: int, repeats: int, device: str) -> dict[str, float]:

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from demt_exp.bench import median_seconds
 from demt_exp.bench_official import build_official_model
+from demt_exp.bench_timing import median_seconds
 from demt_exp.config import compose_config
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.cpu_allocator import configure_cpu_allocator

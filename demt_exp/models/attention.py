@@ -59,13 +59,6 @@ def linear_affine(linear: nn.Linear) -> Affine:
     return linear.weight, linear.bias
 
 
-def folded_value_output_mlp(mha: nn.MultiheadAttention, mlp_linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """v-projection -> out-projection -> Linear, with no non-linearity between them, as one matrix."""
-    weight, bias = compose_affine(projection_affine(mha, 2), linear_affine(mha.out_proj), linear_affine(mlp_linear))
-    assert bias is not None
-    return weight, bias
-
-
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., N, C) -> (..., heads, N, C / heads)."""
     *lead, n, c = x.shape

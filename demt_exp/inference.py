@@ -135,8 +135,7 @@ def merge_stored_config(
         for key in named:  # a key under a replaced node (e.g. backbone.drop_path_rate=0) still wins
             if any(key.startswith(node + ".") for node in MODEL_NODES):
                 OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
-        cfg.model.weights = None  # the checkpoint's own weights replace any initialisation file
-        cfg.model.init = None
+        cfg.model.init = None  # the checkpoint's own weights replace any initialisation file
     return cfg
 
 

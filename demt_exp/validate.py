@@ -142,7 +142,6 @@ def check_model_fits(cfg: DictConfig) -> None:
 
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
-        probe.model.weights = None
         if "init" in probe.model:
             probe.model.init = None
     size = [int(s) for s in cfg.dataset.image_size]

@@ -68,7 +68,7 @@ def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> 
     from conftest import TINY_RUN, run_cli
 
     path, marker = crafted_file(tmp_path, wrap_as_checkpoint=entry == "resume")
-    option = f"model.weights={path}" if entry == "weights" else f"trainer.resume={path}"
+    option = f"model.init={path}" if entry == "weights" else f"trainer.resume={path}"
     result = run_cli(*TINY_RUN, "trainer.steps=1", option, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode != 0
     assert str(path) in result.stderr and "trust_checkpoints=true" in result.stderr

@@ -28,7 +28,7 @@ def stored_run(**extra: str) -> dict:
         "backbone=swin_s",
         "backbone.drop_path_rate=0.3",
         "tasks.names=[semseg,depth]",
-        "model.weights=/init/upernet.pth",
+        "model.init=/init/upernet.pth",
         "dataset.image_size=[448,576]",
     ]
     return OmegaConf.to_container(compose_config(overrides), resolve=True)  # type: ignore[return-value]
@@ -45,7 +45,7 @@ def test_model_and_dataset_come_from_the_checkpoint() -> None:
     assert list(cfg.tasks.names) == ["semseg", "depth"] and list(cfg.dataset.val.tasks) == ["semseg", "depth"]
     assert cfg.dataset.val.root == "/data/train-machine/NYUDv2" and list(cfg.dataset.val.image_size) == [448, 576]
     assert cfg.dataset.val.split == "val"
-    assert cfg.model.weights is None  # the checkpoint's own weights replace the initialisation file
+    assert cfg.model.init is None  # the checkpoint's own weights replace the initialisation file
 
 
 def test_keys_named_on_the_command_line_win() -> None:
@@ -58,9 +58,9 @@ def test_keys_named_on_the_command_line_win() -> None:
 
 
 def test_named_keys_strip_prefixes_and_skip_hydra() -> None:
-    assert named_keys(["+eval.x=1", "~model.weights", "dataset=nyud", "hydra.run.dir=o"]) == [
+    assert named_keys(["+eval.x=1", "~model.init", "dataset=nyud", "hydra.run.dir=o"]) == [
         "eval.x",
-        "model.weights",
+        "model.init",
         "dataset",
     ]
 

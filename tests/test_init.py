@@ -184,9 +184,9 @@ def test_init_names_one_file_or_random(caplog: pytest.LogCaptureFixture, tmp_pat
         assert apply_init(build_model(cfg), cfg) == RANDOM
     assert "RANDOM weights" in caplog.text and "model.init=<file>" in caplog.text
     assert cfg.model.init == RANDOM  # what the run's config.yaml records
-    assert describe_init(compose_config(["model.weights=old.pt"])) == "old.pt"  # the old key still works
-    with pytest.raises(ValueError, match="give the file once, as model.init"):
-        init_file(compose_config(["model.weights=a.pt", "model.init=b.pt"]))
+    assert describe_init(compose_config(["model.init=b.pt"])) == "b.pt"
+    with pytest.raises(Exception, match=r"Could not override 'model.weights'"):  # the 0.1 alias is gone
+        compose_config(["model.weights=a.pt"])
     with pytest.raises(FileNotFoundError, match=r"missing\.pth does not exist: .*model\.init=random"):
         cfg = compose_config([f"model.init={tmp_path / 'missing.pth'}"])
         apply_init(build_model(cfg), cfg)

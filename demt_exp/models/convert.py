@@ -67,7 +67,7 @@ class Entry:
 
 @dataclass
 class ConversionReport:
-    """What a conversion did, for the one-line summary the CLI and `model.weights` print."""
+    """What a conversion did, for the one-line summary the CLI and `model.init` print."""
 
     source_format: Format
     converted: int

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from demt_exp.errors import ConfigError
-
 RANDOM = "random"
 
 RANDOM_WARNING = (
@@ -19,12 +17,8 @@ RANDOM_WARNING = (
 
 
 def init_file(cfg: Any) -> str | None:
-    """The file `model.init` names (`model.weights` is its old name), or None for a random start."""
-    model_cfg = cfg.get("model") or {}
-    init, legacy = model_cfg.get("init"), model_cfg.get("weights")
-    if legacy and init not in (None, RANDOM):
-        raise ConfigError(f"model.weights={legacy} and model.init={init}: give the file once, as model.init")
-    value = init if init not in (None, RANDOM) else legacy
+    """The file `model.init` names, or None for a random start."""
+    value = (cfg.get("model") or {}).get("init")
     return None if value in (None, "", RANDOM) else str(value)
 
 

@@ -20,7 +20,7 @@ bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix 
 	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --baseline plain system-malloc official --memory-repeats 2 --profile --json bench/demt_swin_t_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 3 --baseline plain official --memory-repeats 3 --json bench/degmix_swin_t_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
-	$(PYTHON) -m demt_exp.bench scaling --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
+	$(PYTHON) -m demt_exp.bench scaling $(CPU_ROUTES) --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"
 	$(PYTHON) -m demt_exp.report model $(or $(ARGS),tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560)

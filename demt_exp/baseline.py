@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,3 +71,12 @@ class ConstantPredictor(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         b, _, h, w = image.shape
         return {t: getattr(self, f"const_{t}").expand(-1, h, w).unsqueeze(0).expand(b, -1, -1, -1) for t in self.tasks}
+
+
+def wants_chance_reference(setting: Any, dataset: str) -> bool:
+    """`trainer.chance_reference`: true, false, or auto (only the synthetic demo: a real run should not pay for it)."""
+    if setting == "auto":
+        return dataset == "synthetic"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"trainer.chance_reference={setting!r}; expected auto, true or false")

@@ -82,9 +82,9 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     from hydra.utils import instantiate
     from torch.utils.data import default_collate
 
+    from demt_exp.losses import build_loss
     from demt_exp.models.model import build_model
     from demt_exp.optim import build_optimizer
-    from demt_exp.train import build_loss
 
     cfg = compose_config(overrides)
     model = build_model(cfg).train()
@@ -159,9 +159,10 @@ def bench_weighting(
     from hydra.utils import instantiate
     from torch.utils.data import default_collate
 
+    from demt_exp.losses import build_loss
     from demt_exp.models.model import build_model
     from demt_exp.optim import build_optimizer, build_poly_scheduler
-    from demt_exp.train import build_loss, train_step
+    from demt_exp.step import train_step
     from demt_exp.weighting import build_weighting
 
     seconds: dict[str, float] = {}

@@ -16,6 +16,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from demt_exp.launch_env import launcher_environment
 
@@ -94,3 +96,11 @@ def cleanup() -> None:
     """Leave the process group if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_distributed(model: nn.Module, info: DistInfo, find_unused_parameters: bool) -> nn.Module:
+    """DDP around the model when several processes run; the bare model otherwise."""
+    if not info.is_distributed:
+        return model
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)

@@ -21,9 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from demt_exp.config import CONF_DIR
-from demt_exp.errors import ConfigError, UserError
 from demt_exp.inference import composable
 from demt_exp.run_folder import redirect_other_ranks, run_job
+from demt_exp.utils.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +56,8 @@ def evaluate_checkpoint(
     from demt_exp.metrics import MetricContext
     from demt_exp.metrics.boundary_settings import boundary_settings
     from demt_exp.metrics.edge_boundary import val_dataset_options
+    from demt_exp.precision import autocast_factory
     from demt_exp.prediction_writer import PredictionWriter
-    from demt_exp.train import autocast_factory
 
     protocol = str(cfg.eval.boundary_protocol)
     if protocol not in BOUNDARY_PROTOCOLS:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, squeeze_index_map
@@ -198,3 +200,15 @@ class MultiTaskLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, edge_pos_weight={self.edge_pos_weight}"
+
+
+def build_loss(tasks_cfg: DictConfig) -> nn.Module:
+    """The `tasks.loss` config restricted to the selected `tasks.names` (so task subsets need no new file)."""
+    weights = tasks_cfg.loss.weights
+    missing = [t for t in tasks_cfg.names if t not in weights]
+    if missing:
+        raise KeyError(f"tasks.loss.weights has no weight for {missing}; it lists {list(weights)}")
+    loss_cfg = OmegaConf.to_container(tasks_cfg.loss, resolve=True)
+    # Replace, not merge: instantiate() would merge a weights kwarg into the configured dict.
+    loss_cfg["weights"] = {t: float(weights[t]) for t in tasks_cfg.names}
+    return instantiate(loss_cfg)

@@ -9,11 +9,17 @@ depend on the loader worker that decodes it, on the number of workers, or on a r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from demt_exp.rng import seeded
+from demt_exp.signals import ignore_interrupt
+
+if TYPE_CHECKING:
+    from demt_exp.distributed import DistInfo
 
 EpochIndex = tuple[int, int]
 
@@ -64,3 +70,28 @@ def batches_forever(loader: DataLoader, start_step: int) -> Iterator[dict[str, A
         sampler.skip = offset * (loader.batch_size or 1)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def per_process_batch(total: int, world_size: int) -> int:
+    """The configured batch is the total over all processes, split evenly (SPEC 5.1)."""
+    if total % world_size:
+        raise ValueError(f"trainer.batch_size={total} is not divisible by the {world_size} processes")
+    return total // world_size
+
+
+def train_loader(dataset: Dataset, info: DistInfo, trainer: DictConfig) -> DataLoader:
+    """Shuffled, drop-last loader over this process's share of every epoch, each sample seeded
+    from (seed, epoch, index), so workers can persist and their number does not matter."""
+    workers = int(trainer.num_workers)
+    seed = int(trainer.seed)
+    return DataLoader(
+        SeededSamples(dataset, seed),
+        batch_size=per_process_batch(int(trainer.batch_size), info.world_size),
+        sampler=EpochSampler(dataset, info.rank, info.world_size, seed),
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=ignore_interrupt,
+        generator=torch.Generator(),  # worker base seeds come from here, never from the global RNG
+    )

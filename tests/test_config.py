@@ -11,14 +11,13 @@ import torch
 from hydra.utils import instantiate
 
 from demt_exp.config_errors import unknown_key_hints
-from demt_exp.losses import MultiTaskLoss
+from demt_exp.losses import MultiTaskLoss, build_loss
 from demt_exp.optim import (
     build_optimizer,
     build_poly_scheduler,
     parameter_groups,
     poly_factor,
 )
-from demt_exp.train import build_loss
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

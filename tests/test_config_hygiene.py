@@ -17,9 +17,9 @@ from fake_pascal import write_fake_pascal
 from hydra.utils import instantiate
 
 from demt_exp.config import CONF_DIR, compose_config
+from demt_exp.losses import build_loss
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer
-from demt_exp.train import build_loss
 
 CONF = Path(CONF_DIR)
 # Options that only make sense beside another one (the concat encoder has no `dim` for a mixer decoder).

@@ -15,9 +15,10 @@ from conftest import TINY_RUN
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
+from demt_exp.losses import build_loss
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer
-from demt_exp.train import build_loss, seed_everything
+from demt_exp.rng import seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [

@@ -15,9 +15,11 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import default_collate
 
+from demt_exp.losses import build_loss
 from demt_exp.models.model import build_model
 from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.train import build_loss, seed_everything, train_step
+from demt_exp.rng import seed_everything
+from demt_exp.step import train_step
 from demt_exp.weighting import (
     DWAWeighting,
     FixedWeighting,

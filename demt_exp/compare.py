@@ -20,7 +20,7 @@ from pathlib import Path
 from demt_exp.compare_metrics import select_metrics
 from demt_exp.compare_runs import Row, RunResult, Skipped, load_runs, table_rows
 from demt_exp.compare_table import csv_text, json_text, markdown, printable
-from demt_exp.errors import EXIT_CODE, UserError
+from demt_exp.utils.errors import EXIT_CODE, UserError
 
 FORMATS = ("markdown", "csv", "json")
 PLOT_HINT = "no plot: matplotlib is not installed (pip install 'demt_exp[plot]')"

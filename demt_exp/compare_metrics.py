@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from demt_exp.compare_runs import PARAMETERS, RunResult
-from demt_exp.errors import UserError
+from demt_exp.utils.errors import UserError
 
 DELTA_M = "multi_task/delta_m"
 ALL = "all"

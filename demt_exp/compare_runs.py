@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from demt_exp.errors import UserError
+from demt_exp.utils.errors import UserError
 
 SEED_KEY = "trainer.seed"
 NOT_SWEPT = ("hydra.", "trainer.resume", "trainer.stop_at_step")

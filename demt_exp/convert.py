@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra.errors import HydraException
 
-from demt_exp.errors import UserError, one_line_errors
+from demt_exp.utils.errors import UserError, one_line_errors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,11 +42,12 @@ def convert(official: Path, out: Path, overrides: list[str], trust: bool = False
     The model comes from the command line alone: the file gives tensors (read `weights_only` unless
     `trust`), never a config, so nothing in it chooses code.
     """
-    from demt_exp.checkpoint import TRUST_HINT, UntrustedCheckpointError, save_atomic
+    from demt_exp.checkpoint import save_atomic
     from demt_exp.config import compose_config
     from demt_exp.models.init import load_state
     from demt_exp.models.model import build_model
     from demt_exp.models.weights import read_state_dict
+    from demt_exp.utils.torch_files import TRUST_HINT, UntrustedCheckpointError
 
     try:
         state = read_state_dict(official, trust)

@@ -25,8 +25,8 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.config import compose_config
-from demt_exp.errors import UserError
 from demt_exp.stored_config import StoredConfigError, check_checkpoint_config
+from demt_exp.utils.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

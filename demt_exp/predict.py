@@ -26,9 +26,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.errors import ConfigError, UserError, one_line_errors
 from demt_exp.inference import composable
 from demt_exp.run_folder import run_job
+from demt_exp.utils.errors import ConfigError, UserError, one_line_errors
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from hydra.errors import HydraException
 
 from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.errors import ConfigError, one_line_errors
 from demt_exp.models.init_setting import describe_init
+from demt_exp.utils.errors import ConfigError, one_line_errors
 
 if TYPE_CHECKING:  # torch, timm and the models load inside the functions that build a model: `--help` stays instant
     import torch

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from demt_exp.checkpoint import CheckpointFolder, load_checkpoint
-from demt_exp.errors import MissingFileError, UserError
 from demt_exp.rng import set_rng_state
 from demt_exp.stored_config import check_checkpoint_config
+from demt_exp.utils.errors import MissingFileError, UserError
 
 log = logging.getLogger("demt_exp")
 

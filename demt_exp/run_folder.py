@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from demt_exp.errors import INTERRUPTED_EXIT, one_line_errors
 from demt_exp.launch_env import launch_rank
+from demt_exp.utils.errors import INTERRUPTED_EXIT, one_line_errors
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 

@@ -29,7 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from demt_exp.config import CONF_DIR, SWEEPS_DIR
-from demt_exp.errors import ConfigError
+from demt_exp.utils.errors import ConfigError
 
 TARGET = "_target_"
 # The keys Hydra's instantiate reads besides `_target_`; they belong on a node with an allowed target.

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.data.tasks import TASK_NAMES
-from demt_exp.errors import ConfigError
+from demt_exp.utils.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCALER_ENABLED = ("auto", True, False)  # trainer.grad_scaler.enabled

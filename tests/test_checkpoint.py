@@ -14,13 +14,12 @@ import torch
 
 from demt_exp.checkpoint import (
     CheckpointFolder,
-    UntrustedCheckpointError,
     load_checkpoint,
     remove_stale_temporaries,
-    safe_load,
     save_atomic,
 )
 from demt_exp.rng import rng_state, set_rng_state
+from demt_exp.utils.torch_files import UntrustedCheckpointError, safe_load
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from demt_exp.errors import ConfigError
+from demt_exp.utils.errors import ConfigError
 
 log = logging.getLogger("demt_exp")
 

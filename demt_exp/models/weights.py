@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from demt_exp.checkpoint import safe_load
-from demt_exp.errors import MissingFileError, UnreadableFileError
+from demt_exp.utils.errors import MissingFileError, UnreadableFileError
+from demt_exp.utils.torch_files import safe_load
 
 
 @dataclass

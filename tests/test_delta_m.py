@@ -9,7 +9,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from demt_exp.config import SWEEPS_DIR
-from demt_exp.errors import ConfigError
 from demt_exp.metrics.delta_m import (
     STANDARD_METRICS,
     delta_m,
@@ -17,6 +16,7 @@ from demt_exp.metrics.delta_m import (
     standard_metrics,
 )
 from demt_exp.metrics.registry import metric_directions
+from demt_exp.utils.errors import ConfigError
 
 DIRECTIONS = {**metric_directions(), "edge": {**metric_directions()["edge"], "odsF": True}}
 

@@ -9,7 +9,6 @@ import torch
 from omegaconf import OmegaConf
 
 from demt_exp.config import compose_config
-from demt_exp.errors import UserError
 from demt_exp.inference import (
     composable,
     inference_config,
@@ -18,6 +17,7 @@ from demt_exp.inference import (
     read_training_checkpoint,
 )
 from demt_exp.stored_config import StoredConfigError
+from demt_exp.utils.errors import UserError
 
 
 def stored_run(**extra: str) -> dict:

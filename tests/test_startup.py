@@ -18,7 +18,7 @@ COMMANDS = {
     ("demt_exp", "trainer.steps=-1"): (2, ["error: trainer.steps=-1; expected an integer >= 1"], "demt_exp.validate"),
     ("demt_exp.evaluate", "--help"): (0, ["checkpoint"], "demt_exp.stored_config"),
     ("demt_exp.predict", "--help"): (0, ["checkpoint"], "demt_exp.stored_config"),
-    ("demt_exp.convert", "--help"): (0, ["--official"], "demt_exp.errors"),
+    ("demt_exp.convert", "--help"): (0, ["--official"], "demt_exp.utils.errors"),
     ("demt_exp.compare", "--help"): (0, ["--metrics TASK/METRIC", "--format"], "demt_exp.compare_table"),
     ("demt_exp.report", "--help"): (0, ["presets"], "demt_exp.config"),
 }

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,8 +41,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from demt_exp.bench_memory import memory_in_subprocess, timed_peak
 from demt_exp.bench_official import build_official_model
-from demt_exp.bench_timing import median_seconds
+from demt_exp.bench_profile import component_shares
 from demt_exp.config import compose_config
 from demt_exp.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.cpu_allocator import configure_cpu_allocator
@@ -51,7 +51,6 @@ from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import use_onednn_linears
 from demt_exp.precision import PRECISIONS
 
-COMPONENTS = ("backbone", "encoder", "decoder", "heads")
 MEASURED = ("eval", "train")
 
 
@@ -226,58 +225,6 @@ def alternating_times(
     return times
 
 
-def component_shares(setting: Setting) -> dict[str, float]:
-    """Share of one train step's time per component (forward ranges) and the rest (backward, optimiser)."""
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    handles = []
-    for name in COMPONENTS:
-        module = getattr(setting.model, name)
-        ranges: list[Any] = []
-
-        def enter(_m: nn.Module, _i: Any, name: str = name, ranges: list[Any] = ranges) -> None:
-            ranges.append(record_function(f"component:{name}"))
-            ranges[-1].__enter__()
-
-        def leave(_m: nn.Module, _i: Any, _o: Any, ranges: list[Any] = ranges) -> None:
-            ranges.pop().__exit__(None, None, None)
-
-        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setting.device.type == "cuda" else [])
-    try:
-        start = time.perf_counter()
-        with profile(activities=activities) as prof:
-            setting.train_step()
-        total_us = (time.perf_counter() - start) * 1e6
-    finally:
-        for handle in handles:
-            handle.remove()
-    spans = {
-        e.key.removeprefix("component:"): e.cpu_time_total
-        for e in prof.key_averages()
-        if e.key.startswith("component:")
-    }
-    shares = {name: spans.get(name, 0.0) / total_us for name in COMPONENTS}
-    shares["backward+optimizer"] = max(0.0, 1.0 - sum(shares.values()))
-    return shares
-
-
-def read_status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux clear_refs 5); False where the kernel refuses."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str, float]:
     """In a fresh process: peak memory of the eval forward or the train step, MiB, minus and with the model.
 
@@ -286,32 +233,14 @@ def memory_worker(args: argparse.Namespace, variant: str, what: str) -> dict[str
     setting = Setting(args, variant)
     setting.use(variant)
     fn = setting.eval_forward if what == "eval" else setting.train_step
-    if setting.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        seconds = median_seconds(fn, max(1, args.memory_repeats))
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        if not reset_peak_rss():
-            raise OSError("cannot reset the peak RSS (/proc/self/clear_refs); run with --memory none")
-        base = read_status_kb("VmRSS") * 1024
-        seconds = median_seconds(fn, max(1, args.memory_repeats))  # later steps also hold the optimiser state
-        peak = read_status_kb("VmHWM") * 1024
+    # later steps also hold the optimiser state: the median of several after the first
+    seconds, base, peak = timed_peak(fn, setting.device, max(1, args.memory_repeats))
     return {
         f"{what}_step_s": seconds,
         f"{what}_peak_mib": peak / 2**20,
         f"{what}_peak_minus_model_mib": (peak - base) / 2**20,
         "model_mib": base / 2**20,
     }
-
-
-def memory_in_subprocess(argv: list[str], variant: str, what: str = "train") -> dict[str, float]:
-    """Run `memory_worker` in a fresh interpreter so no earlier allocation shapes its peak."""
-    cmd = [sys.executable, "-m", "demt_exp.bench_model", "--memory-worker", variant, what, *argv]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory worker failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def summarise(times: dict[str, list[float]], batch: int) -> dict[str, float]:
@@ -393,7 +322,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             fast["train_peak_minus_model_mib"] / results["official"]["train_peak_minus_model_mib"]
         )
     if args.profile:
-        report["shares"] = component_shares(setting)
+        report["shares"] = component_shares(setting.model, setting.train_step, setting.device)
     return report
 
 

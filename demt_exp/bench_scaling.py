@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from demt_exp.bench_model import memory_in_subprocess
+from demt_exp.bench_memory import memory_in_subprocess
 
 PASCAL_TASKS = ["semseg", "human_parts", "sal", "normals", "edge"]
 COLUMNS = [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from demt_exp.data.photometric import PhotoMetricDistortion, PhotoParams, hsv_to_rgb, rgb_to_hsv
 from demt_exp.data.tasks import IGNORE_INDEX
 from demt_exp.data.transforms import (
     IMAGENET_MEAN,
@@ -14,16 +15,12 @@ from demt_exp.data.transforms import (
     CropBox,
     Normalize,
     PadImage,
-    PhotoMetricDistortion,
-    PhotoParams,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScaling,
     ToTensor,
     build_eval_transform,
     build_train_transform,
-    hsv_to_rgb,
-    rgb_to_hsv,
 )
 
 ALL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge", "depth")

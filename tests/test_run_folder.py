@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, re
 
 
 def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m demt_exp ARGS` in `cwd`, where Hydra's default `outputs/<date>/<time>` would go."""
+    """`python -m demt_exp ARGS` in `cwd`, where Hydra's default `outputs/<date>/<time>` would go (with a valid
+    OMP_NUM_THREADS: an invalid one makes libgomp print a warning of its own on stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "demt_exp", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "demt_exp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 

@@ -106,7 +106,8 @@ def test_a_signalled_stop_marks_the_wandb_run_preempting_and_a_failure_fails_it(
     monkeypatch.delenv("WANDB_MODE", raising=False)
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
-    for folder, error in (("stopped", StopRequested(10, 3)), ("failed", RuntimeError("boom"))):
+    stopped = StopRequested(10, 3, tmp_path / "stopped", None)
+    for folder, error in (("stopped", stopped), ("failed", RuntimeError("boom"))):
         tracker = Tracker(tmp_path / folder, True, wandb_settings={"panels": 0}, config={"a": 1})
         tracker.start()
         tracker.log(3, {"train/loss": 0.5})

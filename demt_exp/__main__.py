@@ -15,7 +15,10 @@ from omegaconf import DictConfig
 from demt_exp.config import CONF_DIR, CONFIG_NAME
 from demt_exp.config_errors import report_unknown_keys
 from demt_exp.run_folder import redirect_other_ranks, run_job
+from demt_exp.utils.errors import EXIT_CODE
 from demt_exp.validate import validate_settings
+
+JOBS_STARTED: list[str] = []  # run folders of the jobs Hydra started in this process
 
 
 def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
@@ -35,19 +38,22 @@ def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; a config mistake is one line on stderr and exit 2, with no run folder left."""
     out_dir = HydraConfig.get().runtime.output_dir
+    JOBS_STARTED.append(out_dir)
     # A Ctrl-C reaches here as the second one (or before training began): every save is atomic
     continued = "; nothing in {out_dir} is half-written: the same command continues its last checkpoint"
     return run_job(lambda: train_and_evaluate(cfg, out_dir), out_dir, continued)  # type: ignore[return-value]
 
 
 def cli() -> None:
-    """Console entry point: Hydra's app, plus valid-key hints when an override names an unknown key."""
+    """Console entry point: Hydra's app; a command line Hydra cannot compose (an unknown key or option) adds
+    the valid keys and exits 2 like every other config mistake."""
     redirect_other_ranks(sys.argv)  # torchrun/srun: every rank works in rank 0's run folder
     try:
         main()
     except SystemExit as exit_:
-        if exit_.code == 1:  # Hydra could not compose the config
+        if exit_.code == 1 and not JOBS_STARTED:  # Hydra failed before any job ran: it could not compose
             report_unknown_keys()
+            raise SystemExit(EXIT_CODE) from None
         raise
 
 

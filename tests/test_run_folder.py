@@ -26,6 +26,16 @@ def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_folder(tmp_path: Path
     assert list(tmp_path.iterdir()) == []  # Hydra's outputs/<date>/<time> was removed, and its empty parents
 
 
+def test_a_key_or_option_hydra_cannot_compose_exits_2_naming_what_exists(tmp_path: Path) -> None:
+    unknown_key = command("trainer.stepz=3", cwd=tmp_path)
+    assert unknown_key.returncode == 2 and "Traceback" not in unknown_key.stderr
+    assert "unknown key 'trainer.stepz'; valid keys of 'trainer': activation_checkpointing," in unknown_key.stderr
+    unknown_option = command("backbone=swin_x", cwd=tmp_path)
+    assert unknown_option.returncode == 2 and "Traceback" not in unknown_option.stderr
+    assert "swin_t" in unknown_option.stderr  # Hydra lists the options of the group
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_missing_resume_file_is_one_line_and_keeps_no_folder(tmp_path: Path) -> None:
     result = command("trainer.resume=true", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2

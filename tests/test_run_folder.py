@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, remove_if_unused
+import pytest
+
+from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, remove_if_unused, run_job
+from demt_exp.utils.errors import ConfigError
 
 
 def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -77,3 +80,36 @@ def test_ranks_above_0_put_hydra_files_in_a_scratch_folder() -> None:
     scratch = redirect_other_ranks(argv, rank=1)
     assert scratch is not None and scratch.is_dir()
     assert argv[-2:] == [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+
+
+def test_a_ctrl_c_reaching_a_command_is_one_line_exit_130_and_tidies_an_untouched_folder(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """What evaluate, predict and training do with a Ctrl-C that reaches their job (`run_folder.run_job`)."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    untouched, written = tmp_path / "untouched", tmp_path / "written"
+    for folder in (untouched, written):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "__main__.log").write_text("")
+    (written / "edge_preds").mkdir()
+    for folder in (untouched, written):
+        with pytest.raises(SystemExit) as stopped:
+            run_job(interrupted, folder, "; {out_dir} holds the files written so far")
+        assert stopped.value.code == 130
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["aborted by Ctrl-C", f"aborted by Ctrl-C; {written} holds the files written so far"]
+    assert not untouched.exists() and (written / "edge_preds").is_dir()
+
+
+def test_a_user_mistake_reaching_a_command_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    def mistaken() -> None:
+        raise ConfigError("eval.panels=-1; expected an integer >= 0")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_job(mistaken, tmp_path / "absent")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: eval.panels=-1; expected an integer >= 0\n"

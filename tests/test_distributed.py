@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, run_cli
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
@@ -130,15 +130,7 @@ def test_torchrun_ranks_share_one_run_folder_and_the_one_process_chance_level(tm
         "trainer.chance_reference=true",
     ]
     one = tmp_path / "one"
-    single = subprocess.run(
-        [sys.executable, "-m", "demt_exp", *overrides, f"hydra.run.dir={one}"],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_cli(*overrides, f"hydra.run.dir={one}", env={"OMP_NUM_THREADS": "1"})
     workdir = tmp_path / "two"
     workdir.mkdir()
     result = torchrun("-m", "demt_exp", *overrides, cwd=workdir)

@@ -41,11 +41,10 @@ def holds_only_hydra_files(folder: Path) -> bool:
 def remove_if_unused(folder: str | Path) -> bool:
     """Remove a run folder that holds only Hydra's own files, and the parents inside the working folder
     that this leaves empty (`outputs/<date>/`, `outputs/`)."""
-    folder = Path(folder).absolute()
-    if not holds_only_hydra_files(folder):
-        return False
+    folder, cwd = Path(folder).absolute(), Path.cwd().absolute()
+    if folder == cwd or folder in cwd.parents or not holds_only_hydra_files(folder):
+        return False  # never the folder the user works in (hydra.run.dir=.) or one above it
     shutil.rmtree(folder, ignore_errors=True)
-    cwd = Path.cwd().absolute()
     for parent in folder.parents:
         if parent == cwd or cwd not in parent.parents:
             break

@@ -71,6 +71,8 @@ def test_only_folders_holding_hydra_files_alone_are_removed(tmp_path: Path, monk
     (real_run / "metrics.jsonl").unlink()
     assert remove_if_unused(real_run) and not (tmp_path / "day").exists()  # its last run gone: the parent too
     assert tmp_path.is_dir()  # never above the working folder
+    (tmp_path / ".hydra").mkdir()
+    assert not remove_if_unused(tmp_path) and (tmp_path / ".hydra").is_dir()  # hydra.run.dir=. is kept
 
 
 def test_ranks_above_0_put_hydra_files_in_a_scratch_folder() -> None:

@@ -18,13 +18,8 @@ from official_reference import (
 from omegaconf import DictConfig
 from torch import nn
 
-from demt_exp.models.convert import (
-    ConversionError,
-    cycle_offset,
-    mmseg_backbone_to_ours,
-    official_to_ours,
-    ours_to_official,
-)
+from demt_exp.models.convert import ConversionError, mmseg_backbone_to_ours, official_to_ours
+from demt_exp.models.convert_export import cycle_offset, ours_to_official
 from demt_exp.models.init import apply_init, load_weights
 from demt_exp.models.model import MultiTaskModel, build_model
 from demt_exp.models.swin import SwinBackbone

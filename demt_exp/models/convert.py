@@ -13,7 +13,8 @@ The mapping is a list of `Entry`s in the official state-dict order, built from o
 structure, so it serves every Swin size, mixer depth and task list and both directions.
 Tensors that only the official model saves (the unused CycleFC `offset` buffers, Swin's
 `relative_position_index` buffers, DeGMix's unused `linear1`) are dropped on import and
-synthesised on export, so an exported file has exactly the official keys, shapes and order.
+synthesised on export (`convert_export.py`), so an exported file has exactly the official keys, shapes
+and order.
 """
 
 from __future__ import annotations
@@ -109,49 +110,12 @@ def to_ours(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def to_official(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
-    """Our tensor -> official tensor (inverse of `to_ours`)."""
-    if entry.transform == "merge_vector":
-        return tensor[torch.argsort(merge_permutation(tensor.shape[0] // 4))]
-    if entry.transform == "merge_columns":
-        return tensor[:, torch.argsort(merge_permutation(tensor.shape[1] // 4))]
-    if entry.transform == "squeeze":
-        return tensor.unsqueeze(-1)
-    return tensor
-
-
 def official_shape(entry: Entry, ours: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
     """Shape the official checkpoint must have for this entry."""
     if entry.ours is None:
         return entry.shape
     shape = tuple(ours[entry.ours].shape)
     return shape + (1,) if entry.transform == "squeeze" else shape
-
-
-# ----------------------------------------------------------------------------- synthetic tensors
-
-
-def cycle_offset(channels: int) -> torch.Tensor:
-    """CycleFC offset pattern of a (1, 3) kernel (SPEC 1.5.3): dy = 0, dx = ((i + 1) mod 3) - 1."""
-    offset = torch.zeros(1, 2 * channels, 1, 1)
-    offset[0, 1::2, 0, 0] = (torch.arange(channels) + 1) % 3 - 1
-    return offset
-
-
-def relative_position_index(window: int) -> torch.Tensor:
-    """Standard Swin index into the (2w-1)^2 bias table for every pair of window positions."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
-    return relative[..., 0] * (2 * window - 1) + relative[..., 1]
-
-
-def synthesise(entry: Entry) -> torch.Tensor:
-    """The tensor an official checkpoint holds where our model has none."""
-    if entry.synthetic == "cycle_offset":
-        return cycle_offset(entry.shape[1] // 2)
-    if entry.synthetic == "relative_position_index":
-        return relative_position_index(int(round(entry.shape[0] ** 0.5)))
-    return torch.zeros(entry.shape)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -402,13 +366,3 @@ def mmseg_backbone_to_ours(
     """mmseg UperNet checkpoint -> our backbone's state dict (no prefix); the UperNet heads are ignored."""
     converted, dropped = convert_entries(state, backbone_layout(backbone), backbone.state_dict(), UPERNET_HEAD_PREFIXES)
     return converted, ConversionReport("mmseg_backbone", len(converted), dropped, scope="backbone")
-
-
-def ours_to_official(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Our state dict -> the official checkpoint's state dict: official names, shapes and order."""
-    state = model.state_dict() if state is None else state
-    entries = official_layout(model)
-    missing = [e.ours for e in entries if e.ours is not None and e.ours not in state]
-    unexpected = sorted(set(state) - {e.ours for e in entries})
-    raise_problems([str(k) for k in missing], unexpected, [])
-    return {e.official: synthesise(e) if e.ours is None else to_official(e, state[e.ours]) for e in entries}

@@ -1,6 +1,6 @@
 """Packaging beyond what pyproject.toml can say: the top-level `conf/` and `sweeps/` folders (the
 layout users see and edit) go into the wheel as `demt_exp/conf` and `demt_exp/sweeps`, where
-`demt_exp/config.py` finds them when no source checkout is around."""
+`demt_exp/config/compose.py` finds them when no source checkout is around."""
 
 from setuptools import find_packages, setup
 

@@ -12,11 +12,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from demt_exp.config import CONF_DIR, CONFIG_NAME
-from demt_exp.config_errors import report_unknown_keys
-from demt_exp.run_folder import redirect_other_ranks, run_job
+from demt_exp.config.checks import validate_settings
+from demt_exp.config.compose import CONF_DIR, CONFIG_NAME
+from demt_exp.config.errors import report_unknown_keys
+from demt_exp.engine.run_folder import redirect_other_ranks, run_job
 from demt_exp.utils.errors import EXIT_CODE
-from demt_exp.validate import validate_settings
 
 JOBS_STARTED: list[str] = []  # run folders of the jobs Hydra started in this process
 
@@ -24,7 +24,7 @@ JOBS_STARTED: list[str] = []  # run folders of the jobs Hydra started in this pr
 def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
     """The job: checks, training, evaluation; returns the configured objective for sweepers."""
     validate_settings(cfg)
-    from demt_exp.train import run  # torch and the models: only for a config that passed its checks
+    from demt_exp.engine.trainer import run  # torch and the models: only for a config that passed its checks
 
     results = run(cfg, out_dir)
     objective = cfg.get("objective")

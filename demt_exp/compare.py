@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from demt_exp.compare_metrics import select_metrics
-from demt_exp.compare_runs import Row, RunResult, Skipped, load_runs, table_rows
-from demt_exp.compare_table import csv_text, json_text, markdown, printable
+from demt_exp.results.metrics import select_metrics
+from demt_exp.results.runs import Row, RunResult, Skipped, load_runs, table_rows
+from demt_exp.results.table import csv_text, json_text, markdown, printable
 from demt_exp.utils.errors import EXIT_CODE, UserError
 
 FORMATS = ("markdown", "csv", "json")
@@ -83,7 +83,7 @@ def write_outputs(out: Path, keys: list[str], rows: list[Row], metrics: list[str
     note(f"wrote {out / 'compare.csv'}")
     if not plot:
         return
-    from demt_exp.compare_plot import plot_metrics  # lazy: matplotlib only when a PNG is wanted
+    from demt_exp.viz.plots import plot_metrics  # lazy: matplotlib only when a PNG is wanted
 
     path = plot_metrics(keys, rows, metrics, out / "compare.png")
     note(f"wrote {path}" if path else PLOT_HINT)

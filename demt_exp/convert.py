@@ -42,11 +42,11 @@ def convert(official: Path, out: Path, overrides: list[str], trust: bool = False
     The model comes from the command line alone: the file gives tensors (read `weights_only` unless
     `trust`), never a config, so nothing in it chooses code.
     """
-    from demt_exp.checkpoint import save_atomic
-    from demt_exp.config import compose_config
-    from demt_exp.models.init import load_state
+    from demt_exp.config.compose import compose_config
+    from demt_exp.engine.checkpoint import save_atomic
+    from demt_exp.models.load_weights import load_state
     from demt_exp.models.model import build_model
-    from demt_exp.models.weights import read_state_dict
+    from demt_exp.models.state_dict import read_state_dict
     from demt_exp.utils.torch_files import TRUST_HINT, UntrustedCheckpointError
 
     try:

@@ -20,15 +20,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from demt_exp.config import CONF_DIR
-from demt_exp.inference import composable
-from demt_exp.run_folder import redirect_other_ranks, run_job
+from demt_exp.config.compose import CONF_DIR
+from demt_exp.engine.from_checkpoint import composable
+from demt_exp.engine.run_folder import redirect_other_ranks, run_job
 from demt_exp.utils.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
 
-    from demt_exp.distributed import DistInfo
+    from demt_exp.engine.distributed import DistInfo
 
 log = logging.getLogger("demt_exp")
 
@@ -51,13 +51,13 @@ def evaluate_checkpoint(
     # The engine is imported here, not at the top: `--help` answers before torch would load.
     from hydra.utils import instantiate
 
-    from demt_exp.evaluator import eval_loader, evaluate
-    from demt_exp.inference import load_inference_model
+    from demt_exp.engine.evaluator import eval_loader, evaluate
+    from demt_exp.engine.from_checkpoint import load_inference_model
+    from demt_exp.engine.precision import autocast_factory
     from demt_exp.metrics import MetricContext
-    from demt_exp.metrics.boundary_settings import boundary_settings
-    from demt_exp.metrics.edge_boundary import val_dataset_options
-    from demt_exp.precision import autocast_factory
-    from demt_exp.prediction_writer import PredictionWriter
+    from demt_exp.metrics.boundary.edge_task import val_dataset_options
+    from demt_exp.metrics.boundary.settings import boundary_settings
+    from demt_exp.viz.prediction_files import PredictionWriter
 
     protocol = str(cfg.eval.boundary_protocol)
     if protocol not in BOUNDARY_PROTOCOLS:
@@ -136,8 +136,9 @@ def write_record(
 
 def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """Evaluate the checkpoint `cfg.checkpoint` as the command line `overrides` describes it."""
-    from demt_exp.distributed import broadcast_from_main, cleanup, init_distributed
-    from demt_exp.inference import inference_config
+    from demt_exp.engine.distributed import cleanup, init_distributed
+    from demt_exp.engine.from_checkpoint import inference_config
+    from demt_exp.utils.collectives import broadcast_from_main
 
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: python -m demt_exp.evaluate checkpoint=PATH [overrides]")

@@ -25,9 +25,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.inference import composable
-from demt_exp.run_folder import run_job
+from demt_exp.config.compose import CONF_DIR, compose_config
+from demt_exp.engine.from_checkpoint import composable
+from demt_exp.engine.run_folder import run_job
 from demt_exp.utils.errors import ConfigError, UserError, one_line_errors
 
 if TYPE_CHECKING:
@@ -126,10 +126,10 @@ def predict(cfg: DictConfig, payload: dict[str, Any] | None, out_dir: Path, data
     import torch
     from torch.utils.data import DataLoader
 
-    from demt_exp.distributed import pick_device
-    from demt_exp.evaluator import to_device
-    from demt_exp.inference import load_inference_model
-    from demt_exp.prediction_writer import PredictionWriter
+    from demt_exp.engine.distributed import pick_device
+    from demt_exp.engine.evaluator import to_device
+    from demt_exp.engine.from_checkpoint import load_inference_model
+    from demt_exp.viz.prediction_files import PredictionWriter
 
     device = pick_device(str(cfg.trainer.device), 0)
     model = load_inference_model(cfg.checkpoint, cfg, payload).to(device)
@@ -149,7 +149,7 @@ def checked_inputs(checkpoint: str, overrides: tuple[str, ...]) -> tuple[DictCon
     """Everything predict reads from the user's files: the checkpoint (readable, its stored config
     accepted), the config it gives, and the input images. Kept, so the check before Hydra creates the
     output folder and the run after it read the checkpoint once."""
-    from demt_exp.inference import inference_config
+    from demt_exp.engine.from_checkpoint import inference_config
 
     if checkpoint == "???":
         raise UserError("no checkpoint given: python -m demt_exp.predict checkpoint=PATH input=IMAGES out=DIR")

@@ -7,7 +7,7 @@
 Components are the model's own children (backbone, encoder, decoder, heads). MACs come from
 torch's FlopCounterMode (2 FLOPs per MAC, halved here) on one eval-mode forward pass under
 no_grad, with the ops the counter misses on this install and device added by formula: which
-ones is decided by probing the counter at run time (`demt_exp.flops`), never by the torch
+ones is decided by probing the counter at run time (`demt_exp.utils.flops`), never by the torch
 version, and the report lists them. On the default meta device nothing is computed, so any
 input size is instant; there `deform_backend=auto` takes the pure-PyTorch path (grid_sample +
 counted 1x1 conv), which gives the same totals as torchvision's op.
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.errors import HydraException
 
-from demt_exp.config import CONF_DIR, compose_config
+from demt_exp.config.compose import CONF_DIR, compose_config
 from demt_exp.models.init_setting import describe_init
 from demt_exp.utils.errors import ConfigError, one_line_errors
 
@@ -57,7 +57,7 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
 
 def printed_op(op: Any) -> str:
     """`aten::grid_sampler_2d`, as torch's profiler spells an op."""
-    from demt_exp.flops import op_name
+    from demt_exp.utils.flops import op_name
 
     return op_name(op).replace(".", "::", 1)
 
@@ -66,8 +66,8 @@ def count_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, Any]:
     """MACs per child module, split into counted by torch and added by formula, plus per-op totals."""
     import torch
 
-    from demt_exp.flops import OP_KINDS, count_flops, counter_gaps
     from demt_exp.models.formulation import set_fast
+    from demt_exp.utils.flops import OP_KINDS, count_flops, counter_gaps
 
     formula_text = {kind.name: kind.formula_text for kind in OP_KINDS}
     model.eval()

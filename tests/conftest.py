@@ -16,7 +16,7 @@ import torch
 from ci_skips import pytest_runtest_makereport  # noqa: F401  (hook: no silent skips under CI=true)
 from omegaconf import DictConfig
 
-from demt_exp.config import compose_config
+from demt_exp.config.compose import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

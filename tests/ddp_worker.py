@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from demt_exp.config import compose_config
-from demt_exp.distributed import cleanup, init_distributed, wrap_distributed
-from demt_exp.evaluator import to_device
-from demt_exp.losses import build_loss
+from demt_exp.config.compose import compose_config
+from demt_exp.engine.distributed import cleanup, init_distributed, wrap_distributed
+from demt_exp.engine.evaluator import to_device
+from demt_exp.engine.loader import batches_forever, train_loader
+from demt_exp.engine.optim import build_optimizer, build_poly_scheduler
+from demt_exp.engine.rng import seed_everything
+from demt_exp.engine.step import train_step
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model
-from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.rng import seed_everything
-from demt_exp.sampling import batches_forever, train_loader
-from demt_exp.step import train_step
 from demt_exp.weighting import build_weighting
 
 

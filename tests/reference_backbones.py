@@ -18,8 +18,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from official_reference import FFN
 from torch import nn
+
+from demt_exp.bench.official_model import FFN
 
 # ----------------------------------------------------------------------------- ViT (DeGMix, mmseg names)
 

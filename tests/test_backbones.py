@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
-from demt_exp.config import compose_config
+from demt_exp.config.compose import compose_config
 from demt_exp.models.hrnet import HRNetBackbone, hr_module_forward
-from demt_exp.models.init import apply_init
+from demt_exp.models.load_weights import apply_init
 from demt_exp.models.model import build_model
 from demt_exp.models.necks import FeatConvNeck
 from demt_exp.models.swin import SwinBackbone

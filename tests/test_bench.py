@@ -95,7 +95,7 @@ def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.
 
 
 def test_the_plain_formulation_under_the_system_heap_policy_joins_when_both_baselines_are_named() -> None:
-    from demt_exp.bench_model import chosen_variants, same_heap_policy
+    from demt_exp.bench.model import chosen_variants, same_heap_policy
 
     both = chosen_variants(["plain", "system-malloc", "plain"])
     assert both == ["fast", "plain", "system-malloc", "plain+system-malloc"]
@@ -146,7 +146,7 @@ def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -
 
 
 def test_official_baseline_comes_last_and_never_alternates_in_this_process() -> None:
-    from demt_exp.bench_model import chosen_variants, same_heap_policy
+    from demt_exp.bench.model import chosen_variants, same_heap_policy
 
     variants = chosen_variants(["official", "plain", "system-malloc"])
     assert variants == ["fast", "plain", "system-malloc", "plain+system-malloc", "official"]
@@ -156,8 +156,8 @@ def test_official_baseline_comes_last_and_never_alternates_in_this_process() -> 
 def test_the_official_baseline_is_the_reference_model_of_the_configured_size_and_tasks() -> None:
     import torch
 
-    from demt_exp.bench_official import build_official_model
-    from demt_exp.config import compose_config
+    from demt_exp.bench.official import build_official_model
+    from demt_exp.config.compose import compose_config
 
     cfg = compose_config(["encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5"])
     model = build_official_model(cfg).eval()
@@ -185,8 +185,8 @@ def test_the_official_baseline_is_the_reference_model_of_the_configured_size_and
     ],
 )
 def test_the_official_baseline_refuses_a_config_the_released_code_does_not_have(overrides: list[str], key: str) -> None:
-    from demt_exp.bench_official import build_official_model
-    from demt_exp.config import compose_config
+    from demt_exp.bench.official import build_official_model
+    from demt_exp.config.compose import compose_config
 
     with pytest.raises(SystemExit, match=re.escape(key)):
         build_official_model(compose_config(overrides))
@@ -233,7 +233,7 @@ def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> Non
 def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one() -> None:
     import argparse
 
-    from demt_exp.bench_model import (
+    from demt_exp.bench.model import (
         Setting,
         add_options,
         chosen_variants,
@@ -314,7 +314,7 @@ def test_scaling_outputs_hold_every_point_and_a_png_of_both_sweeps(tmp_path) -> 
 
     from PIL import Image
 
-    from demt_exp.bench_scaling import write_outputs
+    from demt_exp.bench.scaling import write_outputs
 
     rows = [
         {
@@ -366,7 +366,7 @@ def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureF
 
 
 def test_startup_bench_times_a_command_in_a_fresh_process() -> None:
-    from demt_exp.bench_startup import COMMANDS, time_command
+    from demt_exp.bench.startup import COMMANDS, time_command
 
     seconds, code = time_command(("demt_exp", "trainer.steps=-1"), repeats=1)
     assert code == 2 and 0 < seconds < 300  # the config mistake's exit code: it ran, and was timed

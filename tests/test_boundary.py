@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from demt_exp.metrics.boundary import (
+from demt_exp.metrics.boundary.counts import (
     BoundaryMetric,
     gt_boundary_map,
     image_counts,
     png_values,
 )
-from demt_exp.metrics.boundary_protocol import (
+from demt_exp.metrics.boundary.protocol import (
     ATRC_THRESHOLDS,
     INVPT_THRESHOLDS,
     BoundaryProtocol,
@@ -25,7 +25,7 @@ from demt_exp.metrics.boundary_protocol import (
     boundary_protocol,
     invpt_protocol,
 )
-from demt_exp.metrics.thinning import bwmorph_thin
+from demt_exp.metrics.boundary.thinning import bwmorph_thin
 
 ONE_THRESHOLD = BoundaryProtocol("test", (0.5,), "ge", False, 0.075)
 
@@ -203,8 +203,8 @@ def test_metric_update_takes_logits_like_the_dense_metrics() -> None:
 
 
 def test_worker_processes_give_the_same_scores_as_one_process() -> None:
-    from demt_exp.metrics.boundary_parallel import evaluate_boundaries
-    from demt_exp.metrics.synthetic_edges import synthetic_edge_pair
+    from demt_exp.metrics.boundary.parallel import evaluate_boundaries
+    from demt_exp.metrics.boundary.synthetic import synthetic_edge_pair
 
     rng = np.random.default_rng(0)
     pairs = [(pred, gt_boundary_map(edge)) for pred, edge in (synthetic_edge_pair(40, 56, rng) for _ in range(3))]

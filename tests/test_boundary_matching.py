@@ -8,12 +8,12 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 
 from demt_exp.data.edges import thin as plain_thin
-from demt_exp.metrics.correspond import (
+from demt_exp.metrics.boundary.correspond import (
     ToleranceGraph,
     maximum_matching_size,
     tolerance_offsets,
 )
-from demt_exp.metrics.thinning import bwmorph_thin
+from demt_exp.metrics.boundary.thinning import bwmorph_thin
 
 
 def _random_masks(count: int, seed: int):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from demt_exp.metrics.boundary import BoundaryMetric
-from demt_exp.metrics.boundary_pooling import (
+from demt_exp.metrics.boundary.counts import BoundaryMetric
+from demt_exp.metrics.boundary.pooling import (
     general_ap,
     ods_ois_ap,
     pooled_precision_recall,
 )
-from demt_exp.metrics.boundary_protocol import BoundaryProtocol
+from demt_exp.metrics.boundary.protocol import BoundaryProtocol
 
 # Two images x two thresholds; fields (matched pred, pred, matched GT, GT).
 IMAGE_A = np.array([[8, 10, 8, 10], [4, 5, 4, 10]])

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from demt_exp.checkpoint import (
+from demt_exp.engine.checkpoint import (
     CheckpointFolder,
     load_checkpoint,
     remove_stale_temporaries,
     save_atomic,
 )
-from demt_exp.rng import rng_state, set_rng_state
+from demt_exp.engine.rng import rng_state, set_rng_state
 from demt_exp.utils.torch_files import UntrustedCheckpointError, safe_load
 
 REPO = Path(__file__).resolve().parent.parent

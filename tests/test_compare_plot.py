@@ -9,8 +9,8 @@ import pytest
 from test_compare import nyud_metrics, seeds_sweep, two_key_sweep, write_run
 
 from demt_exp.compare import main
-from demt_exp.compare_plot import build_figure, short_keys
-from demt_exp.compare_runs import load_runs, table_rows
+from demt_exp.results.runs import load_runs, table_rows
+from demt_exp.viz.plots import build_figure, short_keys
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

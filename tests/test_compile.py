@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from demt_exp.compile import maybe_compile
+from demt_exp.engine.compile import maybe_compile
 from demt_exp.models.model import build_model
 
 VARIANTS = {

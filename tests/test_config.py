@@ -10,14 +10,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from demt_exp.config_errors import unknown_key_hints
-from demt_exp.losses import MultiTaskLoss, build_loss
-from demt_exp.optim import (
+from demt_exp.config.errors import unknown_key_hints
+from demt_exp.engine.optim import (
     build_optimizer,
     build_poly_scheduler,
     parameter_groups,
     poly_factor,
 )
+from demt_exp.losses.task_losses import MultiTaskLoss, build_loss
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

@@ -16,10 +16,10 @@ from fake_nyud import write_fake_nyud
 from fake_pascal import write_fake_pascal
 from hydra.utils import instantiate
 
-from demt_exp.config import CONF_DIR, compose_config
-from demt_exp.losses import build_loss
+from demt_exp.config.compose import CONF_DIR, compose_config
+from demt_exp.engine.optim import build_optimizer
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model
-from demt_exp.optim import build_optimizer
 
 CONF = Path(CONF_DIR)
 # Options that only make sense beside another one (the concat encoder has no `dim` for a mixer decoder).

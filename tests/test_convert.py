@@ -9,21 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_reference import (
+from omegaconf import DictConfig
+from torch import nn
+
+from demt_exp.bench.official_model import (
     OfficialModel,
     SwinTransformer,
     mmseg_relative_position_index,
     randomize_,
 )
-from omegaconf import DictConfig
-from torch import nn
-
-from demt_exp.models.convert import ConversionError, mmseg_backbone_to_ours, official_to_ours
-from demt_exp.models.convert_export import cycle_offset, ours_to_official
-from demt_exp.models.init import apply_init, load_weights
+from demt_exp.engine.rng import rng_state
+from demt_exp.models.load_weights import apply_init, load_weights
 from demt_exp.models.model import MultiTaskModel, build_model
+from demt_exp.models.official_export import cycle_offset, ours_to_official
+from demt_exp.models.official_layout import ConversionError, mmseg_backbone_to_ours, official_to_ours
 from demt_exp.models.swin import SwinBackbone
-from demt_exp.rng import rng_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_DIR = Path(__file__).resolve().parent / "fixtures" / "official_keys"  # copies of the official state-dict listings
@@ -82,7 +82,7 @@ def save_lightning(state: dict[str, torch.Tensor], path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_demt() -> tuple[list[str], MultiTaskModel]:
     """A DeMT NYUD model with a narrow head (the official names do not depend on the width)."""
-    from demt_exp.config import compose_config
+    from demt_exp.config.compose import compose_config
 
     args = [*overrides("demt", "nyud"), "encoder.dim=32"]
     model = build_model(compose_config(args))

@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from demt_exp.config import compose_config
-from demt_exp.cpu_allocator import apply_cpu_allocator, configure_cpu_allocator, glibc_mallopt
-from demt_exp.validate import ConfigError, validate_config
+from demt_exp.config.checks import ConfigError, validate_config
+from demt_exp.config.compose import compose_config
+from demt_exp.engine.cpu_allocator import apply_cpu_allocator, configure_cpu_allocator, glibc_mallopt
 
 # Four 40 MiB tensors (over glibc's largest mmap threshold, 32 MiB) live at once and are freed
 # together, as activations are at the end of a step; the first steps grow the heap.
 LOOP = """
 import resource, sys, torch
-from demt_exp.cpu_allocator import configure_cpu_allocator
+from demt_exp.engine.cpu_allocator import configure_cpu_allocator
 configure_cpu_allocator(sys.argv[1])
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def step():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from demt_exp.engine.optim import parameter_groups
 from demt_exp.models.degmix import ChannelGate, GatedTaskDecoder, LinearTaskAttention
 from demt_exp.models.encoder import DeformableMixerEncoder
 from demt_exp.models.model import MultiTaskModel, build_model
-from demt_exp.optim import parameter_groups
 
 
 def count(module: nn.Module) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from demt_exp.config import SWEEPS_DIR
+from demt_exp.config.compose import SWEEPS_DIR
 from demt_exp.metrics.delta_m import (
     STANDARD_METRICS,
     delta_m,

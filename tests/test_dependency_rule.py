@@ -1,5 +1,9 @@
-"""The dependency rule (DESIGN.md), read from the source: no import circles, nothing imports a command, models
-never import the run-time engine, and the bottom layer (`utils/`) imports none of the others.
+"""The dependency rule (DESIGN.md), read from the source:
+
+    commands -> engine/ -> {config, models, data, losses, metrics, tracking, weighting, results, viz} -> utils/
+
+No import circles; nothing imports a command; no layer imports one above it; the top level holds only the
+commands users type, each thin; no module is long; the package never reads a file of its test suite.
 
 Circles count module-level imports only (an import inside a function is how a light command defers torch, and
 cannot form a circle at import time); the layer rules count every import, deferred ones too.
@@ -11,17 +15,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "demt_exp"
-COMMANDS = {
-    "demt_exp.__main__", "demt_exp.evaluate", "demt_exp.predict", "demt_exp.compare", "demt_exp.report",
-    "demt_exp.convert", "demt_exp.bench", "demt_exp.data.__main__",
-}  # fmt: skip
-# The run-time engine, in today's flat layout (DESIGN.md's engine/ to be).
-ENGINE = {
-    "demt_exp.train", "demt_exp.step", "demt_exp.checkpoint", "demt_exp.checkpoint_policy", "demt_exp.resume",
-    "demt_exp.distributed", "demt_exp.launch_env", "demt_exp.signals", "demt_exp.precision", "demt_exp.compile",
-    "demt_exp.cpu_allocator", "demt_exp.rng", "demt_exp.sampling", "demt_exp.optim", "demt_exp.evaluator",
-    "demt_exp.run_folder", "demt_exp.inference", "demt_exp.baseline",
-}  # fmt: skip
+TOP_COMMANDS = {"__main__", "evaluate", "predict", "compare", "report", "convert"}
+MIDDLE = {"config", "models", "data", "losses", "metrics", "tracking", "weighting", "results", "viz"}
+COMMAND_LINES, MODULE_LINES = 150, 400
 
 
 def module_name(path: Path) -> str:
@@ -30,6 +26,16 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def layer(name: str) -> int:
+    """0 commands (top-level modules, `bench/`, `data/__main__`), 1 engine, 2 the middle folders, 3 utils."""
+    parts, path = name.split("."), MODULES[name]
+    if name == "demt_exp":
+        return 3
+    if path.parent == PACKAGE or parts[1] == "bench" or parts[-1] == "__main__":
+        return 0
+    return {"engine": 1, "utils": 3}.get(parts[1], 2 if parts[1] in MIDDLE else -1)
 
 
 def imported(path: Path, module_level_only: bool) -> set[str]:
@@ -61,10 +67,20 @@ def cycle_from(start: str, graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_walk_sees_the_package_and_its_imports() -> None:
-    assert {"demt_exp.train", "demt_exp.models.model", "demt_exp.__main__"} <= set(MODULES)
-    assert "demt_exp.models.model" in imported(MODULES["demt_exp.train"], module_level_only=True)
-    assert "demt_exp.train" in imported(MODULES["demt_exp.__main__"], module_level_only=False)  # a deferred import
-    assert "demt_exp.train" not in imported(MODULES["demt_exp.__main__"], module_level_only=True)
+    assert {"demt_exp.engine.trainer", "demt_exp.models.model", "demt_exp.__main__"} <= set(MODULES)
+    trainer = MODULES["demt_exp.engine.trainer"]
+    assert "demt_exp.models.model" in imported(trainer, module_level_only=True)
+    main = MODULES["demt_exp.__main__"]
+    assert "demt_exp.engine.trainer" in imported(main, module_level_only=False)  # a deferred import
+    assert "demt_exp.engine.trainer" not in imported(main, module_level_only=True)
+    assert [layer(n) for n in ("demt_exp.evaluate", "demt_exp.bench.model", "demt_exp.data.__main__")] == [0, 0, 0]
+    assert [layer(n) for n in ("demt_exp.engine.step", "demt_exp.metrics.boundary.nms", "demt_exp.utils")] == [1, 2, 3]
+
+
+def test_every_module_sits_in_a_layer_and_the_top_level_holds_only_commands() -> None:
+    assert {name: layer(name) for name in MODULES if layer(name) < 0} == {}
+    top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == TOP_COMMANDS
 
 
 def test_no_import_circles() -> None:
@@ -73,17 +89,34 @@ def test_no_import_circles() -> None:
     assert not circles, circles[0]
 
 
-def test_nothing_imports_a_command() -> None:
-    offenders = {
-        name: sorted(imported(path, module_level_only=False) & (COMMANDS - {name})) for name, path in MODULES.items()
-    }
-    assert {name: found for name, found in offenders.items() if found} == {}
+def test_no_layer_imports_one_above_it_and_nothing_imports_a_command() -> None:
+    upward = {}
+    for name, path in MODULES.items():
+        found = imported(path, module_level_only=False)
+        if layer(name) == 0:  # a command may use its own helpers (bench/), never another command's entry point
+            found = {f for f in found if layer(f) == 0 and f.split(".")[:2] != name.split(".")[:2]}
+        else:
+            found = {f for f in found if layer(f) < layer(name)}
+        if found:
+            upward[name] = sorted(found)
+    assert upward == {}
 
 
-def test_models_never_import_the_engine_and_utils_import_no_layer_above() -> None:
-    layers = {name: imported(path, module_level_only=False) for name, path in MODULES.items()}
-    models = {name: sorted(found & ENGINE) for name, found in layers.items() if name.startswith("demt_exp.models")}
-    assert {name: found for name, found in models.items() if found} == {}
-    above = set(MODULES) - {n for n in MODULES if n.startswith("demt_exp.utils")}
-    utils = {name: sorted(found & above) for name, found in layers.items() if name.startswith("demt_exp.utils")}
-    assert {name: found for name, found in utils.items() if found} == {}
+def test_commands_are_thin_and_no_module_is_long() -> None:
+    lines = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    commands = {f"demt_exp.{name}" for name in TOP_COMMANDS} | {"demt_exp.bench.__main__", "demt_exp.data.__main__"}
+    assert {name: n for name, n in lines.items() if name in commands and n > COMMAND_LINES} == {}
+    assert {name: n for name, n in lines.items() if n > MODULE_LINES} == {}
+
+
+def test_the_package_never_reads_its_test_suite() -> None:
+    readers = set()
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip("/") == "tests":
+                readers.add(name)
+            if isinstance(node, ast.ImportFrom | ast.Import) and any(
+                (alias.name.split(".")[0] in {"tests", "conftest"}) for alias in node.names
+            ):
+                readers.add(name)
+    assert readers == set()

@@ -15,10 +15,10 @@ from conftest import TINY_RUN, run_cli
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
-from demt_exp.losses import build_loss
+from demt_exp.engine.optim import build_optimizer
+from demt_exp.engine.rng import seed_everything
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model
-from demt_exp.optim import build_optimizer
-from demt_exp.rng import seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [

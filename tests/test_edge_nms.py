@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from demt_exp.metrics.edge_nms import (
+from demt_exp.metrics.boundary.nms import (
     conv_tri,
     edge_orientation,
     edges_nms,

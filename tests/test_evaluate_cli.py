@@ -19,8 +19,8 @@ from fake_nyud import write_fake_nyud
 from hydra.utils import instantiate
 from PIL import Image
 
-from demt_exp.crop import edge_uint8
-from demt_exp.inference import inference_config, load_inference_model
+from demt_exp.data.crop import edge_uint8
+from demt_exp.engine.from_checkpoint import inference_config, load_inference_model
 from demt_exp.metrics import (
     BoundaryMetric,
     MultiTaskMetrics,

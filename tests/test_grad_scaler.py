@@ -21,10 +21,10 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import default_collate
 
-from demt_exp.losses import build_loss
-from demt_exp.optim import build_poly_scheduler
-from demt_exp.precision import grad_scaler
-from demt_exp.step import train_step
+from demt_exp.engine.optim import build_poly_scheduler
+from demt_exp.engine.precision import grad_scaler
+from demt_exp.engine.step import train_step
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.weighting import build_weighting
 
 TASKS = ["semseg", "depth"]

@@ -8,15 +8,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from demt_exp.config import compose_config
-from demt_exp.inference import (
+from demt_exp.config.compose import compose_config
+from demt_exp.config.stored import StoredConfigError
+from demt_exp.engine.from_checkpoint import (
     composable,
     inference_config,
     merge_stored_config,
     named_keys,
     read_training_checkpoint,
 )
-from demt_exp.stored_config import StoredConfigError
 from demt_exp.utils.errors import UserError
 
 

@@ -3,7 +3,7 @@ came from.
 
 Each file is written in its real layout (key names and shapes as the published checkpoint, from
 SPEC 1.2 and the mmseg / timm / HRNet source), with random values, by an independent reference
-model (tests/official_reference.py, tests/reference_backbones.py) or by timm itself.
+model (demt_exp/bench/official_model.py, tests/reference_backbones.py) or by timm itself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import TINY_RUN, run_cli
-from official_reference import SwinTransformer, randomize_
 from omegaconf import OmegaConf
 from reference_backbones import (
     HRNET_CONFIGS,
@@ -28,14 +27,15 @@ from reference_backbones import (
 from safetensors.torch import save_file
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filter
 
-from demt_exp.config import compose_config
+from demt_exp.bench.official_model import SwinTransformer, randomize_
+from demt_exp.config.compose import compose_config
 from demt_exp.models.hrnet import HRNetBackbone
-from demt_exp.models.init import apply_init, backbone_to_ours
 from demt_exp.models.init_setting import RANDOM, describe_init, init_file
+from demt_exp.models.load_weights import apply_init, backbone_to_ours
 from demt_exp.models.model import build_model
+from demt_exp.models.state_dict import load_state_dict_strict
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.models.vit import VitBackbone
-from demt_exp.models.weights import load_state_dict_strict
 
 SIZES = ((45, 61), (64, 96))  # odd sizes pad (patch conv, windows, merging); 64x96 divides evenly
 

@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from demt_exp.config import CONF_DIR
-from demt_exp.launch_env import first_host, launcher_environment
+from demt_exp.config.compose import CONF_DIR
+from demt_exp.engine.launch_env import first_host, launcher_environment
 
 
 def launcher_config(*overrides: str):

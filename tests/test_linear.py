@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from autograd_checks import assert_close_to_float64, graph_ops
 from torch import nn
 
-from demt_exp.config import compose_config
+from demt_exp.config.compose import compose_config
 from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import (
     ROUTE,
@@ -125,7 +125,8 @@ def test_grouped_linear_multiplies_each_group_by_its_own_block_on_both_routes() 
 def test_the_built_model_is_the_model_defined_and_the_route_is_off_by_default() -> None:
     """No class rewriting in build_model, and a fresh process multiplies with F.linear (the GPU path)."""
     script = (
-        "import torch; from demt_exp.config import compose_config; from demt_exp.models.model import build_model; "
+        "import torch; from demt_exp.config.compose import compose_config; "
+        "from demt_exp.models.model import build_model; "
         "from demt_exp.models.linear import CpuLinear, takes_convolution_route; "
         "m = build_model(compose_config(['encoder.dim=16'])); "
         "print(sum(type(x) is CpuLinear for x in m.modules()), sum(type(x) is torch.nn.Linear for x in m.modules()), "

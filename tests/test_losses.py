@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from demt_exp.data.tasks import IGNORE_INDEX
-from demt_exp.losses import (
+from demt_exp.losses.task_losses import (
     MultiTaskLoss,
     balanced_cross_entropy_loss,
     cross_entropy_loss,
@@ -261,7 +261,11 @@ def test_multitask_loss_from_hydra_config() -> None:
     hydra_utils = pytest.importorskip("hydra.utils")
     omegaconf = pytest.importorskip("omegaconf")
     cfg = omegaconf.OmegaConf.create(
-        {"_target_": "demt_exp.losses.MultiTaskLoss", "weights": {"semseg": 1.0, "depth": 2}, "edge_pos_weight": 0.8}
+        {
+            "_target_": "demt_exp.losses.MultiTaskLoss",
+            "weights": {"semseg": 1.0, "depth": 2},
+            "edge_pos_weight": 0.8,
+        }
     )
     crit = hydra_utils.instantiate(cfg)
     assert isinstance(crit, MultiTaskLoss)

@@ -78,7 +78,7 @@ def test_installed_package_composes_shipped_and_user_configs_from_any_folder(whe
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stdout
 
-    where = run(str(python), "-c", "import demt_exp.config as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)")
+    where = run(str(python), "-c", "import demt_exp.config.compose as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)")
     assert all(str(venv) in line for line in where.split()), where  # the wheel's copy, not the checkout
     assert "steps:" in run(str(python), "-m", "demt_exp", "--cfg", "job", "experiment=demt_nyud_swin_t")
     assert "trainer.seed: 0,1,2,3,4" in run(str(script), "--cfg", "hydra", "+sweep=seeds")

@@ -30,9 +30,9 @@ from demt_exp.metrics import (
     gt_boundary_map,
     invpt_protocol,
 )
-from demt_exp.metrics.boundary_images import read_image_list
-from demt_exp.metrics.boundary_settings import boundary_settings, counting_workers
-from demt_exp.metrics.edge_boundary import boundary_ground_truth
+from demt_exp.metrics.boundary.edge_task import boundary_ground_truth
+from demt_exp.metrics.boundary.images import read_image_list
+from demt_exp.metrics.boundary.settings import boundary_settings, counting_workers
 
 REPO = Path(__file__).resolve().parent.parent
 

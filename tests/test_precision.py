@@ -8,14 +8,14 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from demt_exp.losses import build_loss
+from demt_exp.engine.optim import build_optimizer, build_poly_scheduler
+from demt_exp.engine.precision import autocast_factory
+from demt_exp.engine.rng import seed_everything
+from demt_exp.engine.step import train_step
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.models import deform
 from demt_exp.models.deform import ChannelDeformConv
 from demt_exp.models.model import build_model
-from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.precision import autocast_factory
-from demt_exp.rng import seed_everything
-from demt_exp.step import train_step
 
 
 def test_offsets_under_bf16_autocast_equal_fp32() -> None:

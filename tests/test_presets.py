@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from official_reference import OfficialModel, randomize_
 from reference_backbones import HRNET_CONFIGS
 
-from demt_exp.losses import balanced_cross_entropy_loss
-from demt_exp.models.init import load_state
+from demt_exp.bench.official_model import OfficialModel, randomize_
+from demt_exp.losses.task_losses import balanced_cross_entropy_loss
+from demt_exp.models.load_weights import load_state
 from demt_exp.models.model import build_model
 
 REPO = Path(__file__).resolve().parent.parent

@@ -142,8 +142,8 @@ def test_an_op_the_counter_misses_is_found_by_probing_and_added(monkeypatch: pyt
     """Take bmm out of the counter, as a torch release might: the probe notices, the totals stay exact."""
     from torch.utils import flop_counter
 
-    from demt_exp import flops
     from demt_exp.report import count_macs, format_report
+    from demt_exp.utils import flops
 
     monkeypatch.delitem(flop_counter.flop_registry, torch.ops.aten.bmm)
     flops.counter_gaps.cache_clear()
@@ -171,7 +171,7 @@ def test_an_op_the_counter_misses_is_found_by_probing_and_added(monkeypatch: pyt
 
 def test_an_op_the_counter_counts_is_never_added_twice() -> None:
     """Where the counter covers attention (the meta device runs it as bmm), no formula is added."""
-    from demt_exp.flops import counter_gaps
+    from demt_exp.utils.flops import counter_gaps
 
     kinds = {kind for kind, _ in counter_gaps("meta").formulas.values()}
     assert "scaled_dot_product_attention" not in kinds and "einsum (bmm)" not in kinds

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from demt_exp.config import compose_config
+from demt_exp.config.compose import compose_config
 from demt_exp.models.model import build_model
 from demt_exp.report import main, model_report, preset_names
 

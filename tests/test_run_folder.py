@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from demt_exp.run_folder import holds_only_hydra_files, redirect_other_ranks, remove_if_unused, run_job
+from demt_exp.engine.run_folder import holds_only_hydra_files, redirect_other_ranks, remove_if_unused, run_job
 from demt_exp.utils.errors import ConfigError
 
 

@@ -14,13 +14,17 @@ HEAVY = {"torch", "timm", "scipy", "matplotlib"}
 
 # command line -> (exit code, texts its output shows, a module of the command's own that must have loaded)
 COMMANDS = {
-    ("demt_exp", "--help"): (0, ["trainer:", "optimizer:"], "demt_exp.run_folder"),
-    ("demt_exp", "trainer.steps=-1"): (2, ["error: trainer.steps=-1; expected an integer >= 1"], "demt_exp.validate"),
-    ("demt_exp.evaluate", "--help"): (0, ["checkpoint"], "demt_exp.stored_config"),
-    ("demt_exp.predict", "--help"): (0, ["checkpoint"], "demt_exp.stored_config"),
+    ("demt_exp", "--help"): (0, ["trainer:", "optimizer:"], "demt_exp.engine.run_folder"),
+    ("demt_exp", "trainer.steps=-1"): (
+        2,
+        ["error: trainer.steps=-1; expected an integer >= 1"],
+        "demt_exp.config.checks",
+    ),
+    ("demt_exp.evaluate", "--help"): (0, ["checkpoint"], "demt_exp.config.stored"),
+    ("demt_exp.predict", "--help"): (0, ["checkpoint"], "demt_exp.config.stored"),
     ("demt_exp.convert", "--help"): (0, ["--official"], "demt_exp.utils.errors"),
-    ("demt_exp.compare", "--help"): (0, ["--metrics TASK/METRIC", "--format"], "demt_exp.compare_table"),
-    ("demt_exp.report", "--help"): (0, ["presets"], "demt_exp.config"),
+    ("demt_exp.compare", "--help"): (0, ["--metrics TASK/METRIC", "--format"], "demt_exp.results.table"),
+    ("demt_exp.report", "--help"): (0, ["presets"], "demt_exp.config.compose"),
 }
 
 

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, TINY_RUN
 from omegaconf import OmegaConf
 
 from demt_exp.compare import main as compare_main
-from demt_exp.config import SWEEPS_DIR, compose_config
+from demt_exp.config.compose import SWEEPS_DIR, compose_config
 from demt_exp.models.model import build_model
 
 SWEEPS = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))

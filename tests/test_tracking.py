@@ -10,7 +10,7 @@ import torch
 from conftest import TINY_RUN, run_cli
 from PIL import Image
 
-from demt_exp.signals import StopRequested
+from demt_exp.engine.signals import StopRequested
 from demt_exp.tracking import Tracker, finish_open, read_history
 from demt_exp.tracking.wandb_file import read_wandb_run, run_files
 
@@ -115,7 +115,7 @@ def test_a_signalled_stop_marks_the_wandb_run_preempting_and_a_failure_fails_it(
             try:
                 raise error
             finally:
-                finish_open()
+                finish_open(stopped=folder == "stopped")
         run = read_wandb_run(run_files(tmp_path / folder)[0])
         assert run.history and run.history[-1]["train/loss"] == 0.5, (folder, run.kinds)
         assert run.config["a"] == 1

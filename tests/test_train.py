@@ -10,8 +10,8 @@ import torch
 from conftest import TINY_RUN, run_cli
 from omegaconf import OmegaConf
 
-from demt_exp.baseline import wants_chance_reference
-from demt_exp.checkpoint import load_checkpoint, save_atomic
+from demt_exp.engine.chance import wants_chance_reference
+from demt_exp.engine.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
@@ -129,7 +129,7 @@ def test_short_default_run_is_clearly_better_than_chance(tmp_path: Path) -> None
 
 
 def test_autocast_choices(tmp_path: Path) -> None:
-    from demt_exp.precision import autocast_factory
+    from demt_exp.engine.precision import autocast_factory
 
     cpu = torch.device("cpu")
     with autocast_factory("bf16", cpu)():

@@ -17,14 +17,14 @@ import torch
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from omegaconf import OmegaConf
 
-from demt_exp.config import compose_config
-from demt_exp.inference import merge_stored_config
-from demt_exp.stored_config import (
+from demt_exp.config.compose import compose_config
+from demt_exp.config.stored import (
     StoredConfigError,
     check_checkpoint_config,
     check_stored_config,
     shipped_targets,
 )
+from demt_exp.engine.from_checkpoint import merge_stored_config
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}

@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY_RUN, run_cli
 from omegaconf import DictConfig
 
-from demt_exp.validate import ConfigError, validate_config
+from demt_exp.config.checks import ConfigError, validate_config
 
 BAD_VALUES = [
     ("trainer.steps=-1", "trainer.steps=-1; expected an integer >= 1"),

@@ -15,11 +15,11 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import default_collate
 
-from demt_exp.losses import build_loss
+from demt_exp.engine.optim import build_optimizer, build_poly_scheduler
+from demt_exp.engine.rng import seed_everything
+from demt_exp.engine.step import train_step
+from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model
-from demt_exp.optim import build_optimizer, build_poly_scheduler
-from demt_exp.rng import seed_everything
-from demt_exp.step import train_step
 from demt_exp.weighting import (
     DWAWeighting,
     FixedWeighting,
@@ -231,7 +231,7 @@ def test_fixed_strategy_matches_config_group_defaults(compose) -> None:
 def test_sweep_weighting_is_a_multirun_over_every_method_on_one_preset() -> None:
     from hydra import compose, initialize_config_dir
 
-    from demt_exp.config import CONF_DIR
+    from demt_exp.config.compose import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["+sweep=weighting"], return_hydra_config=True)

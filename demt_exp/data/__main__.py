@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from demt_exp.config import compose_config
+from demt_exp.config.compose import compose_config
 from demt_exp.data.prepare import PrepareError, prepare_archive
 from demt_exp.data.verify import format_report, verify_config
 

@@ -10,9 +10,9 @@ from typing import Any
 # Each name loads its module on first use (PEP 562), so a light user of one module (e.g. `delta_m` for its
 # metric sets) does not import torch and every metric family with the package.
 _HOME = {
-    "BoundaryCounter": "demt_exp.metrics.boundary_parallel",
-    "BoundaryMetric": "demt_exp.metrics.boundary",
-    "BoundaryProtocol": "demt_exp.metrics.boundary_protocol",
+    "BoundaryCounter": "demt_exp.metrics.boundary.parallel",
+    "BoundaryMetric": "demt_exp.metrics.boundary.counts",
+    "BoundaryProtocol": "demt_exp.metrics.boundary.protocol",
     "DepthRMSE": "demt_exp.metrics.dense",
     "DepthRelativeErrors": "demt_exp.metrics.depth",
     "EdgePixelMaxF": "demt_exp.metrics.dense",
@@ -25,13 +25,13 @@ _HOME = {
     "NormalsMeanAngle": "demt_exp.metrics.dense",
     "SaliencyMeanIoU": "demt_exp.metrics.saliency",
     "TASK_METRICS": "demt_exp.metrics.registry",
-    "atrc_protocol": "demt_exp.metrics.boundary_protocol",
-    "boundary_protocol": "demt_exp.metrics.boundary_protocol",
-    "evaluate_boundaries": "demt_exp.metrics.boundary_parallel",
-    "gt_boundary_map": "demt_exp.metrics.boundary",
-    "image_counts": "demt_exp.metrics.boundary",
-    "invpt_protocol": "demt_exp.metrics.boundary_protocol",
-    "png_values": "demt_exp.metrics.boundary",
+    "atrc_protocol": "demt_exp.metrics.boundary.protocol",
+    "boundary_protocol": "demt_exp.metrics.boundary.protocol",
+    "evaluate_boundaries": "demt_exp.metrics.boundary.parallel",
+    "gt_boundary_map": "demt_exp.metrics.boundary.counts",
+    "image_counts": "demt_exp.metrics.boundary.counts",
+    "invpt_protocol": "demt_exp.metrics.boundary.protocol",
+    "png_values": "demt_exp.metrics.boundary.counts",
 }
 
 __all__ = [

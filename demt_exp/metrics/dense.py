@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from demt_exp.data.tasks import IGNORE_INDEX, TASKS, squeeze_index_map
-from demt_exp.distributed import all_reduce_sum_
+from demt_exp.utils.collectives import all_reduce_sum_
 
 __all__ = [
     "Metric",

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from demt_exp.data.tasks import TASK_NAMES
+from demt_exp.metrics.boundary.edge_task import EdgeBoundary
 from demt_exp.metrics.dense import (
     DepthRMSE,
     EdgePixelMaxF,
@@ -25,7 +26,6 @@ from demt_exp.metrics.dense import (
     PartsMeanIoU,
 )
 from demt_exp.metrics.depth import DepthRelativeErrors
-from demt_exp.metrics.edge_boundary import EdgeBoundary
 from demt_exp.metrics.normals import NormalsAngleDistribution
 from demt_exp.metrics.saliency import SaliencyMeanIoU
 

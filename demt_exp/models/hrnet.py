@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.state_dict import BackboneState
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import BackboneState
 
 HRNET_VARIANTS: dict[str, str] = {
     # W18-small (v2): modules per stage (1, 1, 3, 2), 2 blocks per branch, widths 18/36/72/144.

@@ -1,6 +1,6 @@
 """What `model.init` asks for: a weights file, or a random start (light: no torch, so config checks stay fast).
 
-`demt_exp.models.init.apply_init` does the loading.
+`demt_exp.models.load_weights.apply_init` does the loading.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def build_model(cfg: Any) -> MultiTaskModel:
 
     Only the values that follow from other components (backbone channels, task list) are
     passed here; everything else comes from the `_target_` entries of the config. Weights are
-    not loaded here: `demt_exp.models.init.apply_init(model, cfg)` loads `model.init`.
+    not loaded here: `demt_exp.models.load_weights.apply_init(model, cfg)` loads `model.init`.
     """
     tasks = list(cfg.tasks.names)
     channels = output_channels(tasks, int(cfg.dataset.num_semseg_classes))

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.recompute import recompute_in_backward, wants_recompute
+from demt_exp.models.state_dict import BackboneState
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import BackboneState
 
 SWIN_VARIANTS: dict[str, str] = {
     "swin_t": "swin_tiny_patch4_window7_224",
@@ -164,7 +164,7 @@ def checkpoint_filter_fn(state: Mapping[str, torch.Tensor], backbone: SwinBackbo
     up by one. The classifier (`head.*`) and its final `norm` are dropped, as are the index and mask
     buffers both rebuild. Our per-stage output norms (`norms.*`, mmseg's norm0..norm3) have no
     ImageNet counterpart and keep their initialisation, as when mmseg starts Swin from ImageNet.
-    (mmseg UperNet files are converted in `demt_exp.models.convert`, with their own layout.)
+    (mmseg UperNet files are converted in `demt_exp.models.official_layout`, with their own layout.)
     """
     if any(k.startswith(("stages.", "norms.")) for k in state):
         return BackboneState("ours", dict(state))

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from torch import nn
 
+from demt_exp.models.state_dict import BackboneState
 from demt_exp.models.timm_body import create_timm_body
-from demt_exp.models.weights import BackboneState
 
 VIT_VARIANTS: dict[str, str] = {
     "vit_b": "vit_base_patch16_224",

@@ -1,7 +1,7 @@
 """Prediction panels of a small fixed set of validation images, for the trackers that show images.
 
-Each panel is `demt_exp.visualize.prediction_panel` (image, each task's prediction and ground
-truth), the same picture `python -m demt_exp.visualize` writes.
+Each panel is `demt_exp.viz.panels.prediction_panel` (image, each task's prediction and ground
+truth), the same picture `python -m demt_exp.viz.panels` writes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from demt_exp.visualize import prediction_panel
+from demt_exp.viz.panels import prediction_panel
 
 
 @torch.no_grad()

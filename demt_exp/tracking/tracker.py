@@ -16,7 +16,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from demt_exp.signals import StopRequested
 from demt_exp.tracking.jsonl import JsonlHistory
 from demt_exp.tracking.records import Nested
 from demt_exp.tracking.run_identity import hydra_group_and_name
@@ -120,11 +119,10 @@ def build_tracker(cfg: DictConfig, out_dir: str | Path, is_main: bool) -> Tracke
     return Tracker(out_dir, is_main, history=bool(logger.get("history", True)), wandb_settings=settings, config=config)
 
 
-def finish_open() -> None:
-    """Close W&B runs a failed or stopped run left open: a signalled stop (checkpoint written, job
-    requeued) is marked preempting, so W&B waits for the job to continue it; other exceptions fail it."""
+def finish_open(stopped: bool = False) -> None:
+    """Close W&B runs a failed or stopped run left open: a signalled stop (`stopped`: checkpoint written, job
+    requeued) is marked preempting, so W&B waits for the job to continue it; an exception in flight fails it."""
     error = sys.exc_info()[1]
-    stopped = any(isinstance(e, StopRequested) for e in (error, getattr(error, "__context__", None)))
     for tracker in list(_OPEN):
         if stopped and tracker.wandb is not None:
             tracker.wandb.run.mark_preempting()

@@ -13,34 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if distributed() else 1
-
-
-def mean_over_ranks_(tensors: Sequence[Tensor]) -> None:
-    """Average tensors over all processes in place, in ONE collective (no-op in a single process)."""
-    if not distributed() or not tensors:
-        return
-    if len(tensors) == 1 and tensors[0].is_contiguous():  # no staging copy
-        dist.all_reduce(tensors[0], op=dist.ReduceOp.SUM)
-        tensors[0].div_(dist.get_world_size())
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= dist.get_world_size()
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
+from demt_exp.utils.collectives import mean_over_ranks_
 
 
 def unscaled(loss: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from demt_exp.losses import weighted_sum
+from demt_exp.losses.task_losses import weighted_sum
 from demt_exp.weighting.base import LossWeighting
 
 

@@ -1,0 +1,1 @@
+"""The SEISM boundary evaluation (odsF): protocols, thinning, pixel matching, NMS, pooling and parallel counting."""

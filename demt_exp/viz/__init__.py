@@ -1,0 +1,1 @@
+"""Pictures: prediction panels for trackers, prediction files, and comparison plots."""

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from demt_exp.config.compose import CONF_DIR, compose_config
 from demt_exp.engine.from_checkpoint import composable
 from demt_exp.engine.run_folder import run_job
-from demt_exp.utils.errors import ConfigError, UserError, one_line_errors
+from demt_exp.utils.errors import UserError, one_line_errors
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -36,78 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("demt_exp")
 
 CONFIG_NAME = "predict"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def image_files(source: str | Sequence[str]) -> list[Path]:
-    """The images a user named: a folder (its image files, sorted), one file, or a list of files."""
-    names = [source] if isinstance(source, str) else [str(s) for s in source]
-    files: list[Path] = []
-    for name in names:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"input folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {path} does not exist (expected an image file or a folder of images)")
-    stems = [p.stem for p in files]
-    repeated = sorted({s for s in stems if stems.count(s) > 1})
-    if repeated:
-        raise ConfigError(f"input images share the names {repeated}; outputs are named after the file, so rename them")
-    return files
-
-
-def check_images(files: Sequence[Path]) -> None:
-    """Every file opens as an image (its header only: cheap), so a bad one fails before any output exists."""
-    from PIL import Image, UnidentifiedImageError
-
-    for path in files:
-        try:
-            with Image.open(path):
-                pass
-        except (OSError, UnidentifiedImageError) as error:
-            raise ConfigError(f"input {path} cannot be read as an image: {error}") from None
-
-
-class ImageFiles:
-    """Unlabelled images as the validation pipeline feeds them: ImageNet-normalised, padded centred
-    to a multiple of `pad_multiple` (meta records size and padding so outputs crop back).
-
-    A map-style dataset (`len` and indexing), which is all a DataLoader needs.
-    """
-
-    def __init__(self, files: Sequence[Path], pad_multiple: int) -> None:
-        self.files = list(files)
-        self.pad_multiple = int(pad_multiple)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import numpy as np
-        from PIL import Image
-
-        from demt_exp.data.transforms import Compose, Normalize, PadImage, ToTensor
-
-        path = self.files[index]
-        try:
-            rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-        except OSError as error:
-            raise ConfigError(f"input {path} cannot be read as an image: {error}") from None
-        h, w = rgb.shape[:2]
-        size = [-(-h // self.pad_multiple) * self.pad_multiple, -(-w // self.pad_multiple) * self.pad_multiple]
-        sample = {"image": rgb, "meta": {"id": path.stem, "size": (h, w)}}
-        return Compose([Normalize(), PadImage(size), ToTensor()])(sample)
 
 
 def prediction_inputs(cfg: DictConfig) -> Dataset:
     """The images to predict: the named files (each checked to open) or the data set's val split."""
     from hydra.utils import instantiate
     from torch.utils.data import Subset
+
+    from demt_exp.data.image_files import ImageFiles, check_images, image_files
 
     source = cfg.input
     if source is None:

@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 
 from demt_exp.config.compose import compose_config
 from demt_exp.engine.checkpoint import save_atomic
+from demt_exp.engine.checkpoint_eval import evaluate_checkpoint
 from demt_exp.engine.distributed import DistInfo
 from demt_exp.engine.from_checkpoint import inference_config
 from demt_exp.engine.optim import build_optimizer, build_poly_scheduler
 from demt_exp.engine.resume import build_payload
 from demt_exp.engine.rng import rng_state, seed_everything
-from demt_exp.evaluate import evaluate_checkpoint
 from demt_exp.models.model import build_model
 
 # A narrow model on tiny synthetic scenes: seconds per evaluation on a CPU.

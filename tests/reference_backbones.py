@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demt_exp.bench.official_model import FFN
+from demt_exp.bench.official_swin import FFN
 
 # ----------------------------------------------------------------------------- ViT (DeGMix, mmseg names)
 

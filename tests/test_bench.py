@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from demt_exp.bench import SUBCOMMANDS, main
+from demt_exp.bench.__main__ import main
+from demt_exp.bench.help import SUBCOMMANDS
 from demt_exp.models import deform
 
 
@@ -254,7 +255,7 @@ def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one()
 
 
 def test_linear_bench_prints_the_speed_up_of_each_shape(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    import demt_exp.bench as bench
+    import demt_exp.bench.components as bench
 
     monkeypatch.setattr(bench, "LINEAR_SHAPES", ((64, 8, 16), (32, 16, 8)))
     main(["linear", "--repeats", "1"])

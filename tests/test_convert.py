@@ -12,12 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from demt_exp.bench.official_model import (
-    OfficialModel,
-    SwinTransformer,
-    mmseg_relative_position_index,
-    randomize_,
-)
+from demt_exp.bench.official_model import OfficialModel, randomize_
+from demt_exp.bench.official_swin import SwinTransformer, mmseg_relative_position_index
 from demt_exp.engine.rng import rng_state
 from demt_exp.models.load_weights import apply_init, load_weights
 from demt_exp.models.model import MultiTaskModel, build_model

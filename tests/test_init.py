@@ -27,7 +27,8 @@ from reference_backbones import (
 from safetensors.torch import save_file
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filter
 
-from demt_exp.bench.official_model import SwinTransformer, randomize_
+from demt_exp.bench.official_model import randomize_
+from demt_exp.bench.official_swin import SwinTransformer
 from demt_exp.config.compose import compose_config
 from demt_exp.models.hrnet import HRNetBackbone
 from demt_exp.models.init_setting import RANDOM, describe_init, init_file

@@ -14,8 +14,9 @@ import torch
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from PIL import Image
 
+from demt_exp.data.image_files import ImageFiles, image_files
 from demt_exp.engine.from_checkpoint import inference_config, load_inference_model
-from demt_exp.predict import ImageFiles, image_files, predict
+from demt_exp.predict import predict
 from demt_exp.viz.panels import GAP, MIN_TILE, PALETTE, TITLE_HEIGHT, denormalise
 
 REPO = Path(__file__).resolve().parent.parent

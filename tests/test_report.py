@@ -128,7 +128,7 @@ def probe_macs_by_hand(b: int = 2, c: int = 8, h: int = 4, w: int = 6, heads: in
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_report_counts_attention_einsum_and_sampling_by_hand(device: str) -> None:
-    from demt_exp.report import count_macs
+    from demt_exp.results.model_size import count_macs
 
     with torch.device(device):
         model, image = AttentionProbe(), torch.randn(2, 8, 4, 6)
@@ -142,7 +142,7 @@ def test_an_op_the_counter_misses_is_found_by_probing_and_added(monkeypatch: pyt
     """Take bmm out of the counter, as a torch release might: the probe notices, the totals stay exact."""
     from torch.utils import flop_counter
 
-    from demt_exp.report import count_macs, format_report
+    from demt_exp.results.model_size import count_macs, format_report
     from demt_exp.utils import flops
 
     monkeypatch.delitem(flop_counter.flop_registry, torch.ops.aten.bmm)

@@ -10,7 +10,9 @@ import torch
 
 from demt_exp.config.compose import compose_config
 from demt_exp.models.model import build_model
-from demt_exp.report import main, model_report, preset_names
+from demt_exp.report import main
+from demt_exp.results.model_size import model_report
+from demt_exp.results.presets import preset_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,1 +1,1 @@
-"""Finished runs read back: run folders, the metrics a comparison shows, and its table."""
+"""What the suite tabulates: finished runs read back (folders, metrics, table), model sizes, the preset table."""

@@ -1,0 +1,13 @@
+"""The bench subcommands, one line each, for `python -m demt_exp.bench --help` and each parser's help."""
+
+SUBCOMMANDS = {  # one line each, for `--help`; `model` is the default when no subcommand is named
+    "model": "eval and train-step time, memory and component shares of a config, beside its baselines",
+    "scaling": "time and memory against image size and number of tasks, with a plot",
+    "startup": "seconds each command takes to answer (--help, a config mistake, report presets)",
+    "deform": "ChlSpl backends, forward+backward",
+    "step": "training-step throughput of a config",
+    "data": "data-loading samples/s per worker",
+    "boundary": "SEISM boundary evaluation images/s on generated maps",
+    "linear": "fp32 CPU linear layers: BLAS vs the oneDNN convolution route",
+    "weighting": "step time of each loss-weighting method relative to fixed",
+}

@@ -408,3 +408,14 @@ def test_state_follows_device_of_first_update() -> None:
     metric.update(torch.ones(1, 1, 2, 2, device="cuda"), torch.full((1, 1, 2, 2), 2.0, device="cuda"))
     assert metric.state.device.type == "cuda"
     assert metric.compute()["rmse"] == pytest.approx(1.0)
+
+
+def test_the_direction_of_a_metric_comes_from_its_class() -> None:
+    from demt_exp.metrics.registry import lower_is_better
+
+    lower = {"depth/rmse": True, "normals/mean_angle": True, "semseg/loss": True, "edge/loss": True}
+    higher = {"semseg/mIoU": False, "edge/odsF": False, "normals/within_30": False, "multi_task/delta_m": False}
+    assert {m: lower_is_better(m) for m in {**lower, **higher}} == {**lower, **higher}
+    for unknown in ("semseg/accuracy", "nothing/mIoU", "semseg"):
+        with pytest.raises(ValueError, match="direction is unknown"):
+            lower_is_better(unknown)

@@ -43,6 +43,7 @@ BAD_VALUES = [
     ("tasks.names=[semseg,sematic]", "tasks.names has unknown tasks ['sematic']"),
     ("tasks.names=[semseg,semseg]", "names a task twice"),
     ("trainer.checkpoint.best=depth/rmse", "trainer.checkpoint.best='depth/rmse'"),
+    ("trainer.checkpoint.best=semseg/accuracy", "'semseg/accuracy' is no metric this suite reports"),
 ]
 
 

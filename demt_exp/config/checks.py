@@ -178,7 +178,20 @@ def validate_settings(cfg: DictConfig) -> None:
     check_init_file(cfg)
 
 
+def check_best_metric(cfg: DictConfig) -> None:
+    """With best_mode=auto the direction of `trainer.checkpoint.best` comes from its metric, which must exist."""
+    from demt_exp.metrics.registry import lower_is_better
+
+    best = cfg.trainer.checkpoint.best
+    if best is not None and cfg.trainer.checkpoint.best_mode == "auto":
+        try:
+            lower_is_better(str(best))
+        except ValueError as error:
+            raise ConfigError(f"trainer.checkpoint.best: {error} with trainer.checkpoint.best_mode") from None
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Every check, cheapest first."""
     validate_settings(cfg)
+    check_best_metric(cfg)
     check_model_fits(cfg)

@@ -3,7 +3,7 @@
 A batch's meta holds each image's original (H, W) in "size" and the padding offsets (top, left)
 in "pad" (real data sets; images that were never padded have no "pad"). Files meant for other
 tools (SEISM edge maps, prediction PNGs) are written at the original size, as the official code
-writes them (SPEC 4).
+writes them (SPEC 4), with edge strength quantised as its writer does (`quantised_edge`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,6 +45,14 @@ def image_id(meta: Mapping[str, Any], index: int) -> str:
     return str(ids[index] if isinstance(ids, (list, tuple)) else ids)
 
 
+def quantised_edge(prob: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """Edge probabilities as the official code writes its PNGs: 255 * p in float32, truncated to uint8.
+    The one definition of that rounding, for tensors (on any device) and arrays alike."""
+    if isinstance(prob, Tensor):
+        return (255.0 * prob.float()).to(torch.uint8)
+    return (np.float32(255) * np.asarray(prob, dtype=np.float32)).astype(np.uint8)
+
+
 def edge_uint8(logits: Tensor) -> Tensor:
-    """8-bit edge strength as the official code saves it: 255 * sigmoid(z), truncated to uint8."""
-    return (255.0 * torch.sigmoid(logits.float())).to(torch.uint8)
+    """8-bit edge strength of a prediction's logits z: `quantised_edge(sigmoid(z))`."""
+    return quantised_edge(torch.sigmoid(logits.float()))  # type: ignore[return-value]

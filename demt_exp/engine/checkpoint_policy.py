@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from demt_exp.metrics.direction import lower_is_better
+from demt_exp.metrics.registry import lower_is_better
 
 
 def saves_optimizer(setting: Any, dataset: str) -> bool:

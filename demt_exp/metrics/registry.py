@@ -67,6 +67,20 @@ def metric_directions(tasks: Iterable[str] = TASK_NAMES) -> dict[str, dict[str, 
     return {task: {n: up for cls in _metric_classes(task) for n, up in cls.higher_is_better.items()} for task in tasks}
 
 
+def lower_is_better(metric: str) -> bool:
+    """The direction of `task/name` (e.g. `trainer.checkpoint.best`), from the metric classes themselves:
+    `depth/rmse` and any task's `loss` go down; `semseg/mIoU`, `edge/odsF` and `multi_task/delta_m` go up."""
+    task, _, name = metric.partition("/")
+    if name == "loss":
+        return True
+    if task == "multi_task" and name == "delta_m":
+        return False
+    directions = metric_directions([task]) if task in TASK_METRICS else {}
+    if name not in directions.get(task, {}):
+        raise ValueError(f"{metric!r} is no metric this suite reports, so its direction is unknown (set max or min)")
+    return not directions[task][name]
+
+
 class MultiTaskMetrics:
     """Every metric of every task, updated from a prediction dict and a batch dict.
 

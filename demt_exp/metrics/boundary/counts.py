@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from demt_exp.data.crop import quantised_edge
 from demt_exp.metrics.boundary.correspond import ToleranceGraph
 from demt_exp.metrics.boundary.nms import nms_edge_map
 from demt_exp.metrics.boundary.pooling import (
@@ -68,7 +69,7 @@ def png_values(edge: np.ndarray) -> np.ndarray:
         raise ValueError(f"edge map must be uint8 PNG values or float probabilities, got dtype {values.dtype}")
     if not np.isfinite(values).all() or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
         raise ValueError("float edge map must hold probabilities in [0, 1] (apply the sigmoid first)")
-    return (np.float32(255) * values.astype(np.float32)).astype(np.uint8)
+    return quantised_edge(values)  # type: ignore[return-value]
 
 
 def _binary_maps(values: np.ndarray, protocol: BoundaryProtocol) -> Iterator[tuple[int, np.ndarray]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from demt_exp.data.crop import quantised_edge
+
 __all__ = ["synthetic_edge_pair"]
 
 
@@ -42,4 +44,4 @@ def synthetic_edge_pair(
     clutter = ndimage.gaussian_filter(rng.uniform(size=(height, width)), 3)
     clutter = 0.5 * np.clip((clutter - clutter.mean()) / (clutter.std() + 1e-9) - 1.5, 0.0, None)
     prob = np.clip(ridge + clutter + rng.uniform(0.0, 0.015, size=(height, width)), 0.0, 1.0)
-    return (np.float32(255) * prob.astype(np.float32)).astype(np.uint8), edge.astype(np.uint8) * 255
+    return quantised_edge(prob), edge.astype(np.uint8) * 255  # type: ignore[return-value]

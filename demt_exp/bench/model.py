@@ -50,6 +50,7 @@ from demt_exp.engine.cpu_allocator import configure_cpu_allocator
 from demt_exp.engine.precision import PRECISIONS
 from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import use_onednn_linears
+from demt_exp.utils.tables import text_table
 
 MEASURED = ("eval", "train")
 
@@ -267,11 +268,11 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
         ("train_peak_mib", "train peak MiB"),
         ("eval_peak_minus_model_mib", "eval peak-model MiB"),
     ]
-    header = f"{'variant':20s}" + "".join(f"{label:>22s}" for _, label in columns)
-    rows = [header]
-    for name, values in results.items():
-        rows.append(f"{name:20s}" + "".join(f"{values[k]:22.3f}" if k in values else f"{'-':>22s}" for k, _ in columns))
-    return "\n".join(rows)
+    rows = [["variant", *(label for _, label in columns)]]
+    rows += [
+        [name, *(f"{values[k]:.3f}" if k in values else "-" for k, _ in columns)] for name, values in results.items()
+    ]
+    return "\n".join(text_table(rows, right=range(1, len(columns) + 1)))
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from demt_exp.bench.memory import memory_in_subprocess
+from demt_exp.utils.tables import markdown_table
 
 PASCAL_TASKS = ["semseg", "human_parts", "sal", "normals", "edge"]
 COLUMNS = [
@@ -89,13 +90,17 @@ def machine(device: str) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table, one row per measured point."""
-    lines = ["| " + " | ".join(label for _, label in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append(
-            f"| {r['attention']} | {r['size']} | {r['tasks']} | {r['train_s']:.2f} | "
-            f"{r['train_peak_minus_model_mib']:.0f} |"
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            str(r["attention"]),
+            str(r["size"]),
+            str(r["tasks"]),
+            f"{r['train_s']:.2f}",
+            f"{r['train_peak_minus_model_mib']:.0f}",
+        ]
+        for r in rows
+    ]
+    return "\n".join(markdown_table([[label for _, label in COLUMNS], *cells]))
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

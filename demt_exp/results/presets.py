@@ -11,6 +11,7 @@ from demt_exp.config.compose import CONF_DIR, compose_config
 from demt_exp.models.init_setting import describe_init
 from demt_exp.results.model_size import count_macs, count_parameters
 from demt_exp.utils.errors import ConfigError
+from demt_exp.utils.tables import text_table
 
 
 def preset_names() -> list[str]:
@@ -124,10 +125,10 @@ def format_presets(report: dict[str, Any]) -> str:
         )
         for r in report["presets"]
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    for r, row in zip(report["presets"], cells[1:]):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    table = text_table(cells)
+    lines = table[:2]
+    for r, row in zip(report["presets"], table[2:]):
+        lines.append(row)
         published = f"{r['readme_row']}: {r['published']}" if r["readme_row"] else r["published"]
         lines += _fit(published, "    ", "      ")
     lines += init_legend(report["presets"], labels)

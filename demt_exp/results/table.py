@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from demt_exp.results.metrics import axis_label, format_value, header, units_line
 from demt_exp.results.runs import Row, summarise
+from demt_exp.utils.tables import markdown_table
 
 WIDTH = 120
 MAX_CELL = 24  # longest swept key or value shown in a cell
@@ -104,11 +105,8 @@ def blocks(cols: Sequence[Column], fixed: int, width: int = WIDTH) -> list[list[
 
 def markdown_block(cols: Sequence[Column]) -> list[str]:
     """One markdown table; cells are not padded, so a line is no longer than its content needs."""
-    lines = [
-        "| " + " | ".join(col.header for col in cols) + " |",
-        "|" + "|".join("---:" if col.right else "---" for col in cols) + "|",
-    ]
-    return lines + ["| " + " | ".join(col.cells[i] for col in cols) + " |" for i in range(len(cols[0].cells))]
+    rows = [[col.header for col in cols], *([col.cells[i] for col in cols] for i in range(len(cols[0].cells)))]
+    return markdown_table(rows, right={i for i, col in enumerate(cols) if col.right})
 
 
 def markdown(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str], width: int = WIDTH) -> str:

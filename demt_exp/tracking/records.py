@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from demt_exp.utils.tables import text_table
+
 Nested = Mapping[str, Mapping[str, float]]
 
 
@@ -27,7 +29,4 @@ def format_table(model: Nested, reference: Nested | None = None, reference_name:
                 ref = reference.get(task, {}).get(name)
                 cells += ("-" if ref is None else f"{ref:.4f}",)
             rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(rows))

@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from demt_exp.bench.profile import component_shares
 from demt_exp.config.compose import compose_config
 from demt_exp.engine.cpu_allocator import MODES as CPU_ALLOCATOR_MODES
 from demt_exp.engine.cpu_allocator import configure_cpu_allocator
-from demt_exp.engine.precision import PRECISIONS
+from demt_exp.engine.precision import PRECISIONS, autocast_factory, grad_scaler
 from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import use_onednn_linears
 from demt_exp.utils.tables import text_table
@@ -160,11 +159,8 @@ class Setting:
         self.image = torch.randn(args.batch, 3, *args.size, device=self.device)
         if args.channels_last:
             self.image = self.image.contiguous(memory_format=torch.channels_last)
-        dtype = PRECISIONS[args.precision]
-        self.autocast: Callable[[], Any] = (
-            nullcontext if dtype is None else lambda: torch.autocast(self.device.type, dtype=dtype)
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
+        self.autocast = autocast_factory(args.precision, self.device)  # as training runs it
+        self.scaler = grad_scaler(args.precision, self.device)
         self.compiled: nn.Module = torch.compile(self.model) if args.compile else self.model
         self.net = self.compiled
         self.allocator = str(cfg.trainer.cpu_allocator)

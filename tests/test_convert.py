@@ -18,7 +18,8 @@ from demt_exp.engine.rng import rng_state
 from demt_exp.models.load_weights import apply_init, load_weights
 from demt_exp.models.model import MultiTaskModel, build_model
 from demt_exp.models.official_export import cycle_offset, ours_to_official
-from demt_exp.models.official_layout import ConversionError, mmseg_backbone_to_ours, official_to_ours
+from demt_exp.models.official_layout import mmseg_backbone_to_ours, official_to_ours
+from demt_exp.models.state_dict import ConversionError
 from demt_exp.models.swin import SwinBackbone
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -216,7 +216,7 @@ def test_a_file_of_another_backbone_is_refused_naming_the_keys() -> None:
     converted, _ = backbone_to_ours(state, backbone)
     with pytest.raises(
         ValueError,
-        match=r"cannot load hrnet\.pth into SwinBackbone: missing keys \['patch_embed\..*"
-        r"unexpected keys \['bn1\.bias'",
+        match=r"cannot load hrnet\.pth into SwinBackbone: missing keys: patch_embed\..*"
+        r"unexpected keys: bn1\.bias",
     ):
         load_state_dict_strict(backbone, converted, "hrnet.pth")

@@ -23,19 +23,8 @@ from torch import nn
 
 from demt_exp.models import hrnet, swin, vit
 from demt_exp.models.init_setting import RANDOM, RANDOM_WARNING, init_file
-from demt_exp.models.official_layout import (
-    UPERNET_HEAD_PREFIXES,
-    ConversionReport,
-    convert_entries,
-    official_to_ours,
-    raise_problems,
-    swin_entries,
-)
-from demt_exp.models.state_dict import (
-    BackboneState,
-    load_state_dict_strict,
-    read_state_dict,
-)
+from demt_exp.models.official_layout import UPERNET_HEAD_PREFIXES, ConversionReport, convert_entries, official_to_ours
+from demt_exp.models.state_dict import BackboneState, load_state_dict_strict, raise_problems, read_state_dict
 
 log = logging.getLogger("demt_exp")
 
@@ -82,7 +71,7 @@ def split_upernet(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
             dropped["upernet_neck"] += 1
         else:
             unexpected.append(key)
-    raise_problems([], unexpected, [])
+    raise_problems("checkpoint does not fit the model", [], unexpected, [])
     return backbone, dropped
 
 
@@ -94,10 +83,12 @@ FILTERS = {
 
 
 def filter_backbone_state(state: Mapping[str, torch.Tensor], backbone: nn.Module) -> BackboneState:
-    """The backbone's own `checkpoint_filter_fn`; mmseg Swin goes through `convert.swin_entries` (its official
-    layout)."""
+    """The backbone's own `checkpoint_filter_fn`; an mmseg Swin file goes through `swin.mmseg_entries`, the layout
+    the official checkpoints share."""
     if isinstance(backbone, swin.SwinBackbone) and "patch_embed.projection.weight" in state:
-        converted, dropped = convert_entries(state, swin_entries(backbone, official="", ours=""), backbone.state_dict())
+        converted, dropped = convert_entries(
+            state, swin.mmseg_entries(backbone, official="", ours=""), backbone.state_dict()
+        )
         return BackboneState("mmseg_backbone", converted, dropped)
     for kind, filter_fn in FILTERS.items():
         if isinstance(backbone, kind):

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from demt_exp.models.official_layout import Entry, merge_permutation, official_layout, raise_problems
+from demt_exp.models.official_layout import official_layout
+from demt_exp.models.state_dict import Entry, raise_problems
+from demt_exp.models.swin import merge_permutation
 
 
 def to_official(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
@@ -55,5 +57,5 @@ def ours_to_official(model: nn.Module, state: Mapping[str, torch.Tensor] | None 
     entries = official_layout(model)
     missing = [e.ours for e in entries if e.ours is not None and e.ours not in state]
     unexpected = sorted(set(state) - {e.ours for e in entries})
-    raise_problems([str(k) for k in missing], unexpected, [])
+    raise_problems("the model does not fit its official layout", [str(k) for k in missing], unexpected, [])
     return {e.official: synthesise(e) if e.ours is None else to_official(e, state[e.ours]) for e in entries}

@@ -13,7 +13,7 @@ The mapping is a list of `Entry`s in the official state-dict order, built from o
 structure, so it serves every Swin size, mixer depth and task list and both directions.
 Tensors that only the official model saves (the unused CycleFC `offset` buffers, Swin's
 `relative_position_index` buffers, DeGMix's unused `linear1`) are dropped on import and
-synthesised on export (`convert_export.py`), so an exported file has exactly the official keys, shapes
+synthesised on export (`official_export.py`), so an exported file has exactly the official keys, shapes
 and order.
 """
 
@@ -35,11 +35,10 @@ from demt_exp.models.encoder import (
     PatchProjection,
     PixelProjection,
 )
-from demt_exp.models.swin import SwinBackbone
+from demt_exp.models.state_dict import Entry, raise_problems, subtree
+from demt_exp.models.swin import merge_permutation, mmseg_entries
 
 Format = Literal["ours", "official", "mmseg_backbone", "timm", "imagenet"]
-Transform = Literal["copy", "merge_vector", "merge_columns", "squeeze"]
-Synthetic = Literal["cycle_offset", "relative_position_index", "unused_linear1"]
 
 DROP_REASONS: dict[str, str] = {
     "cycle_offset": "unused CycleFC offset buffers (SPEC 8 item 8)",
@@ -49,21 +48,6 @@ DROP_REASONS: dict[str, str] = {
     "upernet_neck": "UperNet neck (ViT multi-level neck)",
 }
 UPERNET_HEAD_PREFIXES: tuple[str, ...] = ("decode_head.", "auxiliary_head.")
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not fit the model: missing, unexpected or mis-shaped keys, all named."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One official tensor: where it lives in our state dict, or how to synthesise it when we have none."""
-
-    official: str
-    ours: str | None = None
-    transform: Transform = "copy"
-    synthetic: Synthetic | None = None
-    shape: tuple[int, ...] = ()  # official shape of a synthetic entry
 
 
 @dataclass
@@ -87,18 +71,6 @@ class ConversionReport:
         return f"{self.source_format} checkpoint: {verb} {self.converted} tensors into the {self.scope}{tail}"
 
 
-# ----------------------------------------------------------------------------- patch merging order
-
-
-def merge_permutation(channels: int) -> torch.Tensor:
-    """perm[t] = mmseg channel feeding our (timm) channel t of a 2x2 patch merge of `channels` inputs.
-
-    mmseg merges with nn.Unfold(2, stride 2): channel c*4 + kh*2 + kw. timm reshapes to
-    (..., kw, kh, c): channel (kw*2 + kh)*C + c, i.e. the original Swin's x0, x1, x2, x3 order.
-    """
-    return torch.arange(4 * channels).view(channels, 2, 2).permute(2, 1, 0).reshape(-1)
-
-
 def to_ours(entry: Entry, tensor: torch.Tensor) -> torch.Tensor:
     """Official tensor -> our tensor."""
     if entry.transform == "merge_vector":
@@ -119,60 +91,6 @@ def official_shape(entry: Entry, ours: Mapping[str, torch.Tensor]) -> tuple[int,
 
 
 # ----------------------------------------------------------------------------- layout
-
-
-def subtree(official: str, ours: str, keys: Iterable[str]) -> list[Entry]:
-    """Same-named tensors of one module (identical PyTorch module types keep the same order)."""
-    entries = [Entry(official + k[len(ours) :], k) for k in keys if k.startswith(ours)]
-    if not entries:
-        raise ValueError(f"our model has no tensors under {ours!r}")
-    return entries
-
-
-def swin_block_entries(official: str, ours: str, keys: list[str], window: int, heads: int) -> list[Entry]:
-    """One mmseg Swin block: norm1, attn.w_msa (table, index, qkv, proj), norm2, ffn."""
-    attn = official + "attn.w_msa."
-    return [
-        *subtree(official + "norm1.", ours + "norm1.", keys),
-        Entry(attn + "relative_position_bias_table", ours + "attn.relative_position_bias_table"),
-        Entry(attn + "relative_position_index", synthetic="relative_position_index", shape=(window**2, window**2)),
-        *subtree(attn + "qkv.", ours + "attn.qkv.", keys),
-        *subtree(attn + "proj.", ours + "attn.proj.", keys),
-        *subtree(official + "norm2.", ours + "norm2.", keys),
-        *subtree(official + "ffn.layers.0.0.", ours + "mlp.fc1.", keys),
-        *subtree(official + "ffn.layers.1.", ours + "mlp.fc2.", keys),
-    ]
-
-
-def patch_merging_entries(official: str, ours: str) -> list[Entry]:
-    """mmseg `stages.i.downsample` is timm's `stages.(i+1).downsample`, with the Unfold channel order."""
-    return [
-        Entry(official + "norm.weight", ours + "norm.weight", "merge_vector"),
-        Entry(official + "norm.bias", ours + "norm.bias", "merge_vector"),
-        Entry(official + "reduction.weight", ours + "reduction.weight", "merge_columns"),
-    ]
-
-
-def swin_entries(backbone: nn.Module, official: str = "backbone.", ours: str = "backbone.") -> list[Entry]:
-    """mmseg Swin layout of our Swin backbone, in mmseg's state-dict order."""
-    if not isinstance(backbone, SwinBackbone):
-        raise ValueError(f"official checkpoints hold a Swin backbone; this model has {type(backbone).__name__}")
-    keys = [ours + k for k in backbone.state_dict()]
-    entries = [
-        *subtree(official + "patch_embed.projection.", ours + "patch_embed.proj.", keys),
-        *subtree(official + "patch_embed.norm.", ours + "patch_embed.norm.", keys),
-    ]
-    last = len(backbone.stages) - 1
-    for i, stage in enumerate(backbone.stages):
-        for j, block in enumerate(stage.blocks):
-            window, heads = block.attn.window_size[0], block.attn.num_heads
-            prefix = f"stages.{i}.blocks.{j}."
-            entries += swin_block_entries(official + prefix, ours + prefix, keys, window, heads)
-        if i < last:
-            entries += patch_merging_entries(official + f"stages.{i}.downsample.", ours + f"stages.{i + 1}.downsample.")
-    for i in range(len(backbone.norms)):
-        entries += subtree(official + f"norm{i}.", ours + f"norms.{i}.", keys)
-    return entries
 
 
 def mixer_block_entries(official: str, ours: str, keys: list[str], channels: int) -> list[Entry]:
@@ -280,14 +198,14 @@ def check_coverage(entries: list[Entry], ours: Iterable[str], scope: str) -> Non
 
 def official_layout(model: nn.Module) -> list[Entry]:
     """Every official tensor of the full model (backbone then head), in the official order."""
-    entries = swin_entries(model.backbone) + head_entries(model)
+    entries = mmseg_entries(model.backbone) + head_entries(model)
     check_coverage(entries, model.state_dict(), "model")
     return entries
 
 
 def backbone_layout(backbone: nn.Module) -> list[Entry]:
     """mmseg Swin tensors, relative to the backbone (no prefix on our side)."""
-    entries = swin_entries(backbone, official="backbone.", ours="")
+    entries = mmseg_entries(backbone, official="backbone.", ours="")
     check_coverage(entries, backbone.state_dict(), "backbone")
     return entries
 
@@ -337,19 +255,8 @@ def convert_entries(
             dropped["upernet_head"] += 1
         else:
             unexpected.append(key)
-    raise_problems(missing, unexpected, wrong)
+    raise_problems("checkpoint does not fit the model", missing, unexpected, wrong)
     return {k: converted[k] for k in template if k in converted}, dropped
-
-
-def raise_problems(missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
-    """One error that names every kind of problem (first 10 of each)."""
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
-        if items:
-            more = f" ... ({len(items)} in all)" if len(items) > 10 else ""
-            parts.append(f"{label}: {'; '.join(items[:10])}{more}")
-    if parts:
-        raise ConversionError("checkpoint does not fit the model: " + " | ".join(parts))
 
 
 def official_to_ours(

@@ -1,17 +1,37 @@
-"""Loading local weight files into a module, with errors that name the file and the keys."""
+"""State dicts: reading local weight files, the layout entries converters map along, and the one error
+that names every missing, unexpected and mis-shaped key of a file that does not fit."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from demt_exp.utils.errors import MissingFileError, UnreadableFileError
 from demt_exp.utils.torch_files import safe_load
+
+Transform = Literal["copy", "merge_vector", "merge_columns", "squeeze"]
+Synthetic = Literal["cycle_offset", "relative_position_index", "unused_linear1"]
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the model: missing, unexpected or mis-shaped keys, all named."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One official tensor: where it lives in our state dict, or how to synthesise it when we have none."""
+
+    official: str
+    ours: str | None = None
+    transform: Transform = "copy"
+    synthetic: Synthetic | None = None
+    shape: tuple[int, ...] = ()  # official shape of a synthetic entry
 
 
 @dataclass
@@ -61,6 +81,25 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     return payload
 
 
+def subtree(official: str, ours: str, keys: Iterable[str]) -> list[Entry]:
+    """Same-named tensors of one module (identical PyTorch module types keep the same order)."""
+    entries = [Entry(official + k[len(ours) :], k) for k in keys if k.startswith(ours)]
+    if not entries:
+        raise ValueError(f"our model has no tensors under {ours!r}")
+    return entries
+
+
+def raise_problems(what: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
+    """The one error for a state dict that does not fit: `what`, then every kind of problem (first 10 of each)."""
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        if items:
+            more = f" ... ({len(items)} in all)" if len(items) > 10 else ""
+            parts.append(f"{label}: {'; '.join(items[:10])}{more}")
+    if parts:
+        raise ConversionError(f"{what}: " + " | ".join(parts))
+
+
 def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load that reports missing, unexpected and mis-shaped keys by name."""
     own = module.state_dict()
@@ -71,13 +110,5 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
         for k in own
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-    if wrong_shape:
-        problems.append(f"shape mismatches {wrong_shape[:10]}")
-    if problems:
-        raise ValueError(f"cannot load {source} into {type(module).__name__}: " + "; ".join(problems))
+    raise_problems(f"cannot load {source} into {type(module).__name__}", missing, unexpected, wrong_shape)
     module.load_state_dict(state, strict=True)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.recompute import recompute_in_backward, wants_recompute
-from demt_exp.models.state_dict import BackboneState
+from demt_exp.models.state_dict import BackboneState, Entry, subtree
 from demt_exp.models.timm_body import create_timm_body
 
 SWIN_VARIANTS: dict[str, str] = {
@@ -182,3 +182,61 @@ def checkpoint_filter_fn(state: Mapping[str, torch.Tensor], backbone: SwinBackbo
             key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
         converted[re.sub(r"^layers\.", "stages.", key)] = value
     return BackboneState("timm", converted, dropped, keep_init=("norms.",))
+
+
+# mmseg layout: the official DeMT checkpoints and mmseg UperNet files hold this Swin as mmseg names it
+
+
+def merge_permutation(channels: int) -> torch.Tensor:
+    """perm[t] = mmseg channel feeding our (timm) channel t of a 2x2 patch merge of `channels` inputs.
+
+    mmseg merges with nn.Unfold(2, stride 2): channel c*4 + kh*2 + kw. timm reshapes to
+    (..., kw, kh, c): channel (kw*2 + kh)*C + c, i.e. the original Swin's x0, x1, x2, x3 order.
+    """
+    return torch.arange(4 * channels).view(channels, 2, 2).permute(2, 1, 0).reshape(-1)
+
+
+def swin_block_entries(official: str, ours: str, keys: list[str], window: int, heads: int) -> list[Entry]:
+    """One mmseg Swin block: norm1, attn.w_msa (table, index, qkv, proj), norm2, ffn."""
+    attn = official + "attn.w_msa."
+    return [
+        *subtree(official + "norm1.", ours + "norm1.", keys),
+        Entry(attn + "relative_position_bias_table", ours + "attn.relative_position_bias_table"),
+        Entry(attn + "relative_position_index", synthetic="relative_position_index", shape=(window**2, window**2)),
+        *subtree(attn + "qkv.", ours + "attn.qkv.", keys),
+        *subtree(attn + "proj.", ours + "attn.proj.", keys),
+        *subtree(official + "norm2.", ours + "norm2.", keys),
+        *subtree(official + "ffn.layers.0.0.", ours + "mlp.fc1.", keys),
+        *subtree(official + "ffn.layers.1.", ours + "mlp.fc2.", keys),
+    ]
+
+
+def patch_merging_entries(official: str, ours: str) -> list[Entry]:
+    """mmseg `stages.i.downsample` is timm's `stages.(i+1).downsample`, with the Unfold channel order."""
+    return [
+        Entry(official + "norm.weight", ours + "norm.weight", "merge_vector"),
+        Entry(official + "norm.bias", ours + "norm.bias", "merge_vector"),
+        Entry(official + "reduction.weight", ours + "reduction.weight", "merge_columns"),
+    ]
+
+
+def mmseg_entries(backbone: nn.Module, official: str = "backbone.", ours: str = "backbone.") -> list[Entry]:
+    """mmseg's layout of our Swin backbone (the official DeMT checkpoints, mmseg UperNet files), in its order."""
+    if not isinstance(backbone, SwinBackbone):
+        raise ValueError(f"official checkpoints hold a Swin backbone; this model has {type(backbone).__name__}")
+    keys = [ours + k for k in backbone.state_dict()]
+    entries = [
+        *subtree(official + "patch_embed.projection.", ours + "patch_embed.proj.", keys),
+        *subtree(official + "patch_embed.norm.", ours + "patch_embed.norm.", keys),
+    ]
+    last = len(backbone.stages) - 1
+    for i, stage in enumerate(backbone.stages):
+        for j, block in enumerate(stage.blocks):
+            window, heads = block.attn.window_size[0], block.attn.num_heads
+            prefix = f"stages.{i}.blocks.{j}."
+            entries += swin_block_entries(official + prefix, ours + prefix, keys, window, heads)
+        if i < last:
+            entries += patch_merging_entries(official + f"stages.{i}.downsample.", ours + f"stages.{i + 1}.downsample.")
+    for i in range(len(backbone.norms)):
+        entries += subtree(official + f"norm{i}.", ours + f"norms.{i}.", keys)
+    return entries

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from demt_exp.weighting.base import LossWeighting, mean_over_ranks_
+from demt_exp.utils.collectives import mean_over_ranks_
+from demt_exp.weighting.base import LossWeighting
 
 
 class DWAWeighting(LossWeighting):

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from demt_exp.utils.collectives import mean_over_ranks_
 from demt_exp.weighting.base import (
     LossWeighting,
-    mean_over_ranks_,
     task_gradients,
     trainable,
     unscaled,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO_ROOT
 
 from demt_exp.engine.checkpoint import (
     CheckpointFolder,
@@ -21,7 +22,7 @@ from demt_exp.engine.checkpoint import (
 from demt_exp.engine.rng import rng_state, set_rng_state
 from demt_exp.utils.torch_files import UntrustedCheckpointError, safe_load
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 class MarkerOnUnpickle:
@@ -64,7 +65,7 @@ def test_trust_opts_in_to_a_full_unpickle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("entry", ["weights", "resume"])
 def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> None:
-    from conftest import TINY_RUN, run_cli
+    from commands import TINY_RUN, run_cli
 
     path, marker = crafted_file(tmp_path, wrap_as_checkpoint=entry == "resume")
     option = f"model.init={path}" if entry == "weights" else f"trainer.resume={path}"

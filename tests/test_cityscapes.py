@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import short_training_run
+from commands import short_training_run
 from fake_cityscapes import frame_name, write_fake_cityscapes, write_frame
+from paths import REPO_ROOT
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -23,7 +24,7 @@ from demt_exp.data.cityscapes import (
 from demt_exp.data.nyud import DatasetFileError
 from demt_exp.data.tasks import IGNORE_INDEX
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 # cityscapesScripts labels.py, the 19 evaluated classes: (labelId, name, trainId).
 STANDARD = [
     (7, "road", 0),

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import REPO_ROOT
 
 from demt_exp.compare import main
 from demt_exp.metrics.delta_m import STANDARD_METRICS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["+sweep=backbone_depth", "dataset.image_size=[32,32]", "trainer.steps=1"]
 
 

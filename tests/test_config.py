@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from paths import REPO_ROOT
 
 from demt_exp.config.errors import unknown_key_hints
 from demt_exp.engine.optim import (
@@ -19,7 +19,7 @@ from demt_exp.engine.optim import (
 )
 from demt_exp.losses.task_losses import MultiTaskLoss, build_loss
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 CONF = REPO / "conf"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig
+from paths import FIXTURES_DIR, REPO_ROOT
 from torch import nn
 
 from demt_exp.bench.official_model import OfficialModel, randomize_
@@ -22,8 +23,7 @@ from demt_exp.models.official_layout import mmseg_backbone_to_ours, official_to_
 from demt_exp.models.state_dict import ConversionError
 from demt_exp.models.swin import SwinBackbone
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KEY_DIR = Path(__file__).resolve().parent / "fixtures" / "official_keys"  # copies of the official state-dict listings
+KEY_DIR = FIXTURES_DIR / "official_keys"  # copies of the official state-dict listings
 
 TASK_CHANNELS = {
     "nyud": {"semseg": 40, "depth": 1, "normals": 3, "edge": 1},

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_bit_identical, final_weights, run_cli
+from commands import TINY_RUN, assert_bit_identical, final_weights, run_cli
 from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import default_collate

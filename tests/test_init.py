@@ -3,7 +3,7 @@ came from.
 
 Each file is written in its real layout (key names and shapes as the published checkpoint, from
 SPEC 1.2 and the mmseg / timm / HRNet source), with random values, by an independent reference
-model (demt_exp/bench/official_model.py, tests/reference_backbones.py) or by timm itself.
+model (demt_exp/bench/official_model.py, tests/helpers/reference_backbones.py) or by timm itself.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli
 from omegaconf import OmegaConf
 from reference_backbones import (
     HRNET_CONFIGS,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from autograd_checks import assert_close_to_float64, graph_ops
+from paths import REPO_ROOT
 from torch import nn
 
 from demt_exp.config.compose import compose_config
@@ -27,7 +27,7 @@ from demt_exp.models.linear import (
 )
 from demt_exp.models.model import build_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 @pytest.fixture(autouse=True)

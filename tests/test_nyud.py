@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import short_training_run
+from commands import short_training_run
 from fake_nyud import write_fake_nyud
+from paths import REPO_ROOT
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -20,7 +21,7 @@ from demt_exp.data.tasks import IGNORE_INDEX
 from demt_exp.data.transforms import build_eval_transform
 from demt_exp.metrics import DepthRMSE
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import scipy.io
 import torch
 from eval_helpers import TINY_MODEL, run_evaluation, write_checkpoint
 from fake_pascal import write_context_labels, write_fake_pascal
+from paths import REPO_ROOT
 from PIL import Image
 from torch.utils.data import default_collate
 
@@ -34,7 +35,7 @@ from demt_exp.metrics.boundary.edge_task import boundary_ground_truth
 from demt_exp.metrics.boundary.images import read_image_list
 from demt_exp.metrics.boundary.settings import boundary_settings, counting_workers
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 # A 4 x 5 LabelMap and its seg2bmap, derived by hand: a pixel is on when its east, south or
 # south-east neighbour has another label; the last row looks east only, the last column south only.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import short_training_run
+from commands import short_training_run
 from fake_pascal import (
     CONTEXT_CLASSES,
     NORMALS_VALID,
@@ -21,6 +21,7 @@ from fake_pascal import (
     write_fake_pascal,
     write_part_annotation,
 )
+from paths import REPO_ROOT
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -43,7 +44,7 @@ from demt_exp.data.pascal_parts import (
 )
 from demt_exp.data.tasks import IGNORE_INDEX
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TRAIN_IDS = ["2008_000001", "2008_000002", "2008_000003"]  # person, no person, person
 
 

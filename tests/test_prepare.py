@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from fake_nyud import write_fake_nyud
+from paths import REPO_ROOT
 
 from demt_exp.data.prepare import PrepareError, prepare_archive
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 def make_archive(tmp_path: Path) -> Path:

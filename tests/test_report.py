@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from paths import REPO_ROOT
 from torch.utils.flop_counter import FlopCounterMode
 
 from demt_exp.models import deform
 from demt_exp.models.model import build_model
 from demt_exp.report import main
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NYUD = ["tasks=nyud", "dataset.num_semseg_classes=40"]
 PASCAL = ["tasks=pascal", "dataset.num_semseg_classes=21"]
 DEGMIX = ["encoder=degmix", "decoder=degmix"]

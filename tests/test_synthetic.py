@@ -11,11 +11,11 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from paths import REPO_ROOT
 from torch.utils.data import DataLoader
 
 from demt_exp.data.synthetic import SyntheticScenes
@@ -85,7 +85,7 @@ def test_determinism_and_independence(ds: SyntheticScenes) -> None:
         "for k in sorted(k for k in s if k != 'meta'): h.update(k.encode() + s[k].numpy().tobytes())\n"
         "print(h.hexdigest())"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
     assert out.stdout.strip() == first  # same bits in another process

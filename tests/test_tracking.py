@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli
 from PIL import Image
 
 from demt_exp.engine.signals import StopRequested

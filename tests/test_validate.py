@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from conftest import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli
 from omegaconf import DictConfig
 
 from demt_exp.config.checks import ConfigError, validate_config

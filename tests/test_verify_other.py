@@ -9,8 +9,9 @@ from pathlib import Path
 
 from fake_cityscapes import write_fake_cityscapes
 from fake_pascal import write_fake_pascal
+from paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 def verify(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

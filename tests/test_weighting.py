@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, assert_bit_identical, run_cli
+from commands import TINY_RUN, assert_bit_identical, run_cli
 from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import default_collate

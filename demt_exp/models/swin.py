@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import torch
@@ -117,9 +117,18 @@ class SwinBackbone(nn.Module):
         drop_path_rate: float = 0.1,
         window_size: int = 7,
         activation_checkpointing: bool = False,
+        embed_dim: int | None = None,
+        depths: Sequence[int] | None = None,
+        num_heads: Sequence[int] | None = None,
     ) -> None:
+        """`embed_dim`, `depths` and `num_heads` (None: the variant's) give a Swin of another width or depth, e.g.
+        the small one the end-to-end tests train; no released checkpoint has such a shape."""
         super().__init__()
         self.activation_checkpointing = activation_checkpointing
+        shape = {"depths": depths, "num_heads": num_heads}
+        shape = {key: tuple(int(v) for v in value) for key, value in shape.items() if value is not None}
+        if embed_dim is not None:
+            shape["embed_dim"] = int(embed_dim)
         body = create_timm_body(
             SWIN_VARIANTS,
             variant,
@@ -129,6 +138,11 @@ class SwinBackbone(nn.Module):
             always_partition=True,
             window_size=window_size,
             drop_path_rate=drop_path_rate,
+            **{
+                key: tuple(value) if key != "embed_dim" else int(value)
+                for key, value in shape.items()
+                if value is not None
+            },
         )
         self.patch_embed = body.patch_embed
         self.stages = body.layers

@@ -16,6 +16,7 @@ import pytest
 import torch
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from omegaconf import OmegaConf
+from paths import REPO_ROOT
 
 from demt_exp.config.compose import compose_config
 from demt_exp.config.stored import (
@@ -26,7 +27,7 @@ from demt_exp.config.stored import (
 )
 from demt_exp.engine.from_checkpoint import merge_stored_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 Change = Callable[[dict[str, Any], Path, Path], None]
 

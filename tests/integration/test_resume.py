@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
-    REPO_ROOT,
+from commands import (
     TINY_RUN,
     assert_bit_identical,
     final_weights,
@@ -26,6 +25,7 @@ from conftest import (
     wait_until,
 )
 from fake_nyud import write_fake_nyud
+from paths import REPO_ROOT
 
 TINY = [*TINY_RUN, "dataset.train.num_samples=12", "trainer.log_interval=1"]
 

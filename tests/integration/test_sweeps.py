@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_RUN
+from commands import TINY_RUN
 from omegaconf import OmegaConf
+from paths import REPO_ROOT
 
 from demt_exp.compare import main as compare_main
 from demt_exp.config.compose import SWEEPS_DIR, compose_config

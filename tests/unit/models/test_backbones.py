@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from paths import REPO_ROOT
 from torch import nn
 
 from demt_exp.config.compose import compose_config
@@ -18,7 +19,7 @@ from demt_exp.models.necks import FeatConvNeck
 from demt_exp.models.swin import SwinBackbone
 from demt_exp.models.vit import VitBackbone, grid_pos_embed, vit_grid
 
-BACKBONE_CONFS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "backbone").glob("*.yaml"))
+BACKBONE_CONFS = sorted(p.stem for p in (REPO_ROOT / "conf" / "backbone").glob("*.yaml"))
 
 
 def count(module: nn.Module) -> int:
@@ -211,3 +212,14 @@ def test_hrnet_weights_file_round_trip(hrnet18: HRNetBackbone, tmp_path: Path) -
     assert report == str(path)
     for key, value in hrnet18.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value)
+
+
+def test_a_swin_of_another_width_and_depth_has_the_asked_shape_and_runs() -> None:
+    """embed_dim / depths / num_heads override the variant's (the small Swin the end-to-end tests train)."""
+    small = SwinBackbone("swin_t", embed_dim=8, depths=[2, 1, 1, 2], num_heads=[1, 2, 2, 4])
+    assert small.out_channels == [8, 16, 32, 64]
+    assert [len(stage.blocks) for stage in small.stages] == [2, 1, 1, 2]
+    assert [stage.blocks[0].attn.num_heads for stage in small.stages] == [1, 2, 2, 4]
+    shapes = [tuple(f.shape) for f in small(torch.randn(1, 3, 40, 56))]
+    assert shapes == [(1, 8, 10, 14), (1, 16, 5, 7), (1, 32, 3, 4), (1, 64, 2, 2)]
+    assert SwinBackbone("swin_t").out_channels == [96, 192, 384, 768]  # None keeps the variant's

@@ -1,8 +1,8 @@
 """A real single-node SLURM for the test suite: munged, slurmctld and slurmd on this machine.
 
-    python tests/slurm/local_cluster.py install        # Debian's packages, when missing (root)
-    python tests/slurm/local_cluster.py start DIR      # config + daemons under DIR; prints SLURM_CONF
-    python tests/slurm/local_cluster.py stop DIR       # SIGTERM exactly the PIDs in DIR's pid files
+    python tests/helpers/slurm/local_cluster.py install        # Debian's packages, when missing (root)
+    python tests/helpers/slurm/local_cluster.py start DIR      # config + daemons under DIR; prints SLURM_CONF
+    python tests/helpers/slurm/local_cluster.py stop DIR       # SIGTERM exactly the PIDs in DIR's pid files
 
 Everything lives under one folder (config, state, spool, logs, pid files, the munge socket);
 no systemd, cgroups or accounting. The daemons are tracked by their PID files and only those

@@ -1,4 +1,4 @@
-"""Under CI=true a skipped test fails the run (tests/ci_skips.py), except a skip for a missing GPU."""
+"""Under CI=true a skipped test fails the run (tests/helpers/ci_skips.py), except a skip for a missing GPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).resolve().parent
+from paths import HELPERS_DIR
 
 SAMPLE = """
 import pytest
@@ -27,7 +27,7 @@ def test_plain():
 def run_pytest(directory: Path, ci: str | None) -> subprocess.CompletedProcess:
     """pytest on the sample file with only the CI plugin loaded (no project config)."""
     env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(HELPERS_DIR), env.get("PYTHONPATH", "")])
     if ci is not None:
         env["CI"] = ci
     command = [

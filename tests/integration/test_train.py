@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli
 from omegaconf import OmegaConf
+from paths import REPO_ROOT
 
 from demt_exp.engine.chance import wants_chance_reference
 from demt_exp.engine.checkpoint import load_checkpoint, save_atomic
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TINY = [*TINY_RUN, "dataset.train.num_samples=16"]
 
 

@@ -7,11 +7,11 @@ copied from the code's output; the SPEC's own totals cross-check the arithmetic.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from paths import FIXTURES_DIR, REPO_ROOT
 from reference_backbones import HRNET_CONFIGS
 
 from demt_exp.bench.official_model import OfficialModel, randomize_
@@ -19,9 +19,9 @@ from demt_exp.losses.task_losses import balanced_cross_entropy_loss
 from demt_exp.models.load_weights import load_state
 from demt_exp.models.model import build_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-KEY_DIR = Path(__file__).resolve().parent / "fixtures" / "official_keys"
+KEY_DIR = FIXTURES_DIR / "official_keys"
 D = 256  # head width, hard-coded in both official heads
 
 # ----------------------------------------------------------------------------- SPEC 2 loss constants

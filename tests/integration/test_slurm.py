@@ -1,6 +1,6 @@
 """Launching through a real SLURM (munged + slurmctld + slurmd on this machine) with submitit.
 
-The cluster is started once for this module by tests/slurm/local_cluster.py and stopped after.
+The cluster is started once for this module by tests/helpers/slurm/local_cluster.py and stopped after.
 Where it cannot run (no root, no package archive) the tests skip with the reason, except in CI
 (CI=true), where that is a failure.
 """
@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (
-    REPO_ROOT,
+from commands import (
     TINY_RUN,
     assert_bit_identical,
     final_weights,
@@ -25,8 +24,9 @@ from conftest import (
     wait_until,
 )
 from omegaconf import OmegaConf
+from paths import HELPERS_DIR, REPO_ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
+sys.path.insert(0, str(HELPERS_DIR / "slurm"))
 from local_cluster import Cluster, ClusterUnavailable, start, stop  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

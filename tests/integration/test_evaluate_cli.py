@@ -17,6 +17,7 @@ import torch
 from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, run_evaluation, write_checkpoint
 from fake_nyud import write_fake_nyud
 from hydra.utils import instantiate
+from paths import REPO_ROOT
 from PIL import Image
 
 from demt_exp.data.crop import edge_uint8
@@ -29,7 +30,7 @@ from demt_exp.metrics import (
 )
 from demt_exp.tracking import format_table
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 @pytest.fixture(scope="module")

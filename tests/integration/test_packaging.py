@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import REPO_ROOT
+from commands import REPO_ROOT
 
 SHIPPED = ["conf", "sweeps", "demt_exp", "pyproject.toml", "setup.py", "README.md"]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
+from paths import REPO_ROOT
 from PIL import Image
 
 from demt_exp.data.image_files import ImageFiles, image_files
@@ -19,7 +20,7 @@ from demt_exp.engine.from_checkpoint import inference_config, load_inference_mod
 from demt_exp.predict import predict
 from demt_exp.viz.panels import GAP, MIN_TILE, PALETTE, TITLE_HEIGHT, denormalise
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TASKS = ["semseg", "human_parts", "sal", "normals", "edge", "depth"]
 SIZES = {"wide": (45, 70), "small": (33, 50)}  # (H, W), neither a multiple of 32
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 HEAVY = {"torch", "timm", "scipy", "matplotlib"}
 
 # command line -> (exit code, texts its output shows, a module of the command's own that must have loaded)

@@ -14,8 +14,6 @@ from demt_exp.report import main
 from demt_exp.results.model_size import model_report
 from demt_exp.results.presets import preset_names
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_every_preset_has_a_row_with_its_counts_init_and_published_numbers(tmp_path: Path, capsys) -> None:
     path = tmp_path / "presets.json"

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli
 from hydra.utils import instantiate
+from paths import HELPERS_DIR, REPO_ROOT
 from torch.utils.data import default_collate
 
 from demt_exp.engine.optim import build_optimizer
@@ -20,7 +21,7 @@ from demt_exp.engine.rng import seed_everything
 from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TINY = [
     *TINY_RUN,
     "tasks=nyud",
@@ -80,7 +81,7 @@ def reference_step(cfg, halves: list[list[int]]) -> tuple[dict[str, torch.Tensor
 def test_ddp_step_equals_gradient_average_of_half_batches(tmp_path: Path, compose, variant: list[str]) -> None:
     # The baselines' concat encoder has no width of its own to shrink.
     overrides = [o for o in TINY if not ("encoder=concat" in variant and o.startswith("encoder.dim"))] + variant
-    result = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *overrides)
+    result = torchrun(str(HELPERS_DIR / "ddp_worker.py"), str(tmp_path), *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
@@ -189,7 +190,7 @@ def test_weighting_under_ddp_equals_the_whole_batch_formula(tmp_path: Path, comp
     overrides = [*WEIGHTING_TINY, f"weighting={method}"]
     if method == "pcgrad":  # a negative weight makes the two tasks' gradients conflict, so surgery happens
         overrides.append("tasks.loss.weights.depth=-1.0")
-    result = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *overrides)
+    result = torchrun(str(HELPERS_DIR / "ddp_worker.py"), str(tmp_path), *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for name, value in rank0["params"].items():
@@ -238,7 +239,7 @@ def test_weighting_under_ddp_equals_the_whole_batch_formula(tmp_path: Path, comp
 @pytest.mark.slow
 def test_dwa_under_ddp_weights_from_the_all_ranks_window_losses(tmp_path: Path) -> None:
     overrides = [*WEIGHTING_TINY, "weighting=dwa", "weighting.window=1", "+worker_steps=3"]
-    result = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *overrides)
+    result = torchrun(str(HELPERS_DIR / "ddp_worker.py"), str(tmp_path), *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert rank0["weights"] == rank1["weights"]

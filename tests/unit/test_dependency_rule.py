@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "demt_exp"
+from paths import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "demt_exp"
 TOP_COMMANDS = {"__main__", "evaluate", "predict", "compare", "report", "convert"}
 MIDDLE = {"config", "models", "data", "losses", "metrics", "tracking", "weighting", "results", "viz"}
 COMMAND_LINES, MODULE_LINES = 150, 400

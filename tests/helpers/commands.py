@@ -17,7 +17,10 @@ import torch
 from paths import REPO_ROOT
 
 # Overrides that shrink the default job to seconds: tiny images, few samples, a narrow head.
+# A Swin of the default job's code path (four stages, a shifted block in each) at 1/50 of Swin-T's weights.
+SMALL_SWIN = ["+backbone.embed_dim=16", "+backbone.depths=[2,2,2,2]", "+backbone.num_heads=[1,2,2,4]"]
 TINY_RUN = [
+    *SMALL_SWIN,
     "dataset.image_size=[32,32]",
     "dataset.val.num_samples=4",
     "encoder.dim=32",

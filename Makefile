@@ -2,7 +2,7 @@ PYTHON ?= python3
 # The CPU routes the figures under bench/ were measured with (opt-in: trainer.cpu_allocator, trainer.cpu_linear)
 CPU_ROUTES = trainer.cpu_allocator=reuse trainer.cpu_linear=onednn
 
-.PHONY: install train test bench report clean
+.PHONY: install train test test-fast bench report clean
 
 install:  ## install the package (editable) with its test dependencies
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -10,8 +10,11 @@ install:  ## install the package (editable) with its test dependencies
 train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendly default
 	$(PYTHON) -m demt_exp
 
-test:  ## the whole test suite
+test:  ## the whole test suite (the README's command)
 	$(PYTHON) -m pytest -q
+
+test-fast:  ## the inner loop: every test but tests/integration (no command runs end to end)
+	$(PYTHON) -m pytest -q tests/unit
 
 bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix vs plain and official (bench/*.json), scaling plot
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16

@@ -1,15 +1,8 @@
-"""Benchmarks that print figures: `python -m demt_exp.bench [model]|scaling|startup|deform|step|data|... [options]`.
+"""Benchmarks that print figures: `python -m demt_exp.bench [SUBCOMMAND] [options]`, `model` when none is named.
 
-model (default): eval forward and train step time, memory and component shares of the
-        configured model, optionally beside the plain formulation (`demt_exp/bench/model.py`).
-
-deform: forward+backward time of the ChlSpl backends at a head-sized input, and their ratio.
-linear: F.linear (BLAS) vs the oneDNN 1x1-convolution route of fp32 CPU linear layers, forward
-        and forward+backward, at the layer shapes of DeMT Swin-T at batch 2, 448x576.
-step:   training-step throughput (images/s) of a composed config, e.g. the default job.
-data:   samples/s of one data-loading worker through a data set's train and val pipelines.
-boundary: images/s of the SEISM boundary evaluation (odsF) on generated edge maps.
-Figures are medians over repeats in one process, so ratios are comparable on a noisy machine.
+Each subcommand lives in its own module (`model.py`, `scaling.py`, `startup.py`, and the component benches in
+`components.py`); `--help` lists them, one line each. Figures are medians over repeats in one process, so
+ratios are comparable on a noisy machine.
 """
 
 from __future__ import annotations

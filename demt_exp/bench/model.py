@@ -11,7 +11,7 @@ backward is reported as one share). The loss is the mean square of every predict
 task losses cost well under 1% of a step and need real targets.
 
 Baselines (`--baseline`, several allowed):
-  plain          the plain formulation (the reference of tests/test_fast_paths.py), timed
+  plain          the plain formulation (the reference of tests/unit/models/test_fast_paths.py), timed
                  alternating with the default in this process;
   system-malloc  the fast formulation under glibc's own heap policy (`trainer.cpu_allocator=system`);
   official       the official code's computation (demt_exp/bench/official_model.py, op for op, held

@@ -1,7 +1,7 @@
 """`trainer.compile=true`: torch.compile around the model, the one place the trainer calls.
 
 The model code has no data-dependent Python control flow in its forward (the fast paths batch
-all tasks with fixed shapes), so the head compiles without graph breaks (tests/test_compile.py).
+all tasks with fixed shapes), so the head compiles without graph breaks (tests/unit/engine/test_compile.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Switch a model between its fast (default) and plain formulations: the same function, two computations.
 
 Every module with a fast path has a boolean `fast` attribute; the plain formulation is the
-straightforward one the fast path is tested against (tests/test_fast_paths.py) and that the
+straightforward one the fast path is tested against (tests/unit/models/test_fast_paths.py) and that the
 benchmark times side by side (`python -m demt_exp.bench model --baseline plain`).
 """
 

@@ -1,7 +1,7 @@
 """Fast task-query and task-interaction blocks for attention='official', all tasks in one batched op.
 
 Same function as the plain formulation in `attention.py` / `degmix.py` (held against it in
-float64 by tests/test_fast_paths.py); only the order of the linear algebra changes.
+float64 by tests/unit/models/test_fast_paths.py); only the order of the linear algebra changes.
 Tokens are laid out once, pixel-major, as (M = B*h*w, T, C) for all tasks; outputs are
 (T, M, C), so each task's map is a channels-last (B, C, h, w) view without a copy.
 

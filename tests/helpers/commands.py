@@ -98,6 +98,7 @@ def short_training_run(
 ) -> dict[str, Any]:
     """Two steps and one evaluation of a real data set through the CLI; returns metrics.json."""
     run_cli(
+        *SMALL_SWIN,
         f"dataset={dataset}",
         f"dataset.root={root}",
         "trainer.steps=2",

@@ -4,10 +4,17 @@ Each rank saves its parameters and the indices of its half-batch so the test can
 both ranks with a single process that averages the gradients of the two half-batches; with
 the configured `weighting` strategy, also its state, its weights and every step's losses
 (`+worker_steps=N` runs N steps, for strategies whose weights need a history).
+
+    ddp_worker.py OUT_DIR OVERRIDES...   one job: OUT_DIR/rank{r}.pt
+    ddp_worker.py JOBS.json              {"out_dir": [overrides...], ...}: every job in turn in one process
+                                         group, each seeded afresh (one torch start-up for many jobs)
+
+The tests pass TINY_RUN's small Swin: these jobs exercise the DDP code, not the model's size.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +35,7 @@ from demt_exp.weighting import build_weighting
 
 def main(out_dir: str, overrides: list[str]) -> None:
     cfg = compose_config(overrides)
-    info = init_distributed("cpu")
+    info = init_distributed("cpu")  # joins the group once; a later job finds it joined
     seed_everything(int(cfg.trainer.seed))
     model = build_model(cfg)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -64,8 +71,13 @@ def main(out_dir: str, overrides: list[str]) -> None:
         },
         Path(out_dir) / f"rank{info.rank}.pt",
     )
-    cleanup()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    if sys.argv[1].endswith(".json"):
+        for job_dir, job_overrides in json.loads(Path(sys.argv[1]).read_text()).items():
+            Path(job_dir).mkdir(parents=True, exist_ok=True)
+            main(job_dir, job_overrides)
+    else:
+        main(sys.argv[1], sys.argv[2:])
+    cleanup()

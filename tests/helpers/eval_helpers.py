@@ -1,5 +1,6 @@
 """Checkpoints for the evaluate / predict tests: a freshly initialised model saved exactly as the
-training loop saves it (resume.build_payload), so the stored config travels with it."""
+training loop saves it (resume.build_payload), so the stored config travels with it; and a torch file
+whose full unpickle runs code, the witness of the trust-boundary tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 import torch
+from commands import SMALL_SWIN
 from omegaconf import DictConfig
 
 from demt_exp.config.compose import compose_config
@@ -19,8 +21,8 @@ from demt_exp.engine.resume import build_payload
 from demt_exp.engine.rng import rng_state, seed_everything
 from demt_exp.models.model import build_model
 
-# A narrow model on tiny synthetic scenes: seconds per evaluation on a CPU.
-TINY_MODEL = ["encoder.dim=32", "backbone.drop_path_rate=0.0", "logger.progress_bar=false"]
+# A narrow model (the small Swin of the end-to-end runs) on tiny synthetic scenes: seconds per evaluation on a CPU.
+TINY_MODEL = [*SMALL_SWIN, "encoder.dim=32", "backbone.drop_path_rate=0.0", "logger.progress_bar=false"]
 ONE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 TINY_SYNTHETIC = [*TINY_MODEL, "dataset.image_size=[32,32]", "dataset.val.num_samples=5", "dataset.train.num_samples=4"]
 

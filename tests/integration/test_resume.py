@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from commands import (
+    SMALL_SWIN,
     TINY_RUN,
     assert_bit_identical,
     final_weights,
@@ -79,6 +80,7 @@ def test_kill_9_with_loader_workers_and_augmentation_resumes_bit_identically(tmp
     samples to other workers than the uninterrupted one did (its round-robin restarts mid-epoch)."""
     root = write_fake_nyud(tmp_path / "NYUDv2", "demt", n_train=6, n_val=2, size=(40, 52))
     common = [
+        *SMALL_SWIN,
         "dataset=nyud",
         f"dataset.root={root}",
         "dataset.image_size=[32,40]",
@@ -230,7 +232,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path: 
     run_dir = tmp_path / "run"
     slow_steps = [
         *TINY,
-        "dataset.image_size=[192,192]",
+        "dataset.image_size=[448,448]",  # steps of the small Swin (TINY_RUN) that last well over 1.5 s
         "trainer.steps=50",
         "trainer.eval_interval=50",
         "trainer.checkpoint.interval=1",

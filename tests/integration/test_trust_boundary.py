@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from crafted_files import write_code_pickle
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from omegaconf import OmegaConf
 from paths import REPO_ROOT
@@ -30,22 +31,6 @@ from demt_exp.engine.from_checkpoint import merge_stored_config
 REPO = REPO_ROOT
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 Change = Callable[[dict[str, Any], Path, Path], None]
-
-
-class CreatesMarker:
-    """Unpickling this object's pickle calls `open(marker, "w")`: the file appears if and only if code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return open, (str(self.marker), "w")
-
-
-def write_code_pickle(path: Path, marker: Path) -> Path:
-    """A real torch file whose full unpickle runs code (creates `marker`); `weights_only` refuses it."""
-    torch.save({"state": CreatesMarker(marker)}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
-"""The benchmark command prints real figures for each deformable backend and a training step."""
+"""The benchmark command, in-process: real figures for each deformable backend and a training step, the
+choice of baselines, the official reference model and the scaling outputs. The benchmarks that time or measure
+in fresh processes (model, scaling, startup): tests/integration/test_bench_fresh_processes.py."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from commands import SMALL_SWIN
 
 from demt_exp.bench.__main__ import main
 from demt_exp.bench.help import SUBCOMMANDS
@@ -24,6 +27,7 @@ def test_step_bench_prints_throughput(capsys: pytest.CaptureFixture[str]) -> Non
     main(
         [
             "step",
+            *SMALL_SWIN,
             "dataset.image_size=[32,32]",
             "dataset.train.num_samples=2",
             "trainer.batch_size=2",
@@ -55,46 +59,6 @@ def test_boundary_bench_prints_images_per_second(capsys: pytest.CaptureFixture[s
     assert re.search(r"odsF \d+\.\d\d", out)
 
 
-def test_model_bench_times_both_formulations_and_measures_memory(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    import json
-
-    out_json = tmp_path / "bench.json"
-    main(
-        [
-            "model",
-            "encoder.dim=16",
-            "tasks=nyud",
-            "dataset.num_semseg_classes=5",
-            "--batch",
-            "1",
-            "--size",
-            "32",
-            "32",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--baseline",
-            "plain",
-            "--profile",
-            "--json",
-            str(out_json),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert re.search(r"speed-up fast vs plain \(median, alternating runs\): eval [\d.]+x, train [\d.]+x", out)
-    report = json.loads(out_json.read_text())
-    for formulation in ("fast", "plain"):
-        result = report["results"][formulation]
-        assert result["train_median_s"] > 0 and result["eval_median_s"] > 0
-        # the train step holds activations, gradients and the optimiser state; the eval forward none of them
-        assert result["train_peak_minus_model_mib"] > result["eval_peak_minus_model_mib"] >= 0
-        assert result["train_peak_mib"] >= result["model_mib"]
-    shares = report["shares"]
-    assert set(shares) == {"backbone", "encoder", "decoder", "heads", "backward+optimizer"}
-    assert shares["backbone"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
-
-
 def test_the_plain_formulation_under_the_system_heap_policy_joins_when_both_baselines_are_named() -> None:
     from demt_exp.bench.model import chosen_variants, same_heap_policy
 
@@ -102,48 +66,6 @@ def test_the_plain_formulation_under_the_system_heap_policy_joins_when_both_base
     assert both == ["fast", "plain", "system-malloc", "plain+system-malloc"]
     assert same_heap_policy(both) == ["fast", "plain"]
     assert chosen_variants(["none"]) == ["fast"] and chosen_variants(["system-malloc"]) == ["fast", "system-malloc"]
-
-
-def test_model_bench_times_the_allocator_baseline_in_fresh_processes(tmp_path) -> None:
-    """A heap policy cannot alternate in one process: `system-malloc` and the default are each
-    timed in their own processes, and the ratio uses those times."""
-    import json
-
-    out_json = tmp_path / "bench.json"
-    main(
-        [
-            "model",
-            "encoder.dim=16",
-            "tasks=nyud",
-            "dataset.num_semseg_classes=5",
-            "--batch",
-            "1",
-            "--size",
-            "32",
-            "32",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--baseline",
-            "system-malloc",
-            "--memory-repeats",
-            "2",
-            "--cpu-allocator",
-            "reuse",
-            "--json",
-            str(out_json),
-        ]
-    )
-    report = json.loads(out_json.read_text())
-    assert list(report["results"]) == ["fast", "system-malloc"] and report["cpu_allocator"] == "reuse"
-    assert list(report["times_s"]) == ["fast"] and "eval_median_s" not in report["results"]["system-malloc"]
-    system, fast = report["results"]["system-malloc"], report["results"]["fast"]
-    assert system["train_step_s"] > 0 and system["train_peak_minus_model_mib"] > system["eval_peak_minus_model_mib"]
-    ratio = report["fresh_process_speedup_over_fast"]["system-malloc"]["train"]
-    assert ratio == pytest.approx(system["train_step_s"] / fast["train_step_s"])
-    with pytest.raises(SystemExit, match="needs --memory subprocess"):
-        main(["model", "encoder.dim=16", "--baseline", "system-malloc", "--memory", "none", "--size", "32", "32"])
 
 
 def test_official_baseline_comes_last_and_never_alternates_in_this_process() -> None:
@@ -193,44 +115,6 @@ def test_the_official_baseline_refuses_a_config_the_released_code_does_not_have(
         build_official_model(compose_config(overrides))
 
 
-@pytest.mark.slow
-def test_model_bench_times_the_official_code_in_fresh_processes(tmp_path) -> None:
-    import json
-
-    out_json = tmp_path / "bench.json"
-    main(
-        [
-            "model",
-            "encoder.dim=16",
-            "tasks=nyud",
-            "dataset.num_semseg_classes=5",
-            "--batch",
-            "1",
-            "--size",
-            "32",
-            "32",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--baseline",
-            "official",
-            "--json",
-            str(out_json),
-        ]
-    )
-    report = json.loads(out_json.read_text())
-    official, fast = report["results"]["official"], report["results"]["fast"]
-    assert list(report["times_s"]) == ["fast"] and official["train_step_s"] > 0
-    assert official["train_peak_minus_model_mib"] > official["eval_peak_minus_model_mib"] >= 0
-    assert report["fresh_process_speedup_over_fast"]["official"]["eval"] == pytest.approx(
-        official["eval_step_s"] / fast["eval_step_s"]
-    )
-    assert report["memory_fast_over_official"] == pytest.approx(
-        fast["train_peak_minus_model_mib"] / official["train_peak_minus_model_mib"]
-    )
-
-
 def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one() -> None:
     import argparse
 
@@ -244,7 +128,9 @@ def test_the_eager_baseline_times_the_uncompiled_model_beside_the_compiled_one()
     assert same_heap_policy(chosen_variants(["eager"])) == ["fast", "eager"]
     parser = argparse.ArgumentParser()
     add_options(parser)
-    setting = Setting(parser.parse_args(["encoder.dim=16", "--size", "32", "32", "--compile", "--device", "cpu"]))
+    setting = Setting(
+        parser.parse_args([*SMALL_SWIN, "encoder.dim=16", "--size", "32", "32", "--compile", "--device", "cpu"])
+    )
     assert setting.net is setting.compiled and setting.compiled is not setting.model
     setting.use("eager")
     assert setting.net is setting.model
@@ -262,50 +148,6 @@ def test_linear_bench_prints_the_speed_up_of_each_shape(capsys: pytest.CaptureFi
     lines = [line for line in capsys.readouterr().out.splitlines() if "forward+backward" in line]
     assert [line.split(":")[0].strip() for line in lines] == ["(    64,    8) ->   16", "(    32,   16) ->    8"]
     assert all(float(x) > 0 for line in lines for x in re.findall(r"([\d.]+)x", line))
-
-
-@pytest.mark.slow
-def test_scaling_bench_writes_a_png_and_tables_with_a_row_per_point(tmp_path) -> None:
-    """Each point is a fresh subprocess running the real train step; one size and one task count
-    per attention mode keeps it short."""
-    import csv
-    import json
-
-    from PIL import Image
-
-    out = tmp_path / "scaling"
-    main(
-        [
-            "scaling",
-            "encoder.dim=16",
-            "--sizes",
-            "32",
-            "--tasks",
-            "1",
-            "--fixed-size",
-            "32",
-            "--fixed-tasks",
-            "1",
-            "--attention",
-            "official",
-            "global",
-            "--out",
-            str(out),
-        ]
-    )
-    with Image.open(out.with_suffix(".png")) as image:
-        assert image.format == "PNG" and image.size == (1000, 700)
-        image.verify()
-    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
-    assert [(r["attention"], r["size"], r["tasks"]) for r in rows] == [("official", "32", "1"), ("global", "32", "1")]
-    assert all(float(r["train_s"]) > 0 and float(r["train_peak_minus_model_mib"]) > 0 for r in rows)
-    saved = json.loads(out.with_suffix(".json").read_text())
-    assert [r["train_s"] for r in saved["rows"]] == [float(r["train_s"]) for r in rows]
-    assert "torch" in saved["machine"]
-    table = out.with_suffix(".md").read_text().splitlines()
-    assert table[0].startswith("train step, batch 1, encoder.dim=16;") and saved["machine"] in table[0]
-    assert table[2] == "| attention | input (px, square) | tasks | train step (s) | train peak minus model (MiB) |"
-    assert [line.split(" | ")[0] for line in table[4:]] == ["| official", "| global"]
 
 
 def test_scaling_outputs_hold_every_point_and_a_png_of_both_sweeps(tmp_path) -> None:
@@ -364,11 +206,3 @@ def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureF
     }
     for name, line in SUBCOMMANDS.items():
         assert f"  {name}" in shown and line in shown
-
-
-def test_startup_bench_times_a_command_in_a_fresh_process() -> None:
-    from demt_exp.bench.startup import COMMANDS, time_command
-
-    seconds, code = time_command(("demt_exp", "trainer.steps=-1"), repeats=1)
-    assert code == 2 and 0 < seconds < 300  # the config mistake's exit code: it ran, and was timed
-    assert ("demt_exp", "--help") in COMMANDS and ("demt_exp.report", "presets", "--no-macs") in COMMANDS

@@ -1,5 +1,5 @@
 """Cityscapes loader: labelId -> trainId, depth from disparity, split listing, resizing, named
-errors, the config and a short real training run."""
+errors and the config (the short real training run: integration/test_cityscapes_training.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from commands import short_training_run
 from fake_cityscapes import frame_name, write_fake_cityscapes, write_frame
 from paths import REPO_ROOT
 from PIL import Image
@@ -145,11 +144,3 @@ def test_config_selects_cityscapes_tasks(compose, monkeypatch: pytest.MonkeyPatc
     assert list(cfg.dataset.train.resolution) == [128, 256] and list(cfg.dataset.val.image_size) == [128, 256]
     assert dict(cfg.tasks.loss.weights) == {"semseg": 1.0, "depth": 1.0}
     assert list(compose(["dataset=cityscapes", "dataset.resolution=[512,1024]"]).dataset.val.image_size) == [512, 1024]
-
-
-@pytest.mark.slow
-def test_short_training_run_on_cityscapes(tmp_path: Path) -> None:
-    root = write_fake_cityscapes(tmp_path / "cityscapes", per_city=2)
-    metrics = short_training_run(tmp_path / "run", "cityscapes", root, "[64,64]")
-    assert set(metrics) == {"semseg", "depth"}
-    assert "mIoU" in metrics["semseg"] and np.isfinite(metrics["depth"]["rmse"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from autograd_checks import assert_close_to_float64, graph_ops
+from commands import SMALL_SWIN
 from paths import REPO_ROOT
 from torch import nn
 
@@ -28,6 +29,12 @@ from demt_exp.models.linear import (
 from demt_exp.models.model import build_model
 
 REPO = REPO_ROOT
+# The default model's code behind the small Swin (commands.SMALL_SWIN); Swin has 4 linear layers per block.
+SMALL_MODEL = [*SMALL_SWIN, "encoder.dim=16"]
+
+
+def swin_block_linears(cfg) -> int:
+    return 4 * sum(cfg.backbone.depths)
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +135,7 @@ def test_the_built_model_is_the_model_defined_and_the_route_is_off_by_default() 
         "import torch; from demt_exp.config.compose import compose_config; "
         "from demt_exp.models.model import build_model; "
         "from demt_exp.models.linear import CpuLinear, takes_convolution_route; "
-        "m = build_model(compose_config(['encoder.dim=16'])); "
+        f"m = build_model(compose_config({SMALL_MODEL!r})); "
         "print(sum(type(x) is CpuLinear for x in m.modules()), sum(type(x) is torch.nn.Linear for x in m.modules()), "
         "takes_convolution_route(torch.ones(4, 4)))"
     )
@@ -142,18 +149,20 @@ def test_the_built_model_is_the_model_defined_and_the_route_is_off_by_default() 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     cpu_linears, linears, route = done.stdout.split()
-    assert cpu_linears == "0" and int(linears) > 40 and route == "False"
+    assert cpu_linears == "0" and int(linears) > swin_block_linears(compose_config(SMALL_MODEL)) and route == "False"
     defaults = compose_config([]).trainer
     assert (defaults.cpu_linear, defaults.cpu_allocator) == ("blas", "system")
 
 
 def test_every_plain_linear_of_a_built_model_is_swapped_and_its_state_dict_is_unchanged() -> None:
-    cfg = compose_config(["encoder.dim=16", "tasks=nyud", "dataset.num_semseg_classes=5"])
+    cfg = compose_config([*SMALL_MODEL, "tasks=nyud", "dataset.num_semseg_classes=5"])
     model = build_model(cfg)
-    assert use_onednn_linears(model) > 40
+    plain = sum(type(m) is nn.Linear for m in model.modules())
+    assert plain > swin_block_linears(cfg)  # Swin's 4 per block, the patch mergings, the encoder's and decoder's
+    assert use_onednn_linears(model) == plain
     assert not any(type(m) is nn.Linear for m in model.modules())
     swapped = [m for m in model.modules() if type(m) is CpuLinear]
-    assert len(swapped) > 40  # Swin-T alone has 4 per block, 12 blocks
+    assert len(swapped) == plain
     attention_out = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
     assert attention_out and all(type(m.out_proj) is not CpuLinear for m in attention_out)
     reference = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))

@@ -1,4 +1,5 @@
-"""NYUD-v2 loader (both layouts, SPEC 3.2 decoding), `verify`, the config and a short real training run."""
+"""NYUD-v2 loader (both layouts, SPEC 3.2 decoding), `verify` and the config (the short real training run:
+integration/test_nyud_training.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from commands import short_training_run
 from fake_nyud import write_fake_nyud
 from paths import REPO_ROOT
 from PIL import Image
@@ -171,12 +171,3 @@ def test_448x576_padding_stays_out_of_depth_rmse(tmp_path: Path) -> None:
     metric = DepthRMSE()
     metric.update(pred, depth)
     assert metric.compute()["rmse"] == 0.0
-
-
-@pytest.mark.slow
-def test_short_training_run_on_nyud(tmp_path: Path) -> None:
-    root = write_fake_nyud(tmp_path / "NYUDv2", n_train=4, n_val=2, size=(60, 80))
-    metrics = short_training_run(tmp_path / "run", "nyud", root, "[64,80]")
-    assert set(metrics) == {"semseg", "depth", "normals", "edge"}
-    assert np.isfinite(metrics["depth"]["rmse"]) and "mIoU" in metrics["semseg"]
-    assert not (tmp_path / "run" / "baseline_metrics.json").exists()  # chance level only for the synthetic demo

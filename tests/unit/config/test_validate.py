@@ -1,4 +1,5 @@
-"""Config values are checked before anything is built; each message names the key and what it takes."""
+"""Config values are checked before anything is built; each message names the key and what it takes (the command
+failing on one: tests/integration/test_validate_command.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import re
 from collections.abc import Callable
 
 import pytest
-from commands import TINY_RUN, run_cli
 from omegaconf import DictConfig
 
 from demt_exp.config.checks import ConfigError, validate_config
@@ -72,11 +72,3 @@ def test_a_backbone_and_encoder_that_do_not_fit_are_refused_before_building(
     """Swin's four maps at strides 4..32 cannot go through the ViT FeatConv neck (one stride)."""
     with pytest.raises(ConfigError, match="does not fit together.*backbone: demt_exp.models.swin"):
         validate_config(compose(["encoder=degmix_vit", "decoder=degmix"]))
-
-
-@pytest.mark.slow
-def test_the_command_fails_on_a_bad_value_before_building_anything(tmp_path) -> None:
-    result = run_cli(*TINY_RUN, "trainer.eval_interval=0", f"hydra.run.dir={tmp_path}", check=False)
-    assert result.returncode != 0
-    assert "trainer.eval_interval=0; expected an integer >= 1" in result.stderr
-    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "config.yaml").exists()

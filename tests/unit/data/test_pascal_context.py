@@ -1,5 +1,6 @@
 """PASCAL-Context loader (SPEC 3.3): part map, edges, normals mask, saliency, part index cache,
-semseg fallback, named errors, the config and a short real training run."""
+semseg fallback, named errors and the config (the short real training run:
+integration/test_pascal_context_training.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from commands import short_training_run
 from fake_pascal import (
     CONTEXT_CLASSES,
     NORMALS_VALID,
@@ -330,15 +330,3 @@ def test_config_selects_pascal_tasks(compose, monkeypatch: pytest.MonkeyPatch) -
     assert cfg.dataset.train._target_ == "demt_exp.data.pascal_context.PascalContext"
     assert cfg.dataset.val.cache_dir is None and cfg.dataset.train.write_part_index_to_root is False
     assert cfg.tasks.loss.edge_pos_weight == 0.95
-
-
-@pytest.mark.slow
-def test_short_training_run_on_pascal_context(tmp_path: Path) -> None:
-    root = write_fake_pascal(tmp_path / "PASCALContext", n_train=4, n_val=2)
-    metrics = short_training_run(
-        tmp_path / "run", "pascal_context", root, "[64,64]", env={"XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    )
-    assert set(metrics) == set(PASCAL_TASKS)
-    assert "mIoU" in metrics["semseg"] and "mIoU" in metrics["human_parts"]
-    assert not (root / "ImageSets" / "Parts").exists()
-    assert list((tmp_path / "xdg" / "demt_exp" / "pascal_parts").glob("*/train.txt"))

@@ -1,5 +1,6 @@
 """The compare command on run folders written as a training job writes them: metric choice, tables that
-fit 120 columns, CSV/JSON, failed jobs skipped, one-line errors, and a fast `--help`."""
+fit 120 columns, CSV/JSON, failed jobs skipped, one-line errors (in-process; the command line itself:
+tests/integration/test_compare_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import csv
 import io
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from paths import REPO_ROOT
 
 from demt_exp.compare import main
 from demt_exp.metrics.delta_m import STANDARD_METRICS
@@ -352,17 +350,3 @@ def test_an_output_folder_that_cannot_be_written_is_a_one_line_error(tmp_path: P
     blocker.write_text("a file, not a folder")
     line = fails([str(seeds_sweep(tmp_path / "runs", [40.0])), "--out", str(blocker), "--no-plot"], capsys)
     assert line.startswith(f"compare: error: --out {blocker}: cannot write compare.csv there (")
-
-
-def test_the_command_line_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "demt_exp.compare", str(tmp_path / "nope")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip().splitlines() == [
-        f"compare: error: {tmp_path / 'nope'} does not exist (expected a run folder or a multirun folder)"
-    ]

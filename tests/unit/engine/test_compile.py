@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from commands import SMALL_SWIN
 from torch import nn
 
 from demt_exp.engine.compile import maybe_compile
@@ -29,13 +30,17 @@ class Head(nn.Module):
         return m.heads(m.decoder(m.encoder(features)), size=self.size)
 
 
-def small_model(compose, variant: str) -> nn.Module:
+def small_model(compose, variant: str, *tasks: str) -> nn.Module:
+    """The variant behind the small Swin (commands.SMALL_SWIN: the default Swin's code at 1/50 of its weights),
+    with NYUD's four tasks or the `tasks` named."""
     torch.manual_seed(0)
     cfg = compose(
         [
+            *SMALL_SWIN,
             *VARIANTS[variant],
             "encoder.dim=16",
             "tasks=nyud",
+            *([f"tasks.names=[{','.join(tasks)}]"] if tasks else []),
             "dataset.num_semseg_classes=5",
             "backbone.drop_path_rate=0",
         ]
@@ -55,7 +60,9 @@ def test_head_traces_without_graph_breaks(compose, variant: str) -> None:
 
 @pytest.mark.slow
 def test_compiled_model_equals_eager(compose) -> None:
-    model = small_model(compose, "demt")
+    """The whole model (backbone included) compiled: a small Swin and two tasks keep the graph, and the cold
+    inductor compile, small."""
+    model = small_model(compose, "demt", "semseg", "depth")
     cfg = compose(["trainer.compile=true"])
     compiled = maybe_compile(model, cfg)
     assert compiled is not model and maybe_compile(model, compose([])) is model

@@ -1,17 +1,16 @@
-"""Checkpoint files: never unpickle code, keep-last / best / last, stale temporaries, payloads that
-load with weights_only=True."""
+"""Checkpoint files: never unpickle code, keep-last / best / last, stale temporaries, atomic saves, payloads that
+load with weights_only=True. The commands refusing a crafted file:
+tests/integration/test_checkpoint_crafted_files.py."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from paths import REPO_ROOT
+from crafted_files import crafted_file
 
 from demt_exp.engine.checkpoint import (
     CheckpointFolder,
@@ -21,32 +20,6 @@ from demt_exp.engine.checkpoint import (
 )
 from demt_exp.engine.rng import rng_state, set_rng_state
 from demt_exp.utils.torch_files import UntrustedCheckpointError, safe_load
-
-REPO = REPO_ROOT
-
-
-class MarkerOnUnpickle:
-    """Unpickling this runs `open(marker, 'w')`: what a malicious file would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
-        return (open, (str(self.marker), "w"))
-
-
-def crafted_file(tmp_path: Path, wrap_as_checkpoint: bool = True) -> tuple[Path, Path]:
-    """A torch file whose pickle creates a marker file when fully unpickled."""
-    marker = tmp_path / "pwned"
-    payload: object = (
-        {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "step": 1, "evil": MarkerOnUnpickle(marker)}
-        if wrap_as_checkpoint
-        else {"w": MarkerOnUnpickle(marker)}
-    )
-    path = tmp_path / "crafted.pt"
-    torch.save(payload, path)
-    assert not marker.exists()
-    return path, marker
 
 
 def test_a_crafted_pickle_is_refused_by_name_and_never_runs(tmp_path: Path) -> None:
@@ -61,39 +34,6 @@ def test_trust_opts_in_to_a_full_unpickle(tmp_path: Path) -> None:
     path, marker = crafted_file(tmp_path)
     load_checkpoint(path, trust=True)
     assert marker.exists()  # the full unpickle really ran the file's code: that is what trust means
-
-
-@pytest.mark.parametrize("entry", ["weights", "resume"])
-def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> None:
-    from commands import TINY_RUN, run_cli
-
-    path, marker = crafted_file(tmp_path, wrap_as_checkpoint=entry == "resume")
-    option = f"model.init={path}" if entry == "weights" else f"trainer.resume={path}"
-    result = run_cli(*TINY_RUN, "trainer.steps=1", option, f"hydra.run.dir={tmp_path / 'run'}", check=False)
-    assert result.returncode != 0
-    assert str(path) in result.stderr and "trust_checkpoints=true" in result.stderr
-    assert not marker.exists()
-
-
-def test_convert_command_refuses_a_crafted_file(tmp_path: Path) -> None:
-    path, marker = crafted_file(tmp_path, wrap_as_checkpoint=False)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "demt_exp.convert",
-            "--official",
-            str(path),
-            "--out",
-            str(tmp_path / "out.pt"),
-            "encoder.dim=32",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode != 0 and str(path) in done.stderr and "trust" in done.stderr
-    assert not marker.exists() and not (tmp_path / "out.pt").exists()
 
 
 def test_training_payload_loads_with_weights_only(tmp_path: Path) -> None:
@@ -171,3 +111,28 @@ def test_missing_file_and_wrong_content_are_named(tmp_path: Path) -> None:
     (tmp_path / "garbage.pt").write_bytes(os.urandom(64))
     with pytest.raises((RuntimeError, pickle.UnpicklingError), match="garbage.pt"):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_atomic({"model": {"w": torch.ones(3)}, "optimizer": {}, "scheduler": {}, "step": 1}, path)
+    real_save = torch.save
+
+    def crash_half_way(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"model": {"w": torch.zeros(3)}, "optimizer": {}, "scheduler": {}, "step": 2}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    survivor = load_checkpoint(path)
+    assert survivor["step"] == 1 and torch.equal(survivor["model"]["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_corrupt_checkpoint_is_reported_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=str(path)):
+        load_checkpoint(path)

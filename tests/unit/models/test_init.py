@@ -1,5 +1,5 @@
 """`model.init`: every backbone's official (or timm ImageNet) file loads and reproduces the outputs of the model it
-came from.
+came from. (A training run with random weights: tests/integration/test_init_run.py.)
 
 Each file is written in its real layout (key names and shapes as the published checkpoint, from
 SPEC 1.2 and the mmseg / timm / HRNet source), with random values, by an independent reference
@@ -8,7 +8,6 @@ model (demt_exp/bench/official_model.py, tests/helpers/reference_backbones.py) o
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from commands import TINY_RUN, run_cli
-from omegaconf import OmegaConf
+from commands import SMALL_SWIN
 from reference_backbones import (
     HRNET_CONFIGS,
     DegmixViT,
@@ -69,7 +67,7 @@ def assert_same_features(ours: list[torch.Tensor], theirs: list[torch.Tensor], a
 @pytest.mark.parametrize(("variant", "window"), [("swin_b", 7), ("swin_l", 12)])
 @torch.no_grad()
 def test_mmseg_upernet_swin_b_and_l_load_and_match(variant: str, window: int) -> None:
-    """Swin-B (window 7) and the window-12 Swin-L of mmseg's ADE20K UperNet (Swin-T/S: tests/test_convert.py)."""
+    """Swin-B (window 7) and the window-12 Swin-L of mmseg's ADE20K UperNet (Swin-T/S: unit/models/test_convert.py)."""
     reference = randomize_(SwinTransformer(variant, window=window), seed=1).eval()
     backbone = SwinBackbone(variant, window_size=window).eval()
     report = load_backbone(upernet_file(reference.state_dict(), {}), backbone)
@@ -189,24 +187,8 @@ def test_init_names_one_file_or_random(caplog: pytest.LogCaptureFixture, tmp_pat
     with pytest.raises(Exception, match=r"Could not override 'model.weights'"):  # the 0.1 alias is gone
         compose_config(["model.weights=a.pt"])
     with pytest.raises(FileNotFoundError, match=r"missing\.pth does not exist: .*model\.init=random"):
-        cfg = compose_config([f"model.init={tmp_path / 'missing.pth'}"])
+        cfg = compose_config([*SMALL_SWIN, f"model.init={tmp_path / 'missing.pth'}"])
         apply_init(build_model(cfg), cfg)
-
-
-@pytest.mark.slow
-def test_random_init_run_warns_and_records_it(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        *TINY_RUN,
-        "dataset.train.num_samples=4",
-        "trainer.steps=1",
-        "trainer.eval_interval=1",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert "RANDOM weights" in result.stdout + result.stderr
-    assert OmegaConf.load(run_dir / "config.yaml").model.init == RANDOM
-    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["model/init"] == RANDOM
 
 
 def test_a_file_of_another_backbone_is_refused_naming_the_keys() -> None:

@@ -3,7 +3,8 @@
 `-n auto` (pyproject's addopts) asks `pytest_xdist_auto_num_workers`: one worker per core, at most
 MAX_WORKERS, since every end-to-end test starts processes of its own. Each worker, and the commands its
 tests start, gets an equal share of the cores as torch threads (no oversubscription). Tests that need one
-shared resource run on one worker: the local SLURM cluster (`slurm` marker).
+shared resource run on one worker: the local SLURM cluster (`slurm` marker). The long tests (`slow`) are
+handed out first, so no worker is left with one of them at the end while the others idle.
 """
 
 from __future__ import annotations
@@ -33,3 +34,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first, in file order

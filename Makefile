@@ -13,8 +13,8 @@ train:  ## the main job: DeMT Swin-T on the built-in synthetic data, CPU-friendl
 test:  ## the whole test suite (the README's command)
 	$(PYTHON) -m pytest -q
 
-test-fast:  ## the inner loop: every test but tests/integration (no command runs end to end)
-	$(PYTHON) -m pytest -q tests/unit
+test-fast:  ## the inner loop: tests/unit without the slow ones (real-size parity loads, a 50-step bf16 run, inductor)
+	$(PYTHON) -m pytest -q tests/unit -m "not slow"
 
 bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix vs plain and official (bench/*.json), scaling plot
 	$(PYTHON) -m demt_exp.bench deform --shape 8 256 16 16

@@ -3,14 +3,11 @@ run its code (the loader itself: tests/unit/engine/test_checkpoint.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from commands import TINY_RUN, run_cli
+from commands import TINY_RUN, run_cli, run_module
 from crafted_files import crafted_file
-from paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("entry", ["weights", "resume"])
@@ -25,20 +22,8 @@ def test_training_command_refuses_a_crafted_file(tmp_path: Path, entry: str) -> 
 
 def test_convert_command_refuses_a_crafted_file(tmp_path: Path) -> None:
     path, marker = crafted_file(tmp_path, wrap_as_checkpoint=False)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "demt_exp.convert",
-            "--official",
-            str(path),
-            "--out",
-            str(tmp_path / "out.pt"),
-            "encoder.dim=32",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    done = run_module(
+        "demt_exp.convert", "--official", str(path), "--out", str(tmp_path / "out.pt"), "encoder.dim=32", check=False
     )
     assert done.returncode != 0 and str(path) in done.stderr and "trust" in done.stderr
     assert not marker.exists() and not (tmp_path / "out.pt").exists()

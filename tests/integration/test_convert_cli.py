@@ -5,17 +5,16 @@ reads chooses code."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import official_checkpoints
 import pytest
 import torch
+from commands import run_module
 from crafted_files import write_code_pickle
 from official_checkpoints import assert_same_tensors, save_lightning
 from omegaconf import DictConfig
-from paths import REPO_ROOT
 
 from demt_exp.engine.rng import rng_state
 from demt_exp.models.load_weights import apply_init
@@ -32,8 +31,7 @@ def tiny_demt() -> tuple[list[str], MultiTaskModel]:
 
 
 def convert(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "demt_exp.convert", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return run_module("demt_exp.convert", *args, check=False)
 
 
 def test_cli_converts_and_model_weights_loads_both_formats(

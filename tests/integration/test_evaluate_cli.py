@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import run_module
 from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, run_evaluation, write_checkpoint
 from fake_nyud import write_fake_nyud
 from hydra.utils import instantiate
@@ -156,14 +157,7 @@ def test_weights_only_file_uses_the_command_line_config(synthetic_checkpoint: Pa
 def test_two_torchrun_processes_give_the_one_process_results(synthetic_checkpoint: Path, tmp_path: Path) -> None:
     common = [f"checkpoint={synthetic_checkpoint}", "eval.panels=5", "eval.num_workers=0", "trainer.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    single = subprocess.run(
-        [sys.executable, "-m", "demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'one'}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    single = run_module("demt_exp.evaluate", *common, f"hydra.run.dir={tmp_path / 'one'}", check=False, env=env)
     assert single.returncode == 0, single.stderr[-3000:]
     sharded = subprocess.run(
         [
@@ -213,13 +207,8 @@ def test_a_missing_or_unreadable_checkpoint_is_one_error_line(tmp_path: Path) ->
     }
     expected = "expected a file written by torch.save: a training checkpoint or a weights file"
     for case, args in cases.items():
-        done = subprocess.run(
-            [sys.executable, "-m", "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}"],
-            cwd=REPO,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
+        done = run_module(
+            "demt_exp.evaluate", *args, f"hydra.run.dir={tmp_path / case}", check=False, env={"OMP_NUM_THREADS": "1"}
         )
         assert done.returncode == 2 and "Traceback" not in done.stderr, (case, done.stderr[-3000:])
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
@@ -239,21 +228,14 @@ def test_a_checkpoint_that_needs_a_full_unpickle_loads_only_with_trust(
     torch.save(payload, pickled)
 
     def evaluate(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "demt_exp.evaluate",
-                f"checkpoint={pickled}",
-                "eval.num_workers=0",
-                "eval.panels=0",
-                *args,
-            ],
-            cwd=REPO,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
+        return run_module(
+            "demt_exp.evaluate",
+            f"checkpoint={pickled}",
+            "eval.num_workers=0",
+            "eval.panels=0",
+            *args,
+            check=False,
+            env={"OMP_NUM_THREADS": "1"},
         )
 
     refused = evaluate(f"hydra.run.dir={tmp_path / 'refused'}")

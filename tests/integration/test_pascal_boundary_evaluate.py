@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from commands import run_module
 from eval_helpers import TINY_MODEL, run_evaluation, write_checkpoint
 from fake_pascal import write_context_labels, write_fake_pascal
 from paths import REPO_ROOT
@@ -65,28 +66,20 @@ def test_evaluate_command_scores_pascal_boundaries_with_worker_processes(pascal_
     checkpoint, root, val_ids = pascal_run
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     run = tmp_path / "eval"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "demt_exp.evaluate",
-            f"checkpoint={checkpoint}",
-            "dataset=pascal_context",
-            f"dataset.root={root}",
-            "dataset.image_size=[64,64]",
-            "eval.boundary_protocol=invpt",
-            "eval.boundary_workers=2",
-            "eval.panels=0",
-            "eval.num_workers=0",
-            "trainer.device=cpu",
-            f"hydra.run.dir={run}",
-        ],
+    result = run_module(
+        "demt_exp.evaluate",
+        f"checkpoint={checkpoint}",
+        "dataset=pascal_context",
+        f"dataset.root={root}",
+        "dataset.image_size=[64,64]",
+        "eval.boundary_protocol=invpt",
+        "eval.boundary_workers=2",
+        "eval.panels=0",
+        "eval.num_workers=0",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run}",
         check=False,
-        cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())

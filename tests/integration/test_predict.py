@@ -3,14 +3,13 @@ predicted classes, and panels that really show the input, predictions and ground
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from commands import run_module
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from paths import REPO_ROOT
 from PIL import Image
@@ -121,20 +120,13 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_predict_command_writes_into_out(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "demt_exp.predict",
-            f"checkpoint={checkpoint}",
-            f"input=[{images / 'wide.png'}]",
-            f"out={out}",
-            "trainer.device=cpu",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_module(
+        "demt_exp.predict",
+        f"checkpoint={checkpoint}",
+        f"input=[{images / 'wide.png'}]",
+        f"out={out}",
+        "trainer.device=cpu",
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "panels").iterdir()) == ["wide.png"]
@@ -142,14 +134,7 @@ def test_predict_command_writes_into_out(checkpoint: Path, images: Path, tmp_pat
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "demt_exp.predict", *args, "trainer.device=cpu"],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("demt_exp.predict", *args, "trainer.device=cpu", check=False, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_inputs_are_checked_before_the_output_folder_exists(checkpoint: Path, images: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from commands import run_module
 from crafted_files import write_code_pickle
 from eval_helpers import TINY_SYNTHETIC, write_checkpoint
 from omegaconf import OmegaConf
@@ -80,9 +81,7 @@ CRAFTED = {  # name: (change, the key and the value the refusal must name)
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
-    )
+    return run_module(module, *args, check=False, env=ENV)
 
 
 def assert_refused(result: subprocess.CompletedProcess, *names: str) -> None:

@@ -16,6 +16,7 @@ Commands whose process itself is the subject (signals, start-up time, packaging)
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import select
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +142,23 @@ def warm_server(cwd: Path) -> WarmPython | None:
 # ----- the server, in its own interpreter -----
 
 
-def _child(request: dict[str, Any], added: dict[str, str]) -> None:
+def _remake(folder: tempfile.TemporaryDirectory) -> None:
+    """A temporary folder made at import (wandb's media and artifact folders) belongs to one process, which
+    removes it at its exit: a child gets a new one, as a fresh interpreter would, and leaves the server's."""
+    folder._finalizer.detach()  # type: ignore[attr-defined]
+    base = os.path.basename(folder.name)
+    suffix = base[len("tmp") + 8 :] if base.startswith("tmp") else ""  # mkdtemp: prefix, 8 random, suffix
+    folder.name = tempfile.mkdtemp(suffix, dir=os.path.dirname(folder.name))
+    folder._finalizer = weakref.finalize(
+        folder,
+        folder._cleanup,
+        folder.name,
+        warn_message=f"Implicitly cleaning up {folder!r}",
+        ignore_errors=folder._ignore_cleanup_errors,
+    )  # type: ignore[attr-defined]
+
+
+def _child(request: dict[str, Any], added: dict[str, str], own_folders: list[tempfile.TemporaryDirectory]) -> None:
     """In the forked child: become the command, then end through SystemExit (the interpreter's own exit)."""
     import runpy
 
@@ -152,6 +170,8 @@ def _child(request: dict[str, Any], added: dict[str, str]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update({**added, **request["env"]})  # what the imports set where the command did not
+    for folder in own_folders:
+        _remake(folder)
     sys.argv = ["-m", *request["args"]]  # runpy puts the module's file first, as `python -m` does
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()  # a fresh interpreter's global numpy generator starts from the OS
@@ -171,6 +191,7 @@ def _serve(cwd: str) -> None:
     for module in PRELOAD:
         importlib.import_module(module)
     added = {key: value for key, value in os.environ.items() if key not in started_with}  # e.g. torch's cache dir
+    own_folders = [item for item in gc.get_objects() if isinstance(item, tempfile.TemporaryDirectory)]
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # nothing but the protocol may reach the client's pipe
     protocol.write(json.dumps({"ready": True, "env": started_with, "added": added}) + "\n")
@@ -181,7 +202,7 @@ def _serve(cwd: str) -> None:
         pid = os.fork()
         if pid == 0:
             protocol.close()
-            _child(json.loads(line), added)
+            _child(json.loads(line), added, own_folders)
         protocol.write(json.dumps({"pid": pid}) + "\n")
         protocol.flush()
         _, status = os.waitpid(pid, 0)

@@ -7,7 +7,8 @@ read as plain data. Runs that differ only in `trainer.seed` are one row (mean an
 Metrics: `--metrics`, by default the dataset's Delta_m set, Delta_m and the parameter count. The
 table goes to the console (markdown fitted to 120 columns, CSV or JSON); `compare.csv` and, when
 matplotlib is installed, `compare.png` (one panel per metric) go to the output folder. A folder of
-a failed job is skipped with one line saying why. Reads files only: no W&B, no network.
+a failed job is skipped with one line saying why. Runs of a paper preset bring its published row and
+each metric's difference to it (`demt_exp/results/published.py`). Reads files only: no W&B, no network.
 """
 
 from __future__ import annotations

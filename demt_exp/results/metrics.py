@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from demt_exp.results.published import PAPER_DELTA_M, beside, compared_metric
 from demt_exp.results.runs import PARAMETERS, RunResult
 from demt_exp.utils.errors import UserError
 
@@ -36,7 +37,7 @@ UNITLESS = Unit("", 4, axis="unitless")
 COUNT = Unit("", 0, scale=1e-6, axis="millions")
 
 # By the metric's name (the part after "task/"); full "task/metric" keys first, then patterns.
-UNITS_BY_KEY: dict[str, Unit] = {PARAMETERS: COUNT, DELTA_M: PERCENT}
+UNITS_BY_KEY: dict[str, Unit] = {PARAMETERS: COUNT, DELTA_M: PERCENT, PAPER_DELTA_M: PERCENT}
 UNITS_BY_NAME: dict[str, Unit] = {
     "mIoU": PERCENT,
     "maxF": PERCENT,
@@ -59,7 +60,8 @@ UNITS_BY_PATTERN: tuple[tuple[str, Unit], ...] = ((r"delta\d+", PERCENT), (r"wit
 
 
 def unit_of(metric: str) -> Unit:
-    """The unit of "task/metric"; unknown names are unitless."""
+    """The unit of "task/metric" (and of its difference to the paper); unknown names are unitless."""
+    metric = compared_metric(metric)
     if metric in UNITS_BY_KEY:
         return UNITS_BY_KEY[metric]
     name = metric.split("/", 1)[-1]
@@ -73,7 +75,7 @@ def axis_label(metric: str) -> str:
     return unit.axis or unit.label
 
 
-SHORT_NAMES = {DELTA_M: "Delta_m", PARAMETERS: "params"}  # the two columns every default table has
+SHORT_NAMES = {DELTA_M: "Delta_m", PARAMETERS: "params", PAPER_DELTA_M: "Delta_m (paper refs)"}
 
 
 def header(metric: str) -> str:
@@ -85,7 +87,7 @@ def units_line(metrics: Sequence[str]) -> str | None:
     """`units: % (semseg/mIoU, Delta_m), m (depth/rmse)`: units below the table rather than in every header,
     which would cost a default table its single block."""
     by_unit: dict[str, list[str]] = {}
-    for metric in metrics:
+    for metric in (m for m in metrics if compared_metric(m) == m):  # a difference has its metric's unit
         if unit_of(metric).label:
             by_unit.setdefault(unit_of(metric).label, []).append(header(metric))
     if not by_unit:
@@ -99,14 +101,15 @@ def format_value(metric: str, mean: float, std: float = math.nan) -> str:
         return "-"
     decimals = unit_of(metric).decimals
     grouping = "," if metric == PARAMETERS else ""
-    text = f"{mean:{'+' if metric == DELTA_M else ''}{grouping}.{decimals}f}"
+    signed = metric in (DELTA_M, PAPER_DELTA_M) or compared_metric(metric) != metric  # a change: + or -
+    text = f"{mean:{'+' if signed else ''}{grouping}.{decimals}f}"
     return text if math.isnan(std) else f"{text} ± {std:{grouping}.{decimals}f}"
 
 
 def available(runs: Sequence[RunResult]) -> list[str]:
     """Every metric some run has: tasks alphabetically, then Delta_m, then the parameter count."""
     names = {m for run in runs for m in run.metrics}
-    return sorted(names, key=lambda m: (m == PARAMETERS, m == DELTA_M, m))
+    return sorted(names, key=lambda m: (m == PARAMETERS, m in (DELTA_M, PAPER_DELTA_M), m))
 
 
 def standard_set(dataset: str) -> tuple[str, ...] | None:
@@ -136,7 +139,13 @@ def default_metrics(runs: Sequence[RunResult]) -> tuple[list[str], list[str]]:
 
 
 def select_metrics(runs: Sequence[RunResult], requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(metrics, notes) for `--metrics`: the default set, `all`, or the named ones (each must exist)."""
+    """(metrics, notes) for `--metrics`: the default set, `all`, or the named ones (each must exist); each
+    followed by its difference to the paper where runs of a paper preset have one."""
+    metrics, notes = chosen_metrics(runs, requested)
+    return beside(metrics, available(runs)), notes
+
+
+def chosen_metrics(runs: Sequence[RunResult], requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
     if not requested:
         return default_metrics(runs)
     have = available(runs)

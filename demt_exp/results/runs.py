@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from demt_exp.results.published import RUNS, SOURCE, Published, published_values, read_published, with_differences
 from demt_exp.utils.errors import UserError
 
 SEED_KEY = "trainer.seed"
@@ -36,6 +37,7 @@ class RunResult:
     overrides: dict[str, str]
     metrics: dict[str, float]  # "task/metric" -> value
     dataset: str | None = None  # `dataset.name` of `.hydra/config.yaml`, as written (never resolved)
+    paper: Published | None = None  # the preset's published numbers (`paper` of `.hydra/config.yaml`)
 
 
 @dataclass
@@ -121,18 +123,22 @@ def read_overrides(folder: Path) -> dict[str, str]:
     return {key.lstrip("+~"): value for key, value in pairs if not key.lstrip("+~").startswith(NOT_SWEPT)}
 
 
-def read_dataset(folder: Path) -> str | None:
-    """`dataset.name` of the job's composed config, as text; None when absent or unreadable.
+def read_config(folder: Path) -> Any:
+    """The job's composed config (`.hydra/config.yaml`) as plain YAML data; None when absent or unreadable.
 
-    An interpolation (`${...}`) comes back as its literal text, which names no dataset.
+    An interpolation (`${...}`) comes back as its literal text, never resolved.
     """
     path = folder / ".hydra" / "config.yaml"
     if not path.is_file():
         return None
     try:
-        config = _safe_yaml(path)
+        return _safe_yaml(path)
     except ValueError:
         return None
+
+
+def dataset_name(config: Any) -> str | None:
+    """`dataset.name` of a composed config, as text; None when absent (an interpolation names no dataset)."""
     dataset = config.get("dataset") if isinstance(config, dict) else None
     name = dataset.get("name") if isinstance(dataset, dict) else None
     return name if isinstance(name, str) else None
@@ -187,7 +193,12 @@ def first_parameter_count(path: Path) -> float | None:
 def load_run(folder: Path) -> RunResult | Skipped:
     """One folder as a result, or as skipped with the reason (a failed or unfinished job)."""
     try:
-        return RunResult(folder, read_overrides(folder), read_metrics(folder), read_dataset(folder))
+        config = read_config(folder)
+        paper = read_published(config)
+        metrics = read_metrics(folder)
+        if paper is not None:
+            metrics = with_differences(metrics, paper)
+        return RunResult(folder, read_overrides(folder), metrics, dataset_name(config), paper)
     except ValueError as error:
         return Skipped(folder, str(error))
 
@@ -209,7 +220,8 @@ def swept_keys(runs: Sequence[RunResult]) -> list[str]:
 
 
 def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[Row]]:
-    """Runs grouped by every swept key but the seed; returns (grouping keys, rows)."""
+    """Runs grouped by every swept key but the seed; returns (grouping keys, rows). Runs of a paper preset
+    bring its published numbers as a row of their own first, told apart by a `source` column."""
     keys = [k for k in swept_keys(runs) if k != SEED_KEY]
     rows: dict[tuple, Row] = {}
     for run in runs:
@@ -218,7 +230,16 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[Row]]:
         row.folders.append(run.folder)
         for metric, value in run.metrics.items():
             row.values.setdefault(metric, []).append(value)
-    return keys, list(rows.values())
+    papers = {run.paper.label: run.paper for run in runs if run.paper is not None}
+    if not papers:
+        return keys, list(rows.values())
+    published = [
+        Row({SOURCE: label, **dict.fromkeys(keys, "")}, {m: [v] for m, v in published_values(paper).items()})
+        for label, paper in papers.items()
+    ]
+    for row in rows.values():
+        row.params = {SOURCE: RUNS, **row.params}
+    return [SOURCE, *keys], published + list(rows.values())
 
 
 def summarise(values: Sequence[float]) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from demt_exp.results.metrics import axis_label, format_value, header, units_line
+from demt_exp.results.published import compared_metric
 from demt_exp.results.runs import Row, summarise
 from demt_exp.utils.tables import markdown_table
 
@@ -120,6 +121,8 @@ def markdown(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str], w
         notes += textwrap.wrap(units, width, subsequent_indent="  ", break_on_hyphens=False)
     if any(row.n > 1 for row in rows):
         notes.append("mean ± sample standard deviation (n - 1) over the n runs of a row (seeds)")
+    if any(compared_metric(m) != m for m in metrics):
+        notes.append("vs paper: the run's value minus the published one, in the metric's unit")
     return "\n\n".join(parts + (["\n".join(notes)] if notes else []))
 
 

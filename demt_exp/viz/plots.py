@@ -4,7 +4,8 @@ Each panel has one metric on its own axis with its unit (a percentage and an RMS
 not share a scale); rows are categories on the x axis, labelled by every swept key, so points
 are not joined by lines (the runs of a sweep are not a series). A row of several seeds shows
 its mean with the sample standard deviation as error bar and each run as a small dot; a
-seeds-only sweep is one such row.
+seeds-only sweep is one such row. A published row (runs of a paper preset) is a star with a dashed line
+across its panel, so each run's distance to the paper reads off the axis.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from demt_exp.results.metrics import axis_label, unit_of
+from demt_exp.results.published import compared_metric
 from demt_exp.results.runs import Row, summarise
 from demt_exp.results.table import Legend, printable
 
@@ -72,6 +74,10 @@ def draw_panel(axis, metric: str, rows: Sequence[Row], labels: Sequence[str], co
         if not values:
             continue
         mean, std = summarise(values)
+        if row.n == 0:  # a published row: the paper's number, a star and a line across the panel
+            axis.axhline(values[0], color=colours[i], linestyle="--", linewidth=1, alpha=0.7, zorder=1)
+            axis.plot(i, values[0], marker="*", markersize=11, color=colours[i], linestyle="none", zorder=3)
+            continue
         if len(values) > 1:
             axis.scatter(
                 [i + d for d in _jitter(len(values))], values, s=16, color=colours[i], alpha=0.5, linewidths=0, zorder=2
@@ -79,6 +85,8 @@ def draw_panel(axis, metric: str, rows: Sequence[Row], labels: Sequence[str], co
         axis.errorbar(
             i, mean, yerr=None if math.isnan(std) else std, fmt="o", color=colours[i], capsize=4, markersize=6, zorder=3
         )
+    if compared_metric(metric) != metric:  # a difference to the paper: 0 is the paper itself
+        axis.axhline(0, color="grey", linewidth=0.8, zorder=1)
     axis.set_title(metric, fontsize=9)
     axis.set_ylabel(axis_label(metric), fontsize=8)
     tilt = tilted(labels)
@@ -93,6 +101,8 @@ def caption(keys: Sequence[str], rows: Sequence[Row], legend: Legend) -> str:
     lines = [f"x: {', '.join(keys)}" if keys else "x: every run (only the seed differs)"]
     if any(row.n > 1 for row in rows):
         lines.append("point: mean over the row's runs (seeds); error bar: sample std (n - 1); dots: single runs")
+    if any(row.n == 0 for row in rows):
+        lines.append("star and dashed line: the published number of the paper row")
     return "\n".join(lines + legend.lines(110))
 
 

@@ -53,7 +53,12 @@ def nyud_metrics(
 
 
 def write_run(
-    folder: Path, overrides: list[str], metrics: dict | None, dataset: str = "nyud", parameters: int = 32_070_259
+    folder: Path,
+    overrides: list[str],
+    metrics: dict | None,
+    dataset: str = "nyud",
+    parameters: int = 32_070_259,
+    extra_config: str = "",
 ) -> Path:
     """A run folder as `python -m demt_exp` leaves it: `.hydra/overrides.yaml` and `.hydra/config.yaml`
     (Hydra's files), `metrics.jsonl` (the step-0 record carries the parameter count) and, when the job
@@ -63,7 +68,7 @@ def write_run(
     (hydra / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
     (hydra / "config.yaml").write_text(
         f"tasks:\n  names:\n  - semseg\n  - depth\ndataset:\n  name: {dataset}\n  num_semseg_classes: 40\n"
-        "model:\n  init: ${model.init_dir}/upernet.pth\n  init_dir: ${oc.env:DEMT_WEIGHTS,weights}\n"
+        "model:\n  init: ${model.init_dir}/upernet.pth\n  init_dir: ${oc.env:DEMT_WEIGHTS,weights}\n" + extra_config
     )
     history = [
         {"step": 0, "model/parameters": float(parameters), "model/init": "random"},

@@ -15,27 +15,25 @@ from omegaconf import DictConfig
 from demt_exp.config.checks import validate_settings
 from demt_exp.config.compose import CONF_DIR, CONFIG_NAME
 from demt_exp.config.errors import report_unknown_keys
+from demt_exp.config.objective import objective_value, register_resolver
 from demt_exp.engine.run_folder import redirect_other_ranks, run_job
 from demt_exp.utils.errors import EXIT_CODE
 
+register_resolver()  # the Optuna sweeper's direction follows each objective metric
 JOBS_STARTED: list[str] = []  # run folders of the jobs Hydra started in this process
 
 
-def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | None:
-    """The job: checks, training, evaluation; returns the configured objective for sweepers."""
+def train_and_evaluate(cfg: DictConfig, out_dir: str) -> float | list[float] | None:
+    """The job: checks, training, evaluation; returns the configured objective(s) for sweepers."""
     validate_settings(cfg)
     from demt_exp.engine.trainer import run  # torch and the models: only for a config that passed its checks
 
     results = run(cfg, out_dir)
-    objective = cfg.get("objective")
-    if objective and results:
-        task, name = str(objective).split("/")
-        return results[task][name]
-    return None
+    return objective_value(cfg.get("objective"), results)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float] | None:
     """Hydra entry point; a config mistake is one line on stderr and exit 2, with no run folder left."""
     out_dir = HydraConfig.get().runtime.output_dir
     JOBS_STARTED.append(out_dir)

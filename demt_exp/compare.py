@@ -8,7 +8,9 @@ Metrics: `--metrics`, by default the dataset's Delta_m set, Delta_m and the para
 table goes to the console (markdown fitted to 120 columns, CSV or JSON); `compare.csv` and, when
 matplotlib is installed, `compare.png` (one panel per metric) go to the output folder. A folder of
 a failed job is skipped with one line saying why. Runs of a paper preset bring its published row and
-each metric's difference to it (`demt_exp/results/published.py`). Reads files only: no W&B, no network.
+each metric's difference to it (`demt_exp/results/published.py`); the trials of a search (`hydra/sweeper=optuna`)
+a `search` column marking the best trial or the Pareto front, and for two objectives `pareto.png`
+(`demt_exp/results/search.py`). Reads files only: no W&B, no network.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from demt_exp.results.metrics import select_metrics
 from demt_exp.results.runs import Row, RunResult, Skipped, load_runs, table_rows
+from demt_exp.results.search import shared_objective, summary
 from demt_exp.results.table import csv_text, json_text, markdown, printable
 from demt_exp.utils.errors import EXIT_CODE, UserError
 
@@ -97,8 +100,18 @@ def compare(args: argparse.Namespace) -> None:
     for text in notes:
         note(text)
     keys, rows = table_rows(runs)
+    objective = shared_objective(runs)
+    if objective is not None:  # a search: its objective metrics lead the table
+        metrics = [*(m for m in objective.metrics if m not in metrics), *metrics]
+        note(summary(objective, rows))
     print(console_table(args.format, keys, rows, metrics, skipped))
-    write_outputs(args.out or args.paths[0], keys, rows, metrics, plot=not args.no_plot)
+    out = args.out or args.paths[0]
+    write_outputs(out, keys, rows, metrics, plot=not args.no_plot)
+    if objective is not None and len(objective.metrics) == 2 and not args.no_plot:
+        from demt_exp.viz.plots import plot_front
+
+        path = plot_front(objective, rows, out / "pareto.png")
+        note(f"wrote {path}" if path else PLOT_HINT)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

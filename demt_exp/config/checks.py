@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from demt_exp.config.objective import check_objective
 from demt_exp.data.tasks import TASK_NAMES
 from demt_exp.utils.errors import ConfigError
 
@@ -194,4 +195,5 @@ def validate_config(cfg: DictConfig) -> None:
     """Every check, cheapest first."""
     validate_settings(cfg)
     check_best_metric(cfg)
+    check_objective(cfg)
     check_model_fits(cfg)

@@ -1,11 +1,13 @@
-"""After Hydra rejects an override of an unknown key, name the keys that do exist there.
+"""After Hydra rejects a command line, name the keys that do exist, or the extra a chosen plugin needs.
 
 Hydra lists the valid options of a config group, but for a mistyped key it only says the
-key is not in the struct. This runs only on that failure path, so normal runs pay nothing.
+key is not in the struct, and for a plugin that is not installed it names a config it cannot find.
+This runs only on that failure path, so normal runs pay nothing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +43,32 @@ def unknown_key_hints(overrides: Sequence[str]) -> list[str]:
     return hints
 
 
+# Config options that need an optional extra: (override, the plugin module it loads, the extra).
+EXTRAS = (
+    ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "search"),
+    ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher=local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        return False
+
+
+def missing_extra_hints(overrides: Sequence[str]) -> list[str]:
+    """One line per chosen option whose plugin is not installed, naming the extra that brings it."""
+    return [
+        f"{option} needs the {extra!r} extra: pip install 'demt_exp[{extra}]'"
+        for option, module, extra in EXTRAS
+        if option in overrides and not _installed(module)
+    ]
+
+
 def report_unknown_keys() -> None:
     """Print the hints for the current command line to stderr."""
-    for line in unknown_key_hints([a for a in sys.argv[1:] if not a.startswith("-")]):
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    for line in missing_extra_hints(overrides) + unknown_key_hints(overrides):
         print(line, file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from demt_exp.results.published import RUNS, SOURCE, Published, published_values, read_published, with_differences
+from demt_exp.results.search import SEARCH, Objective, read_objective, search_marks, shared_objective
 from demt_exp.utils.errors import UserError
 
 SEED_KEY = "trainer.seed"
@@ -38,6 +39,7 @@ class RunResult:
     metrics: dict[str, float]  # "task/metric" -> value
     dataset: str | None = None  # `dataset.name` of `.hydra/config.yaml`, as written (never resolved)
     paper: Published | None = None  # the preset's published numbers (`paper` of `.hydra/config.yaml`)
+    objective: Objective | None = None  # what a search optimised (`objective`, `hydra.sweeper.direction`)
 
 
 @dataclass
@@ -123,12 +125,11 @@ def read_overrides(folder: Path) -> dict[str, str]:
     return {key.lstrip("+~"): value for key, value in pairs if not key.lstrip("+~").startswith(NOT_SWEPT)}
 
 
-def read_config(folder: Path) -> Any:
-    """The job's composed config (`.hydra/config.yaml`) as plain YAML data; None when absent or unreadable.
-
-    An interpolation (`${...}`) comes back as its literal text, never resolved.
+def read_config(folder: Path, name: str = "config.yaml") -> Any:
+    """The job's composed config (`.hydra/config.yaml`, or Hydra's own `hydra.yaml`) as plain YAML data; None
+    when absent or unreadable. An interpolation (`${...}`) comes back as its literal text, never resolved.
     """
-    path = folder / ".hydra" / "config.yaml"
+    path = folder / ".hydra" / name
     if not path.is_file():
         return None
     try:
@@ -198,7 +199,8 @@ def load_run(folder: Path) -> RunResult | Skipped:
         metrics = read_metrics(folder)
         if paper is not None:
             metrics = with_differences(metrics, paper)
-        return RunResult(folder, read_overrides(folder), metrics, dataset_name(config), paper)
+        objective = read_objective(config, read_config(folder, "hydra.yaml"))
+        return RunResult(folder, read_overrides(folder), metrics, dataset_name(config), paper, objective)
     except ValueError as error:
         return Skipped(folder, str(error))
 
@@ -221,7 +223,8 @@ def swept_keys(runs: Sequence[RunResult]) -> list[str]:
 
 def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[Row]]:
     """Runs grouped by every swept key but the seed; returns (grouping keys, rows). Runs of a paper preset
-    bring its published numbers as a row of their own first, told apart by a `source` column."""
+    bring its published numbers as a row of their own first, told apart by a `source` column; the trials
+    of a search get a `search` column marking the best row or the Pareto front."""
     keys = [k for k in swept_keys(runs) if k != SEED_KEY]
     rows: dict[tuple, Row] = {}
     for run in runs:
@@ -230,16 +233,24 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[Row]]:
         row.folders.append(run.folder)
         for metric, value in run.metrics.items():
             row.values.setdefault(metric, []).append(value)
+    out = list(rows.values())
     papers = {run.paper.label: run.paper for run in runs if run.paper is not None}
-    if not papers:
-        return keys, list(rows.values())
-    published = [
-        Row({SOURCE: label, **dict.fromkeys(keys, "")}, {m: [v] for m, v in published_values(paper).items()})
-        for label, paper in papers.items()
-    ]
-    for row in rows.values():
-        row.params = {SOURCE: RUNS, **row.params}
-    return [SOURCE, *keys], published + list(rows.values())
+    if papers:
+        published = [
+            Row({SOURCE: label, **dict.fromkeys(keys, "")}, {m: [v] for m, v in published_values(paper).items()})
+            for label, paper in papers.items()
+        ]
+        keys, out = [SOURCE, *keys], published + [_with(row, SOURCE, RUNS) for row in out]
+    objective = shared_objective(runs)
+    if objective is not None:  # a search: its best row, or its Pareto front
+        keys, out = [SEARCH, *keys], [_with(row, SEARCH, mark) for row, mark in zip(out, search_marks(objective, out))]
+    return keys, out
+
+
+def _with(row: Row, key: str, value: str) -> Row:
+    """The row with one more leading column."""
+    row.params = {key: value, **row.params}
+    return row
 
 
 def summarise(values: Sequence[float]) -> tuple[float, float]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from demt_exp.results.metrics import axis_label, unit_of
 from demt_exp.results.published import compared_metric
 from demt_exp.results.runs import Row, summarise
+from demt_exp.results.search import Objective, search_marks
 from demt_exp.results.table import Legend, printable
 
 MAX_LABEL = 18  # longest value on a tick label; longer ones get a legend label
@@ -141,6 +142,37 @@ def plot_metrics(keys: Sequence[str], rows: Sequence[Row], metrics: Sequence[str
     except ImportError:
         return None
     figure = build_figure(keys, rows, metrics)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_front(objective: Objective, rows: Sequence[Row], path: Path) -> Path | None:
+    """A two-objective search as a PNG at `path` (None without matplotlib): every trial a dot, the Pareto
+    front joined in order, each axis saying which way is better."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    (x_metric, y_metric), marks = objective.metrics, search_marks(objective, rows)
+    points = [
+        (summarise(row.values[x_metric])[0], summarise(row.values[y_metric])[0], mark)
+        for row, mark in zip(rows, marks)
+        if row.n > 0 and row.values.get(x_metric) and row.values.get(y_metric)
+    ]
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="grey", alpha=0.6, label="trial")
+    on = sorted((x, y) for x, y, mark in points if mark)
+    axis.plot([p[0] for p in on], [p[1] for p in on], "o-", color="tab:red", label="Pareto front")
+    for axis_setter, metric, up in zip((axis.set_xlabel, axis.set_ylabel), objective.metrics, objective.maximize):
+        axis_setter(f"{metric} [{axis_label(metric)}] ({'higher' if up else 'lower'} is better)", fontsize=8)
+    axis.set_title(f"{len(points)} trials, {len(on)} on the front", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

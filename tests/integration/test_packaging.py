@@ -13,7 +13,7 @@ import pytest
 import tomllib
 from commands import REPO_ROOT
 
-SHIPPED = ["conf", "sweeps", "demt_exp", "pyproject.toml", "setup.py", "README.md"]
+SHIPPED = ["conf", "sweeps", "demt_exp", "hydra_plugins", "pyproject.toml", "setup.py", "README.md"]
 
 
 def test_optional_extras_are_declared() -> None:
@@ -44,14 +44,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_the_wheel_holds_every_config_and_sweep(wheel: Path) -> None:
+def test_the_wheel_holds_every_config_sweep_and_the_search_plugin(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         f"demt_exp/{p.relative_to(REPO_ROOT)}"
         for folder in ("conf", "sweeps")
         for p in (REPO_ROOT / folder).rglob("*.yaml")
     }
+    expected |= {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "hydra_plugins").rglob("*.py")}
     assert expected and expected <= names, sorted(expected - names)
+    assert "hydra_plugins/__init__.py" not in names  # Hydra's namespace, shared with the other plugins
 
 
 @pytest.mark.slow

@@ -179,3 +179,18 @@ def _stops(run_dir: Path) -> list[int]:
         if "stop/signal" in record:
             stops.append(int(record["step"]))
     return stops
+
+
+def test_an_optuna_search_submits_its_trials_as_slurm_jobs(cluster: Cluster, tmp_path: Path) -> None:
+    """hydra/sweeper=optuna on hydra/launcher=slurm: two trials submitted together, their values back in the
+    study stored in the multirun folder."""
+    import optuna
+
+    sweep_dir = tmp_path / "search"
+    search = ["hydra/sweeper=optuna", "objective=semseg/mIoU", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    sweep(cluster, sweep_dir, *search, "optimizer.lr=interval(0.0001,0.001)", *TINY, "trainer.steps=1")
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    mious = [json.loads((sweep_dir / str(job) / "metrics.json").read_text())["semseg"]["mIoU"] for job in (0, 1)]
+    assert [trial.value for trial in study.trials] == mious
+    assert len(sorted((sweep_dir / ".submitit").glob("*/*_log.out"))) == 2  # two SLURM jobs

@@ -15,11 +15,10 @@ from omegaconf import DictConfig
 from demt_exp.config.checks import validate_settings
 from demt_exp.config.compose import CONF_DIR, CONFIG_NAME
 from demt_exp.config.errors import report_unknown_keys
-from demt_exp.config.objective import objective_value, register_resolver
+from demt_exp.config.objective import objective_value
 from demt_exp.engine.run_folder import redirect_other_ranks, run_job
 from demt_exp.utils.errors import EXIT_CODE
 
-register_resolver()  # the Optuna sweeper's direction follows each objective metric
 JOBS_STARTED: list[str] = []  # run folders of the jobs Hydra started in this process
 
 

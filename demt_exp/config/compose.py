@@ -13,6 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from demt_exp.config.objective import register_resolver
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SOURCE_ROOT = PACKAGE_DIR.parent
 
@@ -30,6 +32,7 @@ CONF_DIR = str(_shipped("conf", "config.yaml"))
 # link to its groups, so every app (train, evaluate, predict) finds them without a search path.
 SWEEPS_DIR = str(_shipped("sweeps", "README.md"))
 CONFIG_NAME = "config"
+register_resolver()  # `${objective_direction:...}` and hydra/sweeper=optuna's settings, for every app
 
 
 def compose_config(

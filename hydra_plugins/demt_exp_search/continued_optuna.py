@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import optuna
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # trial states that count towards n_trials
 
 
 class ContinuedOptunaSweeper(OptunaSweeper):
@@ -27,7 +26,7 @@ class ContinuedOptunaSweeper(OptunaSweeper):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)  # before the study
         trials = _existing_trials(storage, impl.study_name)
         if trials:
-            done = sum(trial.state in FINISHED for trial in trials)
+            done = sum(trial.state.name in FINISHED for trial in trials)
             impl.n_trials = max(0, impl.n_trials - done)
             impl.job_idx = max(trial.number for trial in trials) + 1
             if hasattr(impl.sampler, "reseed_rng"):  # a fixed seed would draw the first trials' points again
@@ -35,8 +34,11 @@ class ContinuedOptunaSweeper(OptunaSweeper):
         return super().sweep(arguments)
 
 
-def _existing_trials(storage: Any, study_name: str | None) -> list[optuna.trial.FrozenTrial]:
+def _existing_trials(storage: Any, study_name: str | None) -> list[Any]:
+    """The trials a stored study already holds (none for a new or in-memory study)."""
     if storage is None or study_name is None:
         return []
+    import optuna  # here, not at import: Hydra imports every plugin module on each start (`--help` included)
+
     names = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
     return optuna.load_study(study_name=study_name, storage=storage).trials if study_name in names else []

@@ -14,14 +14,23 @@ import numpy as np
 import pytest
 import torch
 from commands import TINY_RUN
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from paths import REPO_ROOT
 
 from demt_exp.compare import main as compare_main
 from demt_exp.config.compose import SWEEPS_DIR, compose_config
 from demt_exp.models.model import build_model
 
-SWEEPS = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
+SEARCHER = "hydra_plugins.demt_exp_search.continued_optuna.ContinuedOptunaSweeper"
+
+
+def sweeper_of(name: str) -> DictConfig:
+    return compose_config(["experiment=demt_nyud_swin_t", f"+sweep={name}"], return_hydra_config=True).hydra.sweeper
+
+
+ALL = sorted(p.stem for p in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
+SEARCHES = [name for name in ALL if sweeper_of(name).get("_target_") == SEARCHER]  # Optuna, not a grid
+SWEEPS = [name for name in ALL if name not in SEARCHES]
 EXPECTED = {
     "encoder_decoder",
     "backbone_scaling",
@@ -57,6 +66,14 @@ def _split(values: str) -> list[str]:
 
 def test_every_ablation_of_the_issue_is_shipped() -> None:
     assert EXPECTED <= set(SWEEPS)
+    assert SEARCHES == ["search_weights_lr"]
+
+
+def test_the_ready_search_composes_with_the_optuna_settings_and_a_direction_from_its_objective() -> None:
+    sweeper = sweeper_of("search_weights_lr")
+    assert sweeper.direction == "maximize" and sweeper.study_name == "search"  # objective: semseg/mIoU
+    assert str(sweeper.storage).startswith("sqlite:///multirun/search_weights_lr/") and sweeper.n_trials == 30
+    assert set(sweeper.params) == {"optimizer.lr", "tasks.loss.weights.normals", "tasks.loss.weights.edge"}
 
 
 @pytest.mark.parametrize("name", SWEEPS)

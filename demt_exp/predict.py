@@ -43,11 +43,12 @@ def prediction_inputs(cfg: DictConfig) -> Dataset:
     from hydra.utils import instantiate
     from torch.utils.data import Subset
 
+    from demt_exp.data.contract import check_dataset
     from demt_exp.data.image_files import ImageFiles, check_images, image_files
 
     source = cfg.input
     if source is None:
-        dataset: Dataset = instantiate(cfg.dataset.val)
+        dataset: Dataset = check_dataset(instantiate(cfg.dataset.val), list(cfg.tasks.names), "val")
     else:
         files = image_files(list(source) if isinstance(source, ListConfig) else str(source))
         check_images(files)

@@ -66,6 +66,21 @@ def check_tasks(cfg: DictConfig) -> None:
         raise ConfigError(f"tasks.names={list(names)} names a task twice")
 
 
+def check_dataset_keys(cfg: DictConfig) -> None:
+    """A data set config, ours or a user's (docs/extending.md), gives what the commands read besides its items."""
+    dataset = cfg.get("dataset")
+    contract = "a dataset config gives name, num_semseg_classes, image_size [H, W], train and val (docs/extending.md)"
+    for key in ("name", "num_semseg_classes", "image_size", "train", "val"):
+        if not isinstance(dataset, DictConfig) or key not in dataset:
+            raise ConfigError(f"dataset.{key} is missing; {contract}")
+    size = OmegaConf.select(cfg, "dataset.image_size")
+    if not (OmegaConf.is_list(size) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"dataset.image_size={size!r}; expected [H, W], the size of the training items")
+    for split in ("train", "val"):
+        if not isinstance(dataset[split], DictConfig) or "_target_" not in dataset[split]:
+            raise ConfigError(f"dataset.{split} has no _target_; expected the Dataset class that builds the split")
+
+
 def check_trainer(cfg: DictConfig) -> None:
     if cfg.trainer.steps == 0:
         raise ConfigError(
@@ -175,6 +190,7 @@ def check_init_file(cfg: DictConfig) -> None:
 def validate_settings(cfg: DictConfig) -> None:
     """The checks that need neither torch nor the model: they answer before anything heavy is imported."""
     check_tasks(cfg)
+    check_dataset_keys(cfg)
     check_trainer(cfg)
     check_init_file(cfg)
 

@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from demt_exp.data.contract import check_dataset
 from demt_exp.engine.distributed import DistInfo
 from demt_exp.utils.errors import ConfigError
 
@@ -47,7 +48,7 @@ def evaluate_checkpoint(
     model = load_inference_model(cfg.checkpoint, cfg, payload).to(info.device)
     dataset = str(cfg.dataset.name)
     # The val split only: nothing here reads the training set.
-    val_set = instantiate(cfg.dataset.val, **val_dataset_options(dataset, tasks))
+    val_set = check_dataset(instantiate(cfg.dataset.val, **val_dataset_options(dataset, tasks)), tasks, "val")
     boundary, boundary_record = boundary_settings(
         protocol,
         dataset,

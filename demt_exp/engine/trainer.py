@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from demt_exp.config.checks import validate_config
+from demt_exp.data.contract import check_dataset
 from demt_exp.engine.chance import ConstantPredictor, wants_chance_reference
 from demt_exp.engine.checkpoint import CheckpointFolder, remove_stale_temporaries
 from demt_exp.engine.checkpoint_policy import BestMetric, params_finite, saves_optimizer, weights_checksum
@@ -94,8 +95,8 @@ class Trainer:
         self.folder = CheckpointFolder(out_dir / "checkpoints", int(trainer.checkpoint.keep_last))
         self.resume_path = resolve_resume(trainer.resume, out_dir, self.folder)
         seed_everything(int(trainer.seed))
-        self.train_set = instantiate(cfg.dataset.train)
-        self.val_set = instantiate(cfg.dataset.val)
+        self.train_set = check_dataset(instantiate(cfg.dataset.train), self.tasks, "train")
+        self.val_set = check_dataset(instantiate(cfg.dataset.val), self.tasks, "val")
         self.model, self.init = self.build_model()
         self.loss_fn = build_loss(cfg.tasks)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, float(trainer.head_lr_mult))

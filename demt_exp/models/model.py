@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from demt_exp.data.tasks import output_channels
+from demt_exp.models.contract import check_attributes, check_decoded, check_features
 from demt_exp.models.heads import TaskHeads
 
 
@@ -40,9 +41,11 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
-        width = bottleneck_channels or sum(backbone.out_channels) // int(getattr(decoder, "bottleneck_divisor", 8))
+        channels = check_attributes(backbone, encoder)
+        width = bottleneck_channels or sum(channels) // int(getattr(decoder, "bottleneck_divisor", 8))
         self.heads = TaskHeads(task_channels, int(encoder.dim), width, activation_checkpointing)
         self.backbone_frozen = freeze_backbone
+        self.contract_checked = False  # the components' outputs are checked on the first forward
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -54,8 +57,19 @@ class MultiTaskModel(nn.Module):
         return self
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.contract_checked and not torch.compiler.is_compiling():
+            return self._checked_forward(image)
         features = self.backbone(image)
         return self.heads(self.decoder(self.encoder(features)), size=(image.shape[-2], image.shape[-1]))
+
+    def _checked_forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The forward, holding each component to its contract (models/contract.py) once."""
+        features = self.backbone(image)
+        check_features(self.backbone, features, image)
+        decoded = self.decoder(self.encoder(features))
+        check_decoded(self.decoder, decoded, self.tasks, int(self.encoder.dim), image.shape[0])
+        self.contract_checked = True
+        return self.heads(decoded, size=(image.shape[-2], image.shape[-1]))
 
 
 def build_model(cfg: Any) -> MultiTaskModel:

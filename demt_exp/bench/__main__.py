@@ -1,7 +1,7 @@
 """Benchmarks that print figures: `python -m demt_exp.bench [SUBCOMMAND] [options]`, `model` when none is named.
 
-Each subcommand lives in its own module (`model.py`, `scaling.py`, `startup.py`, and the component benches in
-`components.py`); `--help` lists them, one line each. Figures are medians over repeats in one process, so
+Each subcommand lives in its own module (`model.py`, `counts.py`, `scaling.py`, `startup.py`, and the component
+benches in `components.py`); `--help` lists them, one line each. Figures are medians over repeats in one process, so
 ratios are comparable on a noisy machine.
 """
 
@@ -12,7 +12,12 @@ import sys
 
 from demt_exp.bench.help import SUBCOMMANDS
 
-OWN_MODULE = {"model": "model", "scaling": "scaling", "startup": "startup"}  # the rest live in bench/components.py
+OWN_MODULE = {
+    "model": "model",
+    "scaling": "scaling",
+    "startup": "startup",
+    "counts": "counts",
+}  # the rest live in bench/components.py
 
 
 def overview() -> str:

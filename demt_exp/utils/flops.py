@@ -69,6 +69,33 @@ def deform_conv2d_flops(input_shape: Shape, weight_shape: Shape, *args: Any, out
     return 2 * (conv + (BILINEAR_MACS + int(use_mask)) * sampled)
 
 
+def grid_sampler_2d_backward_flops(
+    grad_shape: Shape, input_shape: Shape, grid_shape: Shape, mode: int = 0, *args: Any, out_shape: Any, **kwargs: Any
+) -> int:
+    """The gradients for the input and for the grid: twice the forward's MACs (the convention for both
+    sampling ops' backward: one pass of the stencil per gradient)."""
+    return 2 * grid_sampler_2d_flops(input_shape, grid_shape, mode, out_shape=grad_shape)
+
+
+def deform_conv2d_backward_flops(
+    grad_shape: Shape, input_shape: Shape, weight_shape: Shape, *args: Any, out_shape: Any, **kwargs: Any
+) -> int:
+    """The backward's two matrix products (the input's columns, the weights), each the forward's, with the
+    sampling gradients: twice the forward."""
+    return 2 * deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=grad_shape)
+
+
+@cache
+def backward_formulas() -> dict[Any, Callable[..., int]]:
+    """The backward kernels of the sampling ops, which no torch release counts (train-step counts)."""
+    import torchvision  # noqa: F401  (registers torchvision's ops)
+
+    formulas: dict[Any, Callable[..., int]] = {torch.ops.aten.grid_sampler_2d_backward: grid_sampler_2d_backward_flops}
+    if hasattr(torch.ops.torchvision, "_deform_conv2d_backward"):
+        formulas[torch.ops.torchvision._deform_conv2d_backward] = deform_conv2d_backward_flops
+    return formulas
+
+
 @dataclass(frozen=True)
 class OpKind:
     """A kind of op the models use: how to recognise its kernels, their formula, and a probe."""
@@ -236,14 +263,18 @@ class FlopCount:
 
 def count_flops(run: Callable[[], Any], device: torch.device) -> FlopCount:
     """Run `run()` under the counter with the formulas the counter needs on this device."""
-    gaps = counter_gaps(device.type)
-    with counting(gaps.mapping()) as (counter, seen):
+    gaps, backward = counter_gaps(device.type), backward_formulas()
+    with counting({**gaps.mapping(), **backward}) as (counter, seen):
         run()
     known = [kind.matches for kind in OP_KINDS]
+    added = {op for op in seen.ops if op in gaps.formulas or op in backward}
     unaccounted = sorted(
         op_name(op)
         for op in _uncounted(counter, seen.ops)
-        if op not in gaps.formulas and (any(match(op_name(op)) for match in known) or op_name(op) in OTHER_FORMULAS)
+        if op not in added and (any(match(op_name(op)) for match in known) or op_name(op) in OTHER_FORMULAS)
     )
     by_module = {name: dict(ops) for name, ops in counter.get_flop_counts().items()}
-    return FlopCount(by_module, {op: kind for op, (kind, _) in gaps.formulas.items()}, unaccounted)
+    kinds = {op: kind for op, (kind, _) in gaps.formulas.items()} | {op: "backward (2x forward)" for op in backward}
+    return FlopCount(
+        by_module, {op: kind for op, kind in kinds.items() if op in added or op in gaps.formulas}, unaccounted
+    )

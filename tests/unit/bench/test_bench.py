@@ -195,6 +195,7 @@ def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureF
     shown = capsys.readouterr().out
     assert set(SUBCOMMANDS) == {
         "model",
+        "counts",
         "scaling",
         "startup",
         "deform",

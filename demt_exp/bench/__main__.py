@@ -12,12 +12,8 @@ import sys
 
 from demt_exp.bench.help import SUBCOMMANDS
 
-OWN_MODULE = {
-    "model": "model",
-    "scaling": "scaling",
-    "startup": "startup",
-    "counts": "counts",
-}  # the rest live in bench/components.py
+# the subcommands with a module of their own; the rest live in bench/components.py
+OWN_MODULE = {name: name for name in ("model", "counts", "gpu", "scaling", "startup")}
 
 
 def overview() -> str:

@@ -3,6 +3,7 @@
 SUBCOMMANDS = {  # one line each, for `--help`; `model` is the default when no subcommand is named
     "model": "eval and train-step time, memory and component shares of a config, beside its baselines",
     "counts": "FLOPs (forward, train step) and bytes saved for backward, ours beside the official computation",
+    "gpu": "a lent GPU's figures: images/s, peak memory, MFU in fp32/bf16/compile, ours and official; DDP check",
     "scaling": "time and memory against image size and number of tasks, with a plot",
     "startup": "seconds each command takes to answer (--help, a config mistake, report presets)",
     "deform": "ChlSpl backends, forward+backward",

@@ -196,6 +196,7 @@ def test_bench_help_lists_every_subcommand_with_its_line(capsys: pytest.CaptureF
     assert set(SUBCOMMANDS) == {
         "model",
         "counts",
+        "gpu",
         "scaling",
         "startup",
         "deform",

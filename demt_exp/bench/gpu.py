@@ -62,8 +62,10 @@ def setting_args(overrides: list[str], mode: str, sizes: dict[str, Any]) -> argp
 def measure(overrides: list[str], mode: str, official: bool, sizes: dict[str, Any]) -> dict[str, float | None]:
     """Images/s, peak memory and MFU of the train step of one model in one mode."""
     setting = Setting(setting_args(overrides, mode, sizes), "official" if official else "fast")
-    device = setting.device
+    device, compiled = setting.device, setting.net
+    setting.net = setting.model  # counted eager: the same FLOPs, and no compile under the counter's dispatch mode
     flops = sum(count_flops(setting.train_step, device).by_module.get("Global", {}).values())
+    setting.net = compiled
     for _ in range(sizes["warmup"]):
         setting.train_step()  # the compile, cuDNN's choices, the allocator's pools
     if device.type == "cuda":

@@ -6,8 +6,8 @@ FLOPs counted on the device by `bench counts`' counter, over the device's peak f
 bf16 and bf16 + torch.compile; the official computation in fp32 only (under bf16 autocast it calls
 torchvision's deform_conv2d, which has no bf16 kernel, where ours samples in fp32); then a
 2-process NCCL DDP step held against one process averaging the halves' gradients (with 2 GPUs or more). Without CUDA it
-says so and exits 0; `--dry-run` runs every part on the CPU at a tiny size (gloo for DDP, no compile), which
-is how the tests check it.
+says so and exits 0; `--dry-run` runs every part on the CPU at a tiny size (DeMT Swin-T, gloo for DDP, no
+compile), which is how the tests check it.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def ddp_check(dry_run: bool, folder: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.dry_run:
         sizes = {"batch": 2, "size": [64, 64], "device": "cpu", "warmup": 0, "steps": 1}
-        models, modes = dict(list(MODELS.items())[:2]), ["fp32", "bf16"]
+        models, modes = dict(list(MODELS.items())[:1]), ["fp32", "bf16"]
     else:
         sizes = {"batch": 8, "size": [448, 576], "device": "cuda", "warmup": 3, "steps": 10}
         models, modes = MODELS, list(MODES)

@@ -9,8 +9,10 @@ imported state, never from another command's.
 
 What a fresh interpreter reads only at start-up cannot change in a fork, so a command whose environment
 differs from the server's in such a variable (threads, allocator, Python, CUDA, torch settings), or that
-runs in another folder, gets a fresh interpreter. DEMT_TEST_FRESH_INTERPRETERS=1 gives every command one.
-Commands whose process itself is the subject (signals, start-up time, packaging) start their own.
+runs in another folder, gets a fresh interpreter; entries put in front of PYTHONPATH (a user's own package)
+are the exception, the child puts them on sys.path where start-up would. DEMT_TEST_FRESH_INTERPRETERS=1
+gives every command a fresh one. Commands whose process is the subject (signals, start-up time, packaging)
+start their own.
 """
 
 from __future__ import annotations
@@ -48,8 +50,20 @@ FRESH_ENV = "DEMT_TEST_FRESH_INTERPRETERS"
 PRELOAD = ("demt_exp.engine.trainer", "demt_exp.engine.run_folder", "demt_exp.config.checks")
 
 
+def added_paths(env: dict[str, str], server_env: dict[str, str]) -> list[str] | None:
+    """The entries a command's PYTHONPATH puts before the server's (a user's own package), or None when it
+    is not the server's with entries in front."""
+    ours, theirs = env.get("PYTHONPATH", ""), server_env.get("PYTHONPATH", "")
+    entries, tail = ours.split(os.pathsep) if ours else [], theirs.split(os.pathsep) if theirs else []
+    if len(entries) < len(tail) or entries[len(entries) - len(tail) :] != tail:
+        return None
+    return entries[: len(entries) - len(tail)]
+
+
 def _differs_at_start_up(env: dict[str, str], server_env: dict[str, str]) -> bool:
     keys = set(env) ^ set(server_env) | {key for key in env.keys() & server_env.keys() if env[key] != server_env[key]}
+    if "PYTHONPATH" in keys and added_paths(env, server_env) is not None:
+        keys.discard("PYTHONPATH")  # entries in front: the child puts them on sys.path as start-up would
     return any(key.startswith(START_UP_PREFIXES) for key in keys)
 
 
@@ -158,7 +172,12 @@ def _remake(folder: tempfile.TemporaryDirectory) -> None:
     )  # type: ignore[attr-defined]
 
 
-def _child(request: dict[str, Any], added: dict[str, str], own_folders: list[tempfile.TemporaryDirectory]) -> None:
+def _child(
+    request: dict[str, Any],
+    added: dict[str, str],
+    own_folders: list[tempfile.TemporaryDirectory],
+    started_with: dict[str, str],
+) -> None:
     """In the forked child: become the command, then end through SystemExit (the interpreter's own exit)."""
     import runpy
 
@@ -170,6 +189,7 @@ def _child(request: dict[str, Any], added: dict[str, str], own_folders: list[tem
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update({**added, **request["env"]})  # what the imports set where the command did not
+    sys.path[1:1] = added_paths(request["env"], started_with) or []  # after the working folder, as -m has it
     for folder in own_folders:
         _remake(folder)
     sys.argv = ["-m", *request["args"]]  # runpy puts the module's file first, as `python -m` does
@@ -202,7 +222,7 @@ def _serve(cwd: str) -> None:
         pid = os.fork()
         if pid == 0:
             protocol.close()
-            _child(json.loads(line), added, own_folders)
+            _child(json.loads(line), added, own_folders, started_with)
         protocol.write(json.dumps({"pid": pid}) + "\n")
         protocol.flush()
         _, status = os.waitpid(pid, 0)

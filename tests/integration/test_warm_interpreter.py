@@ -5,6 +5,7 @@ start-up settings differ."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,10 @@ def test_start_up_settings_and_other_folders_get_a_fresh_interpreter() -> None:
     for changed in ({"OMP_NUM_THREADS": "7"}, {"PYTHONHASHSEED": "1"}, {"LD_PRELOAD": "x.so"}, {"TMPDIR": "/x"}):
         assert not server.serves(env | changed, REPO_ROOT), changed
     assert not server.serves(env, REPO_ROOT / "tests")
+    own = os.pathsep.join(["/my/pkg", *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    assert server.serves(env | {"PYTHONPATH": own}, REPO_ROOT)  # a package in front: put on sys.path by the child
+    sep = os.pathsep
+    assert warm_python.added_paths({"PYTHONPATH": f"a{sep}b{sep}c"}, {"PYTHONPATH": f"b{sep}c"}) == ["a"]
+    assert warm_python.added_paths({"PYTHONPATH": "a"}, {}) == ["a"]
+    assert warm_python.added_paths({"PYTHONPATH": f"a{sep}x"}, {"PYTHONPATH": "b"}) is None  # not in front of it
+    assert warm_python.added_paths({}, {"PYTHONPATH": "b"}) is None  # taken away

@@ -42,7 +42,6 @@ def test_counts_of_demt_beside_the_official_computation_and_the_trade_off() -> N
     assert report["ratio"]["train_flops"] == ours["train_flops"]["total"] / official["train_flops"]["total"] < 1
     assert report["ratio"]["saved_bytes"] < 1
     options = report["options"]
-    assert options["default"]["train_flops"] == ours["train_flops"]
     kept, checkpointed = options["keep the task query's activations"], options["activation checkpointing"]
     # keeping the task query's activations: less recomputation, more memory; checkpointing: the other way
     assert kept["train_flops"]["total"] < ours["train_flops"]["total"] < checkpointed["train_flops"]["total"]

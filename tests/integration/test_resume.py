@@ -96,7 +96,9 @@ def test_kill_9_with_loader_workers_and_augmentation_resumes_bit_identically(tmp
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_cli(*common, "trainer.num_workers=2", f"hydra.run.dir={straight}")
     job = start_cli(*common, "trainer.num_workers=2", f"hydra.run.dir={killed}")
-    wait_until(lambda: max(logged_steps(killed), default=0) >= 5 or job.poll() is not None, 300, "step 5 is logged")
+    # polled every 10 ms: killed well within step 6, before its checkpoint (a 0.2 s poll could miss it under load)
+    logged = lambda: max(logged_steps(killed), default=0) >= 5 or job.poll() is not None  # noqa: E731
+    wait_until(logged, 300, "step 5 is logged", poll=0.01)
     job.kill()
     job.wait(timeout=60)
     checkpoints = killed / "checkpoints"

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from demt_exp.utils.errors import ConfigError
 
-DELTA_M = "multi_task/delta_m"
+DELTA_M = "multi_task/delta_m"  # the key of Delta_m among a run's final metrics (metrics.json: multi_task)
 
 
 def objective_metrics(objective: Any) -> list[str]:

@@ -14,11 +14,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from demt_exp.config.objective import DELTA_M
 from demt_exp.results.published import PAPER_DELTA_M, beside, compared_metric
 from demt_exp.results.runs import PARAMETERS, RunResult
 from demt_exp.utils.errors import UserError
 
-DELTA_M = "multi_task/delta_m"
 ALL = "all"
 
 

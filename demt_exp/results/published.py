@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from demt_exp.config.objective import DELTA_M
+
 SOURCE = "source"  # the column that tells a published row from the runs
 RUNS = "run"
 VS_PAPER = " vs paper"
@@ -96,24 +98,22 @@ def _nest(flat: Mapping[str, float], keys: Sequence[str]) -> dict[str, dict[str,
     return nested
 
 
+def with_paper_delta_m(values: dict[str, float], paper: Published) -> dict[str, float]:
+    """`values` and, where the paper gives single-task numbers, their Delta_m against them."""
+    reference = delta_m_against(values, paper.single_task)
+    return values if reference is None else {**values, PAPER_DELTA_M: reference}
+
+
 def with_differences(metrics: dict[str, float], paper: Published) -> dict[str, float]:
     """A run's metrics plus its difference to each published number, and Delta_m against the paper's
     single-task numbers where the paper gives them."""
-    out = dict(metrics)
-    out |= {vs_paper(m): metrics[m] - value for m, value in paper.metrics.items() if m in metrics}
-    reference = delta_m_against(metrics, paper.single_task)
-    if reference is not None:
-        out[PAPER_DELTA_M] = reference
-    return out
+    differences = {vs_paper(m): metrics[m] - value for m, value in paper.metrics.items() if m in metrics}
+    return with_paper_delta_m({**metrics, **differences}, paper)
 
 
 def published_values(paper: Published) -> dict[str, float]:
     """The published row's values: the paper's numbers and, with single-task numbers, its own Delta_m."""
-    out = dict(paper.metrics)
-    reference = delta_m_against(paper.metrics, paper.single_task)
-    if reference is not None:
-        out[PAPER_DELTA_M] = reference
-    return out
+    return with_paper_delta_m(dict(paper.metrics), paper)
 
 
 def beside(metrics: Sequence[str], have: Sequence[str]) -> list[str]:
@@ -125,6 +125,6 @@ def beside(metrics: Sequence[str], have: Sequence[str]) -> list[str]:
         if vs_paper(metric) in have and vs_paper(metric) not in metrics:
             out.append(vs_paper(metric))
     if PAPER_DELTA_M in have and PAPER_DELTA_M not in out:
-        at = out.index("multi_task/delta_m") + 1 if "multi_task/delta_m" in out else len(out)
+        at = out.index(DELTA_M) + 1 if DELTA_M in out else len(out)
         out.insert(at, PAPER_DELTA_M)
     return out

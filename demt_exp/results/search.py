@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+from demt_exp.config.objective import objective_direction
+from demt_exp.utils.errors import ConfigError
+
 SEARCH = "search"  # the column that marks the best row or the front
 
 
@@ -35,12 +38,11 @@ def read_objective(config: Any, hydra_config: Any) -> Objective | None:
     chosen = _set_directions(hydra_config, len(metrics))
     if chosen is not None:
         return Objective(tuple(metrics), chosen)
-    from demt_exp.metrics.registry import lower_is_better  # lazy: the metrics package imports torch
-
     try:
-        return Objective(tuple(metrics), tuple(not lower_is_better(m) for m in metrics))
-    except ValueError:  # not a metric of this suite, and no direction set
+        directions = objective_direction(list(metrics))
+    except ConfigError:  # not a metric of this suite, and no direction set
         return None
+    return Objective(tuple(metrics), tuple(d == "maximize" for d in directions))
 
 
 def _set_directions(hydra_config: Any, count: int) -> tuple[bool, ...] | None:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from demt_exp.bench import official_model
-from demt_exp.data.tasks import output_channels
+from demt_exp.tasks import output_channels
 
 HEADS = {"TaskAwareDecoder": "demt", "GatedTaskDecoder": "degmix"}
 RELEASED_PROJECTION = {"demt": "linear", "degmix": "patch"}

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.config.objective import check_objective
-from demt_exp.data.tasks import TASK_NAMES
+from demt_exp.tasks.registry import define_tasks, known_tasks
 from demt_exp.utils.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -56,12 +56,18 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str | bool, ...]) -> None:
 
 
 def check_tasks(cfg: DictConfig) -> None:
+    """Define the config's own tasks (`tasks.define`), then check `tasks.names` against every known task."""
+    define_tasks(cfg)
     names = OmegaConf.select(cfg, "tasks.names")
+    known = ", ".join(known_tasks())
     if not names:
-        raise ConfigError(f"tasks.names={names!r}; expected a non-empty list of tasks from {', '.join(TASK_NAMES)}")
-    unknown = [t for t in names if t not in TASK_NAMES]
+        raise ConfigError(f"tasks.names={names!r}; expected a non-empty list of tasks from {known}")
+    unknown = [t for t in names if t not in known_tasks()]
     if unknown:
-        raise ConfigError(f"tasks.names has unknown tasks {unknown}; expected tasks from {', '.join(TASK_NAMES)}")
+        raise ConfigError(
+            f"tasks.names has unknown tasks {unknown}; expected tasks from {known} "
+            "(a task of your own: tasks.define.<name>, docs/extending.md)"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"tasks.names={list(names)} names a task twice")
 

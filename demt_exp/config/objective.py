@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from demt_exp.utils.errors import ConfigError
 
 DELTA_M = "multi_task/delta_m"  # the key of Delta_m among a run's final metrics (metrics.json: multi_task)
+STUDY_NAME = "search"  # the Optuna study of a search, in optuna.db of its multirun folder
 
 
 def objective_metrics(objective: Any) -> list[str]:
@@ -28,9 +29,14 @@ def objective_metrics(objective: Any) -> list[str]:
     return [str(objective)]
 
 
-def objective_direction(objective: Any) -> str | list[str]:
-    """`maximize`/`minimize` per objective metric (a list for several), for the sweeper's `direction`."""
+def objective_direction(objective: Any, _root_: Any = None) -> str | list[str]:
+    """`maximize`/`minimize` per objective metric (a list for several), for the sweeper's `direction`; as a
+    resolver it sees the whole config (`_root_`), whose own tasks (`tasks.define`) it defines first."""
     from demt_exp.metrics.registry import lower_is_better  # lazy: the metrics package imports torch
+    from demt_exp.tasks.registry import define_tasks
+
+    if _root_ is not None:
+        define_tasks(_root_)
 
     metrics = objective_metrics(objective)
     if not metrics:

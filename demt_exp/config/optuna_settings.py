@@ -23,16 +23,22 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 
+from demt_exp.config.objective import STUDY_NAME
+from hydra_plugins.demt_exp_search.continued_optuna import ContinuedOptunaSweeper
+
 
 @dataclass
 class SuiteOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.demt_exp_search.continued_optuna.ContinuedOptunaSweeper"
     direction: Any = "${objective_direction:${objective}}"
     storage: Any = "sqlite:///${hydra.sweep.dir}/optuna.db"
-    study_name: Any = "search"
+    study_name: Any = STUDY_NAME
     n_jobs: int = 1
 
 
 def register() -> None:
     Plugins.instance()  # the plugin scan, which stores the plugin's own node: before ours, not after
+    # Registered by hand too: the scan walks `hydra_plugins` folders and misses a package installed in
+    # editable mode (pip install -e .), whose files a path hook serves from outside any such folder.
+    Plugins.instance().register(ContinuedOptunaSweeper)
     ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=SuiteOptunaSweeperConf, provider="demt_exp")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demt_exp.data.tasks import task_spec
+from demt_exp.tasks.registry import get_task
 from demt_exp.utils.errors import UserError
 
 
@@ -37,13 +37,6 @@ def _shape(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _expected_target(task: str, height: int, width: int) -> tuple[torch.dtype, tuple[int, ...]]:
-    spec = task_spec(task)
-    return (
-        (torch.int64, (height, width)) if spec.is_index_map else (torch.float32, (spec.target_channels, height, width))
-    )
-
-
 def check_sample(sample: Any, tasks: Sequence[str], where: str) -> None:
     """One item against the contract; `where` names the data set and split in the error."""
     if not isinstance(sample, Mapping):
@@ -55,12 +48,12 @@ def check_sample(sample: Any, tasks: Sequence[str], where: str) -> None:
         raise DatasetContractError(f"{where}: 'image' is {_shape(image)}; expected a float32 tensor (3, H, W)")
     height, width = image.shape[1:]
     for task in tasks:
-        dtype, shape = _expected_target(task, height, width)
+        dtype, shape = get_task(task).target_shape(height, width)
         target = sample.get(task)
         if not (isinstance(target, torch.Tensor) and target.dtype == dtype and tuple(target.shape) == shape):
             raise DatasetContractError(
                 f"{where}: {task!r} is {'missing' if target is None else _shape(target)}; expected a {dtype} tensor "
-                f"{shape} for an image of {height} x {width} (data/tasks.py)"
+                f"{shape} for an image of {height} x {width} (data/tasks.py, tasks/base.py)"
             )
     meta = sample.get("meta")
     size = meta.get("size") if isinstance(meta, Mapping) else None

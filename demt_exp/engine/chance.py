@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,27 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from demt_exp.data.tasks import IGNORE_INDEX, output_channels
 from demt_exp.engine.rng import seeded
-
-
-def _class_log_frequencies(labels: list[torch.Tensor], num_classes: int) -> torch.Tensor:
-    """Log of the (smoothed) class frequencies of index maps, ignoring IGNORE_INDEX."""
-    counts = torch.ones(num_classes, dtype=torch.float64)
-    for label in labels:
-        valid = label[label != IGNORE_INDEX]
-        counts += torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes].double()
-    return (counts / counts.sum()).log().float()
-
-
-def _valid_mean(maps: list[torch.Tensor]) -> torch.Tensor:
-    """Per-channel mean over pixels where no channel is IGNORE_INDEX."""
-    total, count = 0.0, 0
-    for m in maps:
-        valid = (m != IGNORE_INDEX).all(dim=0)
-        total = total + m[:, valid].double().sum(dim=1)
-        count += int(valid.sum())
-    return (total / max(count, 1)).float()
+from demt_exp.tasks import get_task, output_channels
 
 
 class ConstantPredictor(nn.Module):
@@ -53,19 +33,7 @@ class ConstantPredictor(nn.Module):
         for index in range(min(len(dataset), max_samples)):  # type: ignore[arg-type]
             with seeded([seed, index]):
                 samples.append(dataset[index])
-        constants: dict[str, torch.Tensor] = {}
-        for task in tasks:
-            labels = [s[task] for s in samples]
-            if task in ("semseg", "human_parts", "sal"):
-                constants[task] = _class_log_frequencies(labels, channels[task])
-            elif task == "edge":
-                rate = float(_valid_mean(labels).clamp(1e-4, 1 - 1e-4))
-                constants[task] = torch.tensor([math.log(rate / (1 - rate))])
-            elif task == "normals":
-                mean = _valid_mean(labels)
-                constants[task] = mean / mean.norm().clamp_min(1e-12)
-            else:
-                constants[task] = _valid_mean(labels)
+        constants = {task: get_task(task).constant([s[task] for s in samples], channels[task]) for task in tasks}
         return cls(constants)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from demt_exp.config.compose import compose_config
 from demt_exp.config.stored import StoredConfigError, check_checkpoint_config
+from demt_exp.tasks.registry import define_tasks
 from demt_exp.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -170,17 +171,21 @@ def inference_config(
 ) -> tuple[DictConfig, dict[str, Any] | None]:
     """The config to rebuild the checkpoint's model and data with, and our payload if it is ours.
 
-    `overrides` is the command line (Hydra's own keys are left out, except `hydra.searchpath`).
+    `overrides` is the command line (Hydra's own keys are left out, except `hydra.searchpath`). The tasks the
+    config defines (`tasks.define`, checked like every stored target) are registered before it is returned.
     """
     overrides = composable(overrides)
     payload = read_training_checkpoint(checkpoint, trust_requested(overrides))
     if payload is None:
-        return compose_config(overrides, config_name), None
-    stored = payload["config"]
-    named = named_keys(overrides)
-    dataset = None if _is_named("dataset", named) else stored_dataset_name(stored, checkpoint)
-    composed = _compose_for(checkpoint, dataset, overrides, config_name)
-    return merge_stored_config(stored, composed, overrides, checkpoint), payload
+        cfg = compose_config(overrides, config_name)
+    else:
+        stored = payload["config"]
+        named = named_keys(overrides)
+        dataset = None if _is_named("dataset", named) else stored_dataset_name(stored, checkpoint)
+        composed = _compose_for(checkpoint, dataset, overrides, config_name)
+        cfg = merge_stored_config(stored, composed, overrides, checkpoint)
+    define_tasks(cfg)
+    return cfg, payload
 
 
 def load_inference_model(checkpoint: str | Path, cfg: DictConfig, payload: Mapping[str, Any] | None) -> nn.Module:

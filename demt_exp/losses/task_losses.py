@@ -9,7 +9,8 @@ and DDP gradient reduction keep working.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, squeeze_index_map
+from demt_exp.data.tasks import IGNORE_INDEX, squeeze_index_map
+from demt_exp.tasks.registry import get_task, known_tasks
 
 __all__ = [
     "cross_entropy_loss",
@@ -131,17 +133,6 @@ def edge_loss(pred: Tensor, target: Tensor, pos_weight: float) -> Tensor:
     return _valid_mean(per_pixel.sum(), valid.sum()) * (1.0 - pos_weight)
 
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-_FIXED_LOSSES: dict[str, LossFn] = {
-    "semseg": cross_entropy_loss,
-    "human_parts": cross_entropy_loss,
-    "sal": balanced_cross_entropy_loss,
-    "normals": normals_loss,
-    "depth": depth_loss,
-}
-
-
 def weighted_sum(weights: Mapping[str, float], losses: Mapping[str, Tensor]) -> Tensor:
     """sum_t w_t L_t in the order of `weights` (the one place the fixed total is formed)."""
     total: Tensor | None = None
@@ -152,35 +143,44 @@ def weighted_sum(weights: Mapping[str, float], losses: Mapping[str, Tensor]) -> 
 
 
 class MultiTaskLoss(nn.Module):
-    """Fixed weighted sum sum_t lambda_t L_t over the tasks listed in `weights` (SPEC 2).
+    """Fixed weighted sum sum_t lambda_t L_t over the tasks listed in `weights` (SPEC 2); each task's loss is
+    its `Task.loss` (demt_exp/tasks), called with `options[task]` as keywords.
 
-    `weights` may be an omegaconf DictConfig (Hydra instantiate). `edge_pos_weight` is
-    only needed when "edge" is weighted.
+    `weights` may be an omegaconf DictConfig (Hydra instantiate). `edge_pos_weight` (the official key) is
+    the edge loss's `pos_weight` option and is needed when "edge" is weighted.
     """
 
-    def __init__(self, weights: Mapping[str, float], edge_pos_weight: float | None = None) -> None:
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        edge_pos_weight: float | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         parsed = {str(name): float(value) for name, value in dict(weights).items()}
         if not parsed:
             raise ValueError("MultiTaskLoss needs at least one task weight")
         for name in parsed:
-            if name not in TASK_NAMES:
-                raise ValueError(f"unknown task {name!r} in loss weights; known tasks: {list(TASK_NAMES)}")
+            if name not in known_tasks():
+                raise ValueError(f"unknown task {name!r} in loss weights; known tasks: {list(known_tasks())}")
+        self.options: dict[str, dict[str, Any]] = {str(t): dict(o) for t, o in dict(options or {}).items()}
+        unweighted = sorted(set(self.options) - set(parsed))
+        if unweighted:
+            raise ValueError(f"loss options for {unweighted}, which have no loss weight; weighted: {list(parsed)}")
         if "edge" in parsed:
             if edge_pos_weight is None:
                 raise ValueError("edge is weighted in the loss but edge_pos_weight was not given")
             edge_pos_weight = float(edge_pos_weight)
             if not 0.0 < edge_pos_weight < 1.0:
                 raise ValueError(f"edge_pos_weight must lie in (0, 1), got {edge_pos_weight}")
+            self.options["edge"] = {**self.options.get("edge", {}), "pos_weight": edge_pos_weight}
         self.weights: dict[str, float] = parsed
         self.edge_pos_weight = None if edge_pos_weight is None else float(edge_pos_weight)
+        self.tasks = {name: get_task(name) for name in parsed}
 
     def task_loss(self, task: str, pred: Tensor, target: Tensor) -> Tensor:
         """Unweighted loss of one task."""
-        if task == "edge":
-            assert self.edge_pos_weight is not None
-            return edge_loss(pred, target, self.edge_pos_weight)
-        return _FIXED_LOSSES[task](pred, target)
+        return self.tasks[task].loss(pred, target, **self.options.get(task, {}))
 
     def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """{task: unweighted loss}, still attached to the graph (for loss-weighting strategies)."""
@@ -199,7 +199,7 @@ class MultiTaskLoss(nn.Module):
         return weighted_sum(self.weights, losses), {t: v.detach() for t, v in losses.items()}
 
     def extra_repr(self) -> str:
-        return f"weights={self.weights}, edge_pos_weight={self.edge_pos_weight}"
+        return f"weights={self.weights}, options={self.options}"
 
 
 def build_loss(tasks_cfg: DictConfig) -> nn.Module:
@@ -211,4 +211,6 @@ def build_loss(tasks_cfg: DictConfig) -> nn.Module:
     loss_cfg = OmegaConf.to_container(tasks_cfg.loss, resolve=True)
     # Replace, not merge: instantiate() would merge a weights kwarg into the configured dict.
     loss_cfg["weights"] = {t: float(weights[t]) for t in tasks_cfg.names}
+    if loss_cfg.get("options"):
+        loss_cfg["options"] = {t: o for t, o in loss_cfg["options"].items() if t in tasks_cfg.names}
     return instantiate(loss_cfg)

@@ -1,6 +1,6 @@
 """Evaluation metrics, one module per family: dense per-pixel metrics (`dense`, `depth`, `normals`,
 `saliency`), the SEISM boundary evaluation (`boundary` with its protocol, pooling, thinning, NMS
-and matching parts), the per-task list (`registry`) and the multi-task delta (`delta_m`)."""
+and matching parts), the per-run container (`registry`) and the multi-task delta (`delta_m`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ _HOME = {
     "NormalsAngleDistribution": "demt_exp.metrics.normals",
     "NormalsMeanAngle": "demt_exp.metrics.dense",
     "SaliencyMeanIoU": "demt_exp.metrics.saliency",
-    "TASK_METRICS": "demt_exp.metrics.registry",
     "atrc_protocol": "demt_exp.metrics.boundary.protocol",
     "boundary_protocol": "demt_exp.metrics.boundary.protocol",
     "evaluate_boundaries": "demt_exp.metrics.boundary.parallel",
@@ -49,7 +48,6 @@ __all__ = [
     "NormalsAngleDistribution",
     "NormalsMeanAngle",
     "SaliencyMeanIoU",
-    "TASK_METRICS",
     "atrc_protocol",
     "boundary_protocol",
     "evaluate_boundaries",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from demt_exp.data.tasks import IGNORE_INDEX, TASKS, squeeze_index_map
+from demt_exp.data.tasks import HUMAN_PARTS_CLASSES, IGNORE_INDEX, squeeze_index_map
 from demt_exp.utils.collectives import all_reduce_sum_
 
 __all__ = [
@@ -167,9 +167,7 @@ class PartsMeanIoU(MeanIoU):
 
     @classmethod
     def from_context(cls, context: Any) -> PartsMeanIoU:
-        classes = TASKS["human_parts"].fixed_output_channels
-        assert classes is not None
-        return cls(classes)
+        return cls(HUMAN_PARTS_CLASSES)
 
 
 def _unit_or_zero(vectors: Tensor) -> Tensor:

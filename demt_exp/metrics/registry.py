@@ -1,8 +1,8 @@
 """Which metrics each task reports, and the multi-task container the evaluation loop updates.
 
-`TASK_METRICS` is the one list: a task's numbers are the union of its metrics' `compute()`
-dicts, so adding a metric to a task (e.g. the boundary odsF/oisF/AP next to the edge pixel
-proxy) is one more class in its tuple. Each class builds itself with `from_context(MetricContext)`,
+Each task lists its metric classes (`Task.metrics`, demt_exp/tasks): a task's numbers are the union of
+its metrics' `compute()` dicts, so adding a metric to a task (e.g. the boundary odsF/oisF/AP next to the
+edge pixel proxy) is one more class in its tuple. Each class builds itself with `from_context(MetricContext)`,
 which carries what some metrics need beyond the task (class count, dataset name, options).
 """
 
@@ -15,19 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from demt_exp.data.tasks import TASK_NAMES
-from demt_exp.metrics.boundary.edge_task import EdgeBoundary
-from demt_exp.metrics.dense import (
-    DepthRMSE,
-    EdgePixelMaxF,
-    MaxF,
-    MeanIoU,
-    Metric,
-    PartsMeanIoU,
-)
-from demt_exp.metrics.depth import DepthRelativeErrors
-from demt_exp.metrics.normals import NormalsAngleDistribution
-from demt_exp.metrics.saliency import SaliencyMeanIoU
+from demt_exp.metrics.dense import Metric
+from demt_exp.tasks.registry import get_task, known_tasks
 
 
 @dataclass(frozen=True)
@@ -39,21 +28,11 @@ class MetricContext:
     options: Mapping[str, Any] = field(default_factory=dict)  # per-metric settings, e.g. {"boundary": {...}}
 
 
-# Each class builds itself from the context (`Metric.from_context`).
-TASK_METRICS: dict[str, tuple[type[Metric], ...]] = {
-    "semseg": (MeanIoU,),
-    "human_parts": (PartsMeanIoU,),
-    "sal": (MaxF, SaliencyMeanIoU),
-    "normals": (NormalsAngleDistribution,),  # mean_angle (SPEC 4) and the rest from one angle computation
-    "depth": (DepthRMSE, DepthRelativeErrors),
-    "edge": (EdgePixelMaxF, EdgeBoundary),  # EdgeBoundary only where the evaluation asks for it (None otherwise)
-}
-
-
 def _metric_classes(task: str) -> tuple[type[Metric], ...]:
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {list(TASK_NAMES)}")
-    return TASK_METRICS[task]
+    try:
+        return get_task(task).metrics
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
 
 
 def build_task_metrics(task: str, context: MetricContext) -> list[Metric]:
@@ -62,8 +41,10 @@ def build_task_metrics(task: str, context: MetricContext) -> list[Metric]:
     return [metric for metric in built if metric is not None]
 
 
-def metric_directions(tasks: Iterable[str] = TASK_NAMES) -> dict[str, dict[str, bool]]:
-    """{task: {name: higher_is_better}} for every number the tasks can report (no metric is built)."""
+def metric_directions(tasks: Iterable[str] | None = None) -> dict[str, dict[str, bool]]:
+    """{task: {name: higher_is_better}} for every number the tasks (default: all known) can report (no metric
+    is built)."""
+    tasks = known_tasks() if tasks is None else tasks
     return {task: {n: up for cls in _metric_classes(task) for n, up in cls.higher_is_better.items()} for task in tasks}
 
 
@@ -75,7 +56,7 @@ def lower_is_better(metric: str) -> bool:
         return True
     if task == "multi_task" and name == "delta_m":
         return False
-    directions = metric_directions([task]) if task in TASK_METRICS else {}
+    directions = metric_directions([task]) if task in known_tasks() else {}
     if name not in directions.get(task, {}):
         raise ValueError(f"{metric!r} is no metric this suite reports, so its direction is unknown (set max or min)")
     return not directions[task][name]

@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from demt_exp.data.tasks import output_channels
 from demt_exp.models.contract import check_attributes, check_decoded, check_features
 from demt_exp.models.heads import TaskHeads
+from demt_exp.tasks import output_channels
 
 
 class MultiTaskModel(nn.Module):

@@ -199,7 +199,7 @@ def load_run(folder: Path) -> RunResult | Skipped:
         metrics = read_metrics(folder)
         if paper is not None:
             metrics = with_differences(metrics, paper)
-        objective = read_objective(config, read_config(folder, "hydra.yaml"))
+        objective = read_objective(config, read_config(folder, "hydra.yaml"), folder.parent / "optuna.db")
         return RunResult(folder, read_overrides(folder), metrics, dataset_name(config), paper, objective)
     except ValueError as error:
         return Skipped(folder, str(error))

@@ -9,12 +9,14 @@ best row. Both files are read as plain data, like the rest of a run folder.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from demt_exp.config.objective import objective_direction
+from demt_exp.config.objective import STUDY_NAME, objective_direction
 from demt_exp.utils.errors import ConfigError
 
 SEARCH = "search"  # the column that marks the best row or the front
@@ -29,8 +31,12 @@ class Objective:
         return ", ".join(f"{m} ({'max' if up else 'min'})" for m, up in zip(self.metrics, self.maximize))
 
 
-def read_objective(config: Any, hydra_config: Any) -> Objective | None:
-    """The trial's objective and directions, or None for a run that optimised nothing (or unreadable ones)."""
+def read_objective(config: Any, hydra_config: Any, storage: Path | None = None) -> Objective | None:
+    """The trial's objective and directions, or None for a run that optimised nothing (or unreadable ones).
+
+    The directions: `hydra.sweeper.direction` where the search set it, else each metric's own; a metric this
+    process does not know (a task of one's own) takes the direction stored in the search's Optuna `storage`.
+    """
     objective = config.get("objective") if isinstance(config, dict) else None
     metrics = [objective] if isinstance(objective, str) else objective
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and "/" in m for m in metrics):
@@ -41,8 +47,27 @@ def read_objective(config: Any, hydra_config: Any) -> Objective | None:
     try:
         directions = objective_direction(list(metrics))
     except ConfigError:  # not a metric of this suite, and no direction set
-        return None
+        stored = study_directions(storage) if storage is not None and storage.is_file() else None
+        if stored is None or len(stored) != len(metrics):
+            return None
+        return Objective(tuple(metrics), stored)
     return Objective(tuple(metrics), tuple(d == "maximize" for d in directions))
+
+
+@functools.cache
+def study_directions(storage: Path) -> tuple[bool, ...] | None:
+    """The directions (maximize: True) of the search's study in an Optuna SQLite file; None without optuna
+    or without that study."""
+    try:
+        import optuna
+    except ImportError:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{storage}")
+    except Exception:  # another file, another study name: no directions from it
+        return None
+    return tuple(d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions)
 
 
 def _set_directions(hydra_config: Any, count: int) -> tuple[bool, ...] | None:

@@ -1,7 +1,7 @@
-"""Pictures of predictions: colour-mapped task maps and side-by-side panels (input, each task's
-prediction and, when known, its ground truth). Used by `evaluate` and `predict`, and by any
-logger that wants images; everything works on one image's (C, H, W) tensors and returns
-uint8 H x W x 3 arrays or PIL images.
+"""Pictures of predictions: the colour maps tasks draw with, and side-by-side panels (input, each task's
+prediction and, when known, its ground truth; each task colours its own maps, demt_exp/tasks). Used by
+`evaluate` and `predict`, and by any logger that wants images; everything works on one image's (C, H, W)
+tensors and returns uint8 H x W x 3 arrays or PIL images.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from demt_exp.data.crop import edge_uint8
-from demt_exp.data.tasks import IGNORE_INDEX
 from demt_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from demt_exp.tasks.registry import get_task
 
-LABEL_TASKS = ("semseg", "human_parts")
 TITLE_HEIGHT = 14
 GAP = 2
 MIN_TILE = 128  # small images are enlarged (nearest neighbour, integer factor) so titles and labels stay legible
@@ -89,63 +86,6 @@ def denormalise(image: Tensor) -> np.ndarray:
     return np.round(rgb * 255.0).clip(0, 255).astype(np.uint8)
 
 
-def depth_range(pred: Tensor, target: Tensor | None) -> tuple[float, float]:
-    """One range for prediction and ground truth: the labelled depths if known, else the prediction's."""
-    source = pred.detach().float().clamp_min(0)
-    if target is not None:
-        valid = target[(target != IGNORE_INDEX) & (target != 0)]
-        source = valid if valid.numel() else source
-    return float(source.min()), float(source.max())
-
-
-def predicted_map(task: str, pred: Tensor) -> np.ndarray:
-    """What a task's file stores: class indices (semseg, parts), uint8 probability (sal, edge),
-    metres (depth) or raw vectors (normals)."""
-    pred = pred.detach().float().cpu()
-    if task in LABEL_TASKS:
-        return pred.argmax(0).numpy().astype(np.uint8)
-    if task == "sal":
-        prob = torch.softmax(pred, 0)[1] if pred.shape[0] == 2 else torch.sigmoid(pred[0])
-        return (255.0 * prob).to(torch.uint8).numpy()
-    if task == "edge":
-        return edge_uint8(pred[0]).numpy()
-    if task == "depth":
-        return pred[0].clamp_min(0).numpy()
-    if task == "normals":
-        return pred.numpy()
-    raise ValueError(f"no visualisation for task {task!r}")
-
-
-def prediction_rgb(task: str, pred: Tensor, depth_limits: tuple[float, float] | None = None) -> np.ndarray:
-    """A task's prediction (C, H, W) as an RGB picture."""
-    values = predicted_map(task, pred)
-    if task in LABEL_TASKS:
-        return colour_labels(values)
-    if task == "depth":
-        return colour_depth(values, *(depth_limits or (float(values.min()), float(values.max()))))
-    if task == "normals":
-        return colour_normals(values)
-    return grey(values)
-
-
-def target_rgb(task: str, target: Tensor, depth_limits: tuple[float, float] | None = None) -> np.ndarray:
-    """A task's label map as an RGB picture (ignored pixels: palette grey for labels, black otherwise)."""
-    t = target.detach().float().cpu().numpy()
-    t = t[0] if t.ndim == 3 and t.shape[0] == 1 else t
-    if task in LABEL_TASKS:
-        return colour_labels(t)
-    if task == "normals":
-        return colour_normals(t, valid=(t != IGNORE_INDEX).all(axis=0))
-    valid = t != IGNORE_INDEX
-    if task == "depth":
-        valid &= t != 0
-        low, high = depth_limits or (float(t[valid].min(initial=0)), float(t[valid].max(initial=1)))
-        return colour_depth(t, low, high, valid)
-    rgb = grey(np.where(valid, t * 255.0, 0).clip(0, 255))  # sal and edge are 0/1 labels
-    rgb[~valid] = (128, 0, 0)
-    return rgb
-
-
 def panel(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> Image.Image:
     """A grid of titled tiles (all tiles one size); a shorter row leaves its end blank."""
     height, width = rows[0][0][1].shape[:2]
@@ -164,20 +104,28 @@ def panel(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> Image.Image:
     return canvas
 
 
+def target_map(target: Tensor) -> np.ndarray:
+    """One image's label map as an array: (H, W) for index maps and one-channel maps, else (C, H, W)."""
+    t = target.detach().float().cpu().numpy()
+    return t[0] if t.ndim == 3 and t.shape[0] == 1 else t
+
+
 def prediction_panel(
     image: Tensor, preds: Mapping[str, Tensor], targets: Mapping[str, Tensor] | None = None
 ) -> Image.Image:
     """Input and every task's prediction in the first row; the ground truth below when `targets` has it."""
     targets = targets or {}
-    limits = {t: depth_range(p, targets.get(t)) for t, p in preds.items() if t == "depth"}
-    top = [("input", denormalise(image))] + [(t, prediction_rgb(t, p, limits.get(t))) for t, p in preds.items()]
+    tasks = {t: get_task(t) for t in preds}
+    limits = {t: tasks[t].display_range(p, targets.get(t)) for t, p in preds.items()}
+    top = [("input", denormalise(image))]
+    top += [(t, tasks[t].prediction_rgb(tasks[t].predicted_map(p), limits[t])) for t, p in preds.items()]
     rows = [top]
     labelled = [t for t in preds if t in targets]
     if labelled:
         rows.append(
             [("ground truth", denormalise(image))]
             + [
-                (f"{t} gt", target_rgb(t, targets[t], limits.get(t)))
+                (f"{t} gt", tasks[t].target_rgb(target_map(targets[t]), limits[t]))
                 if t in targets
                 else (t, np.full_like(top[1][1], 255))
                 for t in preds

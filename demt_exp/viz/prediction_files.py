@@ -9,45 +9,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from torch import Tensor
 
 from demt_exp.data.crop import crop_to_original, image_id
-from demt_exp.viz.panels import (
-    LABEL_TASKS,
-    colour_depth,
-    colour_normals,
-    label_png,
-    predicted_map,
-    prediction_panel,
-)
+from demt_exp.tasks.registry import get_task
+from demt_exp.viz.panels import prediction_panel
 
 PANEL_DIR = "panels"
 
 
 def save_task_file(task: str, pred: Tensor, stem: Path) -> list[Path]:
-    """One image's prediction (C, H, W) for `task` as `<stem>.png` (+ `<stem>.npy` metres for depth).
-
-    semseg / human_parts: palette PNG whose pixel values are the class indices; sal / edge: 8-bit
-    grey 255 * probability (truncated, as the official code saves edges); depth: colour PNG and
-    the raw metres; normals: RGB = (unit vector + 1) / 2.
-    """
+    """One image's prediction (C, H, W) for `task` as the task's files (`Task.save`): `<stem>.png`, and for
+    depth or a task of one's own with float values also `<stem>.npy`."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    values = predicted_map(task, pred)
-    png = stem.with_suffix(".png")
-    written = [png]
-    if task in LABEL_TASKS:
-        label_png(values).save(png)
-    elif task in ("sal", "edge"):
-        Image.fromarray(values, mode="L").save(png)
-    elif task == "depth":
-        Image.fromarray(colour_depth(values, float(values.min()), float(values.max()))).save(png)
-        np.save(stem.with_suffix(".npy"), values.astype(np.float32))
-        written.append(stem.with_suffix(".npy"))
-    else:
-        Image.fromarray(colour_normals(values)).save(png)
-    return written
+    spec = get_task(task)
+    return spec.save(spec.predicted_map(pred), stem)
 
 
 class PredictionWriter:

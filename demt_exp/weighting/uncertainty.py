@@ -19,14 +19,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from demt_exp.tasks.registry import get_task
 from demt_exp.weighting.base import LossWeighting
-
-REGRESSION_TASKS = frozenset({"depth", "normals"})
 
 
 def likelihood_factor(task: str) -> float:
-    """1/2 for a Gaussian likelihood (regression), 1 for a softmax/Boltzmann one (classification)."""
-    return 0.5 if task in REGRESSION_TASKS else 1.0
+    """1/2 for a Gaussian likelihood (regression: `Task.regression`), 1 for a softmax/Boltzmann one."""
+    return 0.5 if get_task(task).regression else 1.0
 
 
 class UncertaintyWeighting(LossWeighting):

@@ -19,7 +19,8 @@ from paths import REPO_ROOT
 from torch.utils.data import DataLoader
 
 from demt_exp.data.synthetic import SyntheticScenes
-from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES, TASKS
+from demt_exp.data.tasks import IGNORE_INDEX, TASK_NAMES
+from demt_exp.tasks import get_task
 
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -104,8 +105,8 @@ def test_shapes_dtypes_ranges(ds: SyntheticScenes, samples: list[dict]) -> None:
         assert (img >= lo - 1e-5).all() and (img <= hi + 1e-5).all() and img.std() > 0.1
         for name in TASK_NAMES:
             t = s[name]
-            spec = TASKS[name]
-            if spec.is_index_map:
+            spec = get_task(name)
+            if spec.index_map:
                 assert t.dtype == torch.int64 and t.shape == (H, W), name
             else:
                 assert t.dtype == torch.float32 and t.shape == (spec.target_channels, H, W), name
@@ -124,8 +125,9 @@ def test_shapes_dtypes_ranges(ds: SyntheticScenes, samples: list[dict]) -> None:
 def test_default_collate_matches_batch_layout(ds: SyntheticScenes) -> None:
     batch = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
     assert batch["image"].shape == (4, 3, 96, 128) and batch["image"].dtype == torch.float32
-    for name, spec in TASKS.items():
-        shape = (4, 96, 128) if spec.is_index_map else (4, spec.target_channels, 96, 128)
+    for name in TASK_NAMES:
+        spec = get_task(name)
+        shape = (4, 96, 128) if spec.index_map else (4, spec.target_channels, 96, 128)
         assert batch[name].shape == shape, name
     assert batch["meta"]["id"] == [f"synthetic_train_{i:06d}" for i in range(4)]
     assert batch["meta"]["size"].shape == (4, 2) and batch["meta"]["size"].dtype == torch.int64

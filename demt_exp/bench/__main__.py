@@ -1,8 +1,8 @@
 """Benchmarks that print figures: `python -m demt_exp.bench [SUBCOMMAND] [options]`, `model` when none is named.
 
-Each subcommand lives in its own module (`model.py`, `counts.py`, `scaling.py`, `startup.py`, and the component
-benches in `components.py`); `--help` lists them, one line each. Figures are medians over repeats in one process, so
-ratios are comparable on a noisy machine.
+Each subcommand lives in its own module (`model.py`, `counts.py`, `gpu.py`, `data.py`, `scaling.py`, `startup.py`, and
+the component benches in `components.py`); `--help` lists them, one line each. Figures are medians over repeats in one
+process, so ratios are comparable on a noisy machine.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from demt_exp.bench.help import SUBCOMMANDS
 
 # the subcommands with a module of their own; the rest live in bench/components.py
-OWN_MODULE = {name: name for name in ("model", "counts", "gpu", "scaling", "startup")}
+OWN_MODULE = {name: name for name in ("model", "counts", "gpu", "data", "scaling", "startup")}
 
 
 def overview() -> str:

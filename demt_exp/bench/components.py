@@ -98,23 +98,6 @@ def bench_step(overrides: list[str], repeats: int) -> float:
     return int(cfg.trainer.batch_size) / median_seconds(step, repeats)
 
 
-def bench_data(overrides: list[str], samples: int) -> dict[str, float]:
-    """Samples per second of one worker (one process decoding and transforming) per split."""
-    from hydra.utils import instantiate
-
-    cfg = compose_config(overrides)
-    rates = {}
-    for split in ("train", "val"):
-        dataset = instantiate(cfg.dataset[split])
-        count = min(samples, len(dataset))
-        dataset[0]  # warm-up: imports, caches
-        start = time.perf_counter()
-        for index in range(count):
-            dataset[index]
-        rates[split] = count / (time.perf_counter() - start)
-    return rates
-
-
 def bench_boundary(
     images: int, size: tuple[int, int], protocol_name: str, dataset: str, workers: int
 ) -> tuple[float, float, dict[str, float | str]]:
@@ -189,9 +172,6 @@ def main(argv: list[str]) -> None:
     s = sub.add_parser("step", help=SUBCOMMANDS["step"])
     s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.batch_size=4")
     s.add_argument("--repeats", type=int, default=3)
-    dl = sub.add_parser("data", help=SUBCOMMANDS["data"])
-    dl.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=nyud dataset.root=/data/NYUDv2")
-    dl.add_argument("--samples", type=int, default=50)
     b = sub.add_parser("boundary", help=SUBCOMMANDS["boundary"])
     b.add_argument("--images", type=int, default=16)
     b.add_argument("--size", type=int, nargs=2, default=(425, 560), metavar=("H", "W"))
@@ -231,11 +211,6 @@ def main(argv: list[str]) -> None:
         print(f"training step per weighting method ({' '.join(args.overrides) or 'default config'}), relative to fixed")
         for method, value in times.items():
             print(f"  {method:12s} {value * 1e3:9.1f} ms  x{value / times['fixed']:.2f}")
-        return
-    if args.what == "data":
-        torch.set_num_threads(1)  # a loader worker runs single-threaded
-        for split, rate in bench_data(args.overrides, args.samples).items():
-            print(f"{split} pipeline ({' '.join(args.overrides)}): {rate:.1f} samples/s per worker")
         return
     if args.what == "deform":
         results = bench_deform(*args.shape, repeats=args.repeats, device=args.device)

@@ -8,7 +8,7 @@ SUBCOMMANDS = {  # one line each, for `--help`; `model` is the default when no s
     "startup": "seconds each command takes to answer (--help, a config mistake, report presets)",
     "deform": "ChlSpl backends, forward+backward",
     "step": "training-step throughput of a config",
-    "data": "data-loading samples/s per worker",
+    "data": "loader images/s per worker (NYUD, PASCAL; official transforms, real file formats), workers 8 GPUs need",
     "boundary": "SEISM boundary evaluation images/s on generated maps",
     "linear": "fp32 CPU linear layers: BLAS vs the oneDNN convolution route",
     "weighting": "step time of each loss-weighting method relative to fixed",

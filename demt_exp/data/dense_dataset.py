@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from demt_exp.data.decoded_cache import DecodedCache
 from demt_exp.data.transforms import Sample, build_eval_transform, build_train_transform
 
 ROOT_ENV = "DEMT_DATA"
@@ -119,14 +120,25 @@ class DenseDataset(Dataset):
     """
 
     tasks: tuple[str, ...]
+    ids: list[str]
     transform: Callable[[Sample], Any] | None
     extra_maps: tuple[str, ...] = ()
+    decoded: DecodedCache | None = None  # decoded items on local disk (`decoded_cache=FOLDER`)
 
     def load(self, index: int) -> Sample:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def keep_decoded(self, folder: str | Path | None, dataset: str, root: Path, split: str) -> None:
+        """Read decoded items from `folder` after their first load (None: decode every time)."""
+        if folder is not None:
+            self.decoded = DecodedCache(folder, dataset, root, split, ("semseg", *self.tasks, *self.extra_maps))
+
     def __getitem__(self, index: int) -> Sample:
-        sample = self.load(int(index))
+        index = int(index)
+        if self.decoded is None:
+            sample = self.load(index)
+        else:
+            sample = self.decoded.get(self.ids[index], lambda: self.load(index))
         if self.transform is None:
             return {k: v for k, v in sample.items() if k in ("image", "meta", *self.tasks, *self.extra_maps)}
         return self.transform(sample)

@@ -230,6 +230,7 @@ class NYUDv2(DenseDataset):
         image_size: Sequence[int] = IMAGE_SIZE,
         transform: str | Callable[[Sample], Any] | None = "auto",
         layout: str = "auto",
+        decoded_cache: str | Path | None = None,
     ) -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
@@ -240,6 +241,7 @@ class NYUDv2(DenseDataset):
             raise ValueError(f"layout must be 'auto' or one of {list(LAYOUTS)}, got {layout!r}")
         self.layout = detect_layout(self.root, self.ids) if layout == "auto" else layout
         self.transform = pick_transform(transform, split, self.image_size, self.tasks)
+        self.keep_decoded(decoded_cache, "nyud", self.root, split)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -242,6 +242,7 @@ class PascalContext(DenseDataset):
         class_tables_dir: str | Path | None = None,
         transform: str | Callable[[Sample], Any] | None = "auto",
         boundary_labels: bool = False,
+        decoded_cache: str | Path | None = None,
     ) -> None:
         self.root = check_root(Path(root) if root is not None else default_root())
         self.split = split
@@ -266,6 +267,7 @@ class PascalContext(DenseDataset):
             self.valid_normals_classes = normals_valid_classes(class_table_dirs(self.root, tables))
         self.extra_maps = (BOUNDARY_LABELS,) if boundary_labels else ()
         self.transform = pick_transform(transform, split, self.image_size, (*self.tasks, *self.extra_maps))
+        self.keep_decoded(decoded_cache, "pascal_context", self.root, split)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -16,7 +16,9 @@ from torch import Tensor
 from demt_exp.data.tasks import IGNORE_INDEX, squeeze_index_map
 from demt_exp.metrics.dense import MaxF, Metric, _check_spatial
 
-JACCARD_THRESHOLDS = torch.linspace(0.2, 0.9, 15, dtype=torch.float64)
+# (first, last, count) of the thresholds; made where they are used, since a tensor made at import time lands on
+# whatever device context imports the module (e.g. the meta device of the model-fit check)
+JACCARD_THRESHOLDS = (0.2, 0.9, 15)
 
 
 class SaliencyMeanIoU(Metric):
@@ -30,7 +32,7 @@ class SaliencyMeanIoU(Metric):
     higher_is_better: ClassVar[dict[str, bool]] = {"mIoU": True}
 
     def __init__(self) -> None:
-        super().__init__(len(JACCARD_THRESHOLDS) + 1)
+        super().__init__(JACCARD_THRESHOLDS[2] + 1)
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -40,7 +42,7 @@ class SaliencyMeanIoU(Metric):
         prob = MaxF.positive_probability(pred.detach()).double().flatten(1)  # (B, HW)
         valid = (target != IGNORE_INDEX).flatten(1)
         truth = (target > 0.5).flatten(1) & valid
-        thresholds = JACCARD_THRESHOLDS.to(prob.device)
+        thresholds = torch.linspace(*JACCARD_THRESHOLDS, dtype=torch.float64, device=prob.device)
         predicted = (prob[:, None, :] > thresholds[None, :, None]) & valid[:, None, :]  # (B, T, HW)
         inter = (predicted & truth[:, None, :]).sum(-1).double()
         union = (predicted | truth[:, None, :]).sum(-1).double()

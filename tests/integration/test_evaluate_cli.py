@@ -16,12 +16,12 @@ import pytest
 import torch
 from commands import run_module
 from eval_helpers import TINY_MODEL, TINY_SYNTHETIC, run_evaluation, write_checkpoint
-from fake_nyud import write_fake_nyud
 from hydra.utils import instantiate
 from paths import REPO_ROOT
 from PIL import Image
 
 from demt_exp.data.crop import edge_uint8
+from demt_exp.data.example_nyud import write_fake_nyud
 from demt_exp.engine.from_checkpoint import inference_config, load_inference_model
 from demt_exp.metrics import (
     BoundaryMetric,

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from commands import short_training_run
-from fake_nyud import write_fake_nyud
+
+from demt_exp.data.example_nyud import write_fake_nyud
 
 
 @pytest.mark.slow

@@ -16,10 +16,10 @@ import pytest
 import scipy.io
 from commands import run_module
 from eval_helpers import TINY_MODEL, run_evaluation, write_checkpoint
-from fake_pascal import write_context_labels, write_fake_pascal
 from paths import REPO_ROOT
 from PIL import Image
 
+from demt_exp.data.example_pascal import write_context_labels, write_fake_pascal
 from demt_exp.metrics import BoundaryMetric, BoundaryProtocol, atrc_protocol, gt_boundary_map, invpt_protocol
 
 REPO = REPO_ROOT

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from commands import short_training_run
-from fake_pascal import write_fake_pascal
 
+from demt_exp.data.example_pascal import write_fake_pascal
 from demt_exp.data.pascal_context import PASCAL_TASKS
 
 

@@ -25,8 +25,9 @@ from commands import (
     start_cli,
     wait_until,
 )
-from fake_nyud import write_fake_nyud
 from paths import REPO_ROOT
+
+from demt_exp.data.example_nyud import write_fake_nyud
 
 TINY = [*TINY_RUN, "dataset.train.num_samples=12", "trainer.log_interval=1"]
 

@@ -42,16 +42,6 @@ def test_step_bench_prints_throughput(capsys: pytest.CaptureFixture[str]) -> Non
     assert match and float(re.search(r": ([\d.]+) images/s", out).group(1)) > 0
 
 
-def test_data_bench_prints_samples_per_worker(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from fake_nyud import write_fake_nyud
-
-    root = write_fake_nyud(tmp_path / "NYUDv2", n_train=3, n_val=2, size=(60, 80))
-    main(["data", "dataset=nyud", f"dataset.root={root}", "dataset.image_size=[48,64]", "--samples", "2"])
-    out = capsys.readouterr().out
-    rates = dict(re.findall(r"(train|val) pipeline .*: ([\d.]+) samples/s per worker", out))
-    assert set(rates) == {"train", "val"} and all(float(r) > 0 for r in rates.values())
-
-
 def test_boundary_bench_prints_images_per_second(capsys: pytest.CaptureFixture[str]) -> None:
     main(["boundary", "--images", "2", "--size", "40", "56", "--protocol", "atrc-fast-9thr", "--workers", "0"])
     out = capsys.readouterr().out

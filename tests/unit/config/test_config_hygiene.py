@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from fake_cityscapes import write_fake_cityscapes
-from fake_nyud import write_fake_nyud
-from fake_pascal import write_fake_pascal
 from hydra.utils import instantiate
 
 from demt_exp.config.compose import CONF_DIR, compose_config
+from demt_exp.data.example_nyud import write_fake_nyud
+from demt_exp.data.example_pascal import write_fake_pascal
 from demt_exp.engine.optim import build_optimizer
 from demt_exp.losses.task_losses import build_loss
 from demt_exp.models.model import build_model

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_nyud import write_fake_nyud
 from paths import REPO_ROOT
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from demt_exp.data.__main__ import main as data_main
+from demt_exp.data.example_nyud import write_fake_nyud
 from demt_exp.data.nyud import NYUD_TASKS, DatasetFileError, NYUDv2
 from demt_exp.data.tasks import IGNORE_INDEX
 from demt_exp.data.transforms import build_eval_transform

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_pascal import (
+from paths import REPO_ROOT
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from demt_exp.data import pascal_parts
+from demt_exp.data.edges import edges_from_labels, laplacian, thin
+from demt_exp.data.example_pascal import (
     CONTEXT_CLASSES,
     NORMALS_VALID,
     FakeObject,
@@ -21,12 +27,6 @@ from fake_pascal import (
     write_fake_pascal,
     write_part_annotation,
 )
-from paths import REPO_ROOT
-from PIL import Image
-from torch.utils.data import DataLoader
-
-from demt_exp.data import pascal_parts
-from demt_exp.data.edges import edges_from_labels, laplacian, thin
 from demt_exp.data.nyud import DatasetFileError
 from demt_exp.data.pascal_context import (
     PASCAL_TASKS,

@@ -10,10 +10,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from fake_nyud import write_fake_nyud
 from paths import REPO_ROOT
 
 from demt_exp.data.__main__ import main as data_main
+from demt_exp.data.example_nyud import write_fake_nyud
 from demt_exp.data.prepare import PrepareError, prepare_archive
 
 REPO = REPO_ROOT

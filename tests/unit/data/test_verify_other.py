@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from fake_cityscapes import write_fake_cityscapes
-from fake_pascal import write_fake_pascal
 
 from demt_exp.data.__main__ import main as data_main
+from demt_exp.data.example_pascal import write_fake_pascal
 
 Verify = Callable[..., subprocess.CompletedProcess]
 

@@ -4,6 +4,7 @@ defining one wrongly is one error naming the key."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image
 
 from demt_exp.config.objective import objective_direction
 from demt_exp.data.contract import DatasetContractError, check_sample
+from demt_exp.data.tasks import TASK_NAMES
 from demt_exp.losses import MultiTaskLoss
 from demt_exp.metrics.registry import MultiTaskMetrics, lower_is_better
 from demt_exp.tasks import define_tasks, get_task, known_tasks, output_channels, registry
@@ -136,3 +138,29 @@ def test_a_built_in_name_cannot_be_taken_and_an_unknown_task_points_to_define(ex
         registry.register_task(Depth())
     with pytest.raises(KeyError, match=r"unknown task 'shadng'.*tasks.define.<name>"):
         get_task("shadng")
+
+
+def test_tasks_first_used_under_the_meta_device_still_score_on_the_cpu() -> None:
+    """The model-fit check builds the model on the meta device, which is where a fresh process first asks for
+    the tasks and imports their metrics: nothing a metric module makes at import may land there."""
+    script = """
+import torch
+from demt_exp.config.checks import check_model_fits
+from demt_exp.config.compose import compose_config
+from demt_exp.metrics.registry import MultiTaskMetrics
+from demt_exp.data.synthetic import SyntheticScenes
+from torch.utils.data import default_collate
+cfg = compose_config(["+backbone.embed_dim=16", "+backbone.depths=[2,2,2,2]", "+backbone.num_heads=[1,2,2,4]",
+                      "dataset.image_size=[32,32]", "encoder.dim=32"])
+check_model_fits(cfg)
+tasks = list(cfg.tasks.names)
+scenes = SyntheticScenes(num_samples=2, image_size=(32, 32), num_semseg_classes=8)
+batch = default_collate([scenes[0], scenes[1]])
+metrics = MultiTaskMetrics(tasks, num_semseg_classes=8)
+metrics.update({t: torch.zeros(2, c, 32, 32) for t, c in {"semseg": 8, "human_parts": 7, "sal": 2, "normals": 3,
+                "edge": 1, "depth": 1}.items()}, batch)
+print(sorted(metrics.compute()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == str(sorted(TASK_NAMES))

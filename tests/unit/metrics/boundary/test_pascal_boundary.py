@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_pascal import write_context_labels, write_fake_pascal
 from torch.utils.data import default_collate
 
+from demt_exp.data.example_pascal import write_context_labels, write_fake_pascal
 from demt_exp.data.pascal_context import PascalContext
 from demt_exp.data.transforms import BOUNDARY_LABELS
 from demt_exp.metrics import MetricContext, MultiTaskMetrics

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.lean_linear import lean_linear
 from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 from demt_exp.models.state_dict import BackboneState, Entry, subtree
 from demt_exp.models.timm_body import create_timm_body
@@ -94,17 +95,33 @@ def shifted_window_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x[:, :height, :width, :] if pad_h or pad_w else x
 
 
-def swin_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def mlp_branch(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """mlp(norm2(x)); fast: saving for backward only the LayerNorm's and the GELU's inputs (models/lean_linear.py),
+    the plain computation where the MLP has a dropout or another shape."""
+    mlp = block.mlp
+    lean = (
+        fast
+        and isinstance(block.norm2, nn.LayerNorm)
+        and isinstance(mlp.act, nn.GELU)
+        and isinstance(mlp.norm, nn.Identity)
+        and (isinstance(mlp.drop1, nn.Identity) or (isinstance(mlp.drop1, nn.Dropout) and mlp.drop1.p == 0))
+    )
+    if not lean:
+        return mlp(block.norm2(x))
+    return mlp.drop2(lean_linear(lean_linear(x, block.norm2, mlp.fc1), mlp.act, mlp.fc2))
+
+
+def swin_block_forward(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """Pre-norm Swin block (attention + MLP, each with stochastic depth) on (B, H, W, C)."""
     x = x + block.drop_path1(shifted_window_attention(block, block.norm1(x)))
-    return x + block.drop_path2(block.mlp(block.norm2(x)))
+    return x + block.drop_path2(mlp_branch(block, x, fast))
 
 
-def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def stage_forward(stage: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """Patch merging (identity in stage 1), then the stage's blocks, on (B, H, W, C)."""
     x = stage.downsample(x)
     for block in stage.blocks:
-        x = swin_block_forward(block, x)
+        x = swin_block_forward(block, x, fast)
     return x
 
 
@@ -150,6 +167,7 @@ class SwinBackbone(nn.Module):
         self.strides: list[int] = [info["reduction"] for info in body.feature_info]
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
         self.patch_size = self.patch_embed.patch_size[0]
+        self.fast = True  # False: the plain MLP, which saves the LayerNorm's and the GELU's outputs too
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         height, width = image.shape[-2:]
@@ -159,7 +177,10 @@ class SwinBackbone(nn.Module):
         features = []
         recompute = wants_recompute(self.activation_checkpointing)
         for stage, norm in zip(self.stages, self.norms):
-            x = recompute_in_backward(stage, stage_forward, stage, x) if recompute else stage_forward(stage, x)
+            if recompute:
+                x = recompute_in_backward(stage, stage_forward, stage, x, self.fast)
+            else:
+                x = stage_forward(stage, x, self.fast)
             features.append(norm(x).permute(0, 3, 1, 2))  # NCHW view of the NHWC tokens (channels-last)
         return features
 

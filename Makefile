@@ -25,6 +25,8 @@ bench:  ## speed: deformable backends, linear layers, default step, DeMT/DeGMix 
 	$(PYTHON) -m demt_exp.bench model $(CPU_ROUTES) tasks=nyud dataset.num_semseg_classes=40 --batch 2 --size 448 576 --repeats 2 --checkpointing --baseline system-malloc --memory-repeats 2 --json bench/demt_swin_t_b2_448x576_checkpointing.json
 	$(PYTHON) -m demt_exp.bench counts tasks=nyud dataset.num_semseg_classes=40 --options --json bench/counts_demt_swin_t_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench counts encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --options --json bench/counts_degmix_swin_t_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench counts backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --json bench/counts_demt_swin_b_b2_448x576.json
+	$(PYTHON) -m demt_exp.bench counts backbone=swin_b encoder=degmix decoder=degmix tasks=nyud dataset.num_semseg_classes=40 --json bench/counts_degmix_swin_b_b2_448x576.json
 	$(PYTHON) -m demt_exp.bench scaling $(CPU_ROUTES) --sizes 256 448 640 --tasks 1 3 5 --fixed-size 256 --fixed-tasks 1 --out bench/scaling
 
 report:  ## parameters and MACs per component, e.g. make report ARGS="backbone=swin_b tasks=nyud dataset.num_semseg_classes=40 --input-size 425 560"

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from demt_exp.utils.errors import ConfigError
+from demt_exp.utils.metric_key import split_metric
 
 DELTA_M = "multi_task/delta_m"  # the key of Delta_m among a run's final metrics (metrics.json: multi_task)
 STUDY_NAME = "search"  # the Optuna study of a search, in optuna.db of its multirun folder
@@ -57,9 +58,10 @@ def check_objective(cfg: DictConfig) -> None:
     metrics = objective_metrics(cfg.get("objective"))
     tasks = set(cfg.tasks.names)
     for metric in metrics:
-        task, sep, name = metric.partition("/")
-        if not (task and sep and name) or "/" in name:
+        parts = split_metric(metric)
+        if parts is None:
             raise ConfigError(f"objective: {metric!r} is not task/metric, e.g. semseg/mIoU or {DELTA_M}")
+        task = parts[0]
         if metric == DELTA_M:
             if not cfg.eval.delta_m.references:
                 raise ConfigError(f"objective: {DELTA_M} needs single-task references in eval.delta_m.references")

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from demt_exp.utils.errors import ConfigError
+from demt_exp.utils.metric_key import split_metric
 
 log = logging.getLogger("demt_exp")
 
@@ -44,10 +45,10 @@ class DeltaM:
 
 
 def split_key(key: str) -> tuple[str, str]:
-    task, sep, name = key.partition("/")
-    if not sep or not task or not name or "/" in name:
+    parts = split_metric(key)
+    if parts is None:
         raise ValueError(f"Delta_m metric {key!r}: expected 'task/metric', e.g. 'semseg/mIoU'")
-    return task, name
+    return parts
 
 
 def _lookup(results: Nested, key: str) -> float | None:

@@ -18,6 +18,7 @@ from demt_exp.config.objective import DELTA_M
 from demt_exp.results.published import PAPER_DELTA_M, beside, compared_metric
 from demt_exp.results.runs import PARAMETERS, RunResult
 from demt_exp.utils.errors import UserError
+from demt_exp.utils.metric_key import split_metric
 
 ALL = "all"
 
@@ -152,8 +153,7 @@ def chosen_metrics(runs: Sequence[RunResult], requested: Sequence[str] | None) -
     if list(requested) == [ALL]:
         return have, []
     for metric in requested:
-        task, sep, name = metric.partition("/")
-        if not (task and sep and name) or "/" in name:
+        if split_metric(metric) is None:
             raise UserError(f"--metrics {metric}: expected task/metric, e.g. semseg/mIoU (or `all`)")
         if metric not in have:
             raise UserError(f"--metrics {metric}: no run has it; the runs have {', '.join(have)}")

@@ -26,6 +26,16 @@ def _cheap(x: Tensor, kind: str, setting: Any, params: list[Tensor]) -> Tensor:
     return F.gelu(x, approximate=setting)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in on this device; None where it is off or does not exist
+    (the meta device of the model-fit check)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return None
+    return torch.get_autocast_dtype(device_type) if enabled else None
+
+
 class _CheapThenLinear(torch.autograd.Function):
     """Backward in aten ops alone (no autograd.grad), so torch.compile traces it without a graph break. Autocast
     leaves LayerNorm in float32 and GELU in its input's dtype, so recomputing them without autocast gives the
@@ -34,8 +44,7 @@ class _CheapThenLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, kind: str, setting: Any, *params: Tensor):
         ctx.kind, ctx.setting, ctx.has_bias = kind, setting, bias is not None
-        enabled, dtype = torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type)
-        ctx.compute = dtype if enabled else None
+        ctx.compute = _autocast_dtype(x.device.type)
         ctx.save_for_backward(x, weight, *params)
         return F.linear(_cheap(x, kind, setting, list(params)), weight, bias)
 

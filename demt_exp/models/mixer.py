@@ -6,6 +6,19 @@ import torch
 from torch import nn
 
 from demt_exp.models.deform import ChannelDeformConv
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
+
+
+def act_then_norm(act: nn.Module, norm: nn.Module, x: torch.Tensor, lean: bool) -> torch.Tensor:
+    """norm(act(x)); lean (training): only x is saved for backward, the GELU and the BatchNorm are recomputed
+    there (elementwise work and the batch statistics, no matrix product; running statistics updated once,
+    models/recompute.py), instead of saving the GELU's output as well: one map fewer per pair. Not under
+    torch.compile, which traces the plain pair without a graph break, and not for a SyncBatchNorm (multi-GPU
+    training), whose recomputation would add its statistics' collectives to the backward."""
+    synced = isinstance(norm, nn.SyncBatchNorm)
+    if lean and not synced and wants_recompute(True) and not torch.compiler.is_compiling():
+        return recompute_in_backward(norm, lambda t: norm(act(t)), x)
+    return norm(act(x))
 
 
 class DeformableMixerBlock(nn.Module):
@@ -19,10 +32,11 @@ class DeformableMixerBlock(nn.Module):
         self.spatial_mix = ChannelDeformConv(dim, dim, backend=deform_backend)
         self.spatial_act = nn.GELU()
         self.spatial_norm = nn.BatchNorm2d(dim)
+        self.fast = True  # False: the plain pairs, which save each GELU's output for its BatchNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.channel_norm(self.channel_act(self.channel_mix(x)))
-        return x + self.spatial_norm(self.spatial_act(self.spatial_mix(x)))
+        x = act_then_norm(self.channel_act, self.channel_norm, self.channel_mix(x), self.fast)
+        return x + act_then_norm(self.spatial_act, self.spatial_norm, self.spatial_mix(x), self.fast)
 
 
 class DeformableMixer(nn.Sequential):

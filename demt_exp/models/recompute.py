@@ -11,8 +11,8 @@ statistics in both passes, so outputs and gradients are those of the plain forwa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -31,20 +31,31 @@ def tracked_batch_norms(module: nn.Module) -> list[nn.Module]:
     ]
 
 
-@contextmanager
-def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
-    """Within the block, training-mode BatchNorms normalise as usual but update nothing."""
-    norms = tracked_batch_norms(module)
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for norm in norms:
-        norm.momentum = 0.0
-    try:
-        yield
-    finally:
-        for norm, (momentum, tracked) in zip(norms, saved):
+class frozen_batch_statistics:  # noqa: N801 - used as a context manager, like contextlib's
+    """Within the block, training-mode BatchNorms normalise as usual but update nothing.
+
+    A class, not a generator: checkpoint enters the same recompute context once per backward through the
+    block, and a loss-weighting method (GradNorm, PCGrad) goes backward through it once per task.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.saved: list[tuple[nn.Module, float | None, torch.Tensor | None]] = []
+
+    def __enter__(self) -> None:
+        norms = tracked_batch_norms(self.module)
+        self.saved = [
+            (m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
+        ]
+        for norm in norms:
+            norm.momentum = 0.0
+
+    def __exit__(self, *_: object) -> None:
+        for norm, momentum, tracked in self.saved:
             norm.momentum = momentum
             if tracked is not None:
                 norm.num_batches_tracked.copy_(tracked)
+        self.saved = []
 
 
 def recompute_in_backward(module: nn.Module, function: Callable[..., Any], *args: Any) -> Any:

@@ -60,6 +60,24 @@ def test_each_pair_saves_one_map_and_its_statistics_fewer() -> None:
     assert saved[False] - saved[True] == pairs * per_pair
 
 
+def test_backward_twice_through_the_graph_as_per_task_weightings_do() -> None:
+    """GradNorm and PCGrad take one gradient per task through the same graph: each recomputes the pairs."""
+    x = torch.randn(B, DIM, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads, buffers = {}, {}
+    for fast in (False, True):
+        module = mixer()
+        for block in module:
+            block.fast = fast
+        out = module(x)
+        first = torch.autograd.grad(out[:, :4].sum(), list(module.parameters()), retain_graph=True)
+        second = torch.autograd.grad(out[:, 4:].square().sum(), list(module.parameters()))
+        grads[fast], buffers[fast] = (first, second), [b.clone() for b in module.buffers()]
+    for plain, lean in zip(grads[False], grads[True]):
+        for a, b in zip(plain, lean):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(buffers[False], buffers[True]))
+
+
 def test_a_sync_batch_norm_keeps_the_plain_pair() -> None:
     """Multi-GPU training converts the BatchNorms; their recomputation would add collectives to the backward."""
     module = nn.SyncBatchNorm.convert_sync_batchnorm(mixer(depth=1))

@@ -1,4 +1,5 @@
-"""Tiny NYUD-v2 folders in the exact on-disk formats of SPEC 3.2, for loader, verify and CLI tests."""
+"""NYUD-v2 folders of generated content in the exact on-disk formats of SPEC 3.2, at any size: for `bench data`
+(full size) and the loader, verify and CLI tests (tiny)."""
 
 from __future__ import annotations
 

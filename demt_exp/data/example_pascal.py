@@ -1,4 +1,5 @@
-"""Tiny PASCAL-Context folders in the on-disk formats of SPEC 3.3, for loader and CLI tests.
+"""PASCAL-Context folders of generated content in the on-disk formats of SPEC 3.3, at any size: for `bench data`
+(full size) and the loader and CLI tests (tiny).
 
 Part annotations are written with scipy.io.savemat in the structure of the PASCAL-Part release
 (anno -> imname, objects -> class, class_ind, mask, parts -> part_name, mask), the Context labels

@@ -35,7 +35,25 @@ def narrowed(array: np.ndarray) -> np.ndarray:
     return small if np.array_equal(small, array) else array
 
 
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of one item in their own dtypes; None for a file that is absent, cut short or not ours."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        size, changed = arrays[SIZE_KEY], arrays.pop(DTYPES_KEY).tolist()
+        for entry in changed:
+            name, _, dtype = str(entry).partition("=")
+            if np.dtype(dtype).kind not in "biuf" or name not in arrays or name == SIZE_KEY:
+                return None
+            arrays[name] = arrays[name].astype(dtype)
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return arrays if size.shape == (2,) and size.dtype.kind in "iu" else None
+
+
 class DecodedCache:
+    """One data set split's decoded items, a file per id under a folder named by the selection."""
+
     def __init__(self, folder: str | Path, dataset: str, root: Path, split: str, maps: Sequence[str]) -> None:
         selection = repr((dataset, str(Path(root).resolve()), split, tuple(maps)))
         digest = hashlib.sha256(selection.encode()).hexdigest()[:16]
@@ -46,19 +64,15 @@ class DecodedCache:
         return self.folder / f"{sample_id}.npz"
 
     def get(self, sample_id: str, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The decoded sample of `sample_id`: read back, or loaded and written for the next epoch."""
+        """The decoded sample of `sample_id`: read back, or loaded and written for the next epoch (also in
+        place of a file that is cut short or was not written here)."""
         path = self.path(sample_id)
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # absent, or cut short
+        arrays = _read(path)
+        if arrays is None:
             sample = load()
             self._write(path, sample)
             return sample
         size = tuple(int(v) for v in arrays.pop(SIZE_KEY))
-        for entry in arrays.pop(DTYPES_KEY).tolist():
-            name, dtype = entry.split("=")
-            arrays[name] = arrays[name].astype(dtype)
         return {**arrays, "meta": {"id": sample_id, "size": size}}
 
     def _write(self, path: Path, sample: dict[str, Any]) -> None:

@@ -56,7 +56,7 @@ def test_pascal_items_and_augmented_batches_equal_the_uncached_ones(tmp_path: Pa
                 assert torch.equal(got[key], expected[key]), key
 
 
-def test_a_cut_short_file_is_decoded_again_and_other_tasks_use_another_folder(tmp_path: Path) -> None:
+def test_a_cut_short_or_foreign_file_is_decoded_again_and_other_tasks_use_another_folder(tmp_path: Path) -> None:
     root = write_fake_nyud(tmp_path / "NYUDv2", n_train=2, n_val=1, size=(30, 40))
     cached = NYUDv2(root, "train", transform=None, decoded_cache=tmp_path / "cache")
     expected = cached[0]
@@ -64,6 +64,8 @@ def test_a_cut_short_file_is_decoded_again_and_other_tasks_use_another_folder(tm
     path.write_bytes(path.read_bytes()[:100])  # a worker killed while writing leaves no such file; a crash might
     assert_same_sample(cached[0], expected)
     assert np.load(path, allow_pickle=False)["image"].dtype == np.uint8  # written again, whole
+    np.savez(path, image=np.zeros(3), depth=np.zeros(3))  # a file not written here: no size, no dtypes
+    assert_same_sample(cached[0], expected)
     depth_only = NYUDv2(root, "train", tasks=["depth"], transform=None, decoded_cache=tmp_path / "cache")
     assert depth_only.decoded.folder != cached.decoded.folder
     assert list(depth_only[0]) == ["image", "depth", "meta"]

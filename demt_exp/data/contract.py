@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from demt_exp.tasks.registry import get_task
+from demt_exp.utils.describe import describe
 from demt_exp.utils.errors import UserError
 
 
@@ -31,28 +32,24 @@ class DatasetContractError(UserError, TypeError):
     """A data set whose items are not what the loop, the losses and the metrics read (one line, exit 2)."""
 
 
-def _shape(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
-
-
 def check_sample(sample: Any, tasks: Sequence[str], where: str) -> None:
     """One item against the contract; `where` names the data set and split in the error."""
     if not isinstance(sample, Mapping):
-        raise DatasetContractError(f"{where}: an item is {_shape(sample)}; expected a dict with image, tasks and meta")
+        raise DatasetContractError(
+            f"{where}: an item is {describe(sample)}; expected a dict with image, tasks and meta"
+        )
     image = sample.get("image")
     if not (
         isinstance(image, torch.Tensor) and image.dtype == torch.float32 and image.dim() == 3 and image.shape[0] == 3
     ):
-        raise DatasetContractError(f"{where}: 'image' is {_shape(image)}; expected a float32 tensor (3, H, W)")
+        raise DatasetContractError(f"{where}: 'image' is {describe(image)}; expected a float32 tensor (3, H, W)")
     height, width = image.shape[1:]
     for task in tasks:
         dtype, shape = get_task(task).target_shape(height, width)
         target = sample.get(task)
         if not (isinstance(target, torch.Tensor) and target.dtype == dtype and tuple(target.shape) == shape):
             raise DatasetContractError(
-                f"{where}: {task!r} is {'missing' if target is None else _shape(target)}; expected a {dtype} tensor "
+                f"{where}: {task!r} is {'missing' if target is None else describe(target)}; expected a {dtype} tensor "
                 f"{shape} for an image of {height} x {width} (data/tasks.py, tasks/base.py)"
             )
     meta = sample.get("meta")

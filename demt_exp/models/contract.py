@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from demt_exp.utils.describe import describe
 from demt_exp.utils.errors import UserError
 
 
@@ -34,12 +35,6 @@ class ContractError(UserError, TypeError):
 def _name(component: nn.Module) -> str:
     cls = type(component)
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _shape(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
 
 
 def check_attributes(backbone: nn.Module, encoder: nn.Module) -> list[int]:
@@ -65,7 +60,7 @@ def check_features(backbone: nn.Module, features: Any, image: torch.Tensor) -> N
     wanted = f"a list of {len(expected)} tensors (B, C, h, w) with C = out_channels {expected}"
     if not isinstance(features, (list, tuple)) or len(features) != len(expected):
         count = f" of {len(features)}" if isinstance(features, (list, tuple)) else ""
-        raise ContractError(f"backbone {_name(backbone)} returned {_shape(features)}{count}; expected {wanted}")
+        raise ContractError(f"backbone {_name(backbone)} returned {describe(features)}{count}; expected {wanted}")
     batch, height, width = image.shape[0], image.shape[-2], image.shape[-1]
     for i, (feature, channels) in enumerate(zip(features, expected)):
         if not (
@@ -77,7 +72,7 @@ def check_features(backbone: nn.Module, features: Any, image: torch.Tensor) -> N
             and feature.shape[3] <= width
         ):
             raise ContractError(
-                f"backbone {_name(backbone)}: feature map {i} is {_shape(feature)}; expected ({batch}, {channels}, "
+                f"backbone {_name(backbone)}: feature map {i} is {describe(feature)}; expected ({batch}, {channels}, "
                 f"h, w) with h <= {height}, w <= {width} for an image of shape {tuple(image.shape)}"
             )
 
@@ -86,7 +81,7 @@ def check_decoded(decoder: nn.Module, decoded: Any, tasks: Sequence[str], dim: i
     """The decoder's forward: {task: (B, dim, h, w)} for exactly the model's tasks."""
     if not isinstance(decoded, Mapping) or set(decoded) != set(tasks):
         keys = sorted(map(str, decoded)) if isinstance(decoded, Mapping) else None
-        got = f"a mapping with keys {keys}" if keys is not None else _shape(decoded)
+        got = f"a mapping with keys {keys}" if keys is not None else describe(decoded)
         raise ContractError(
             f"decoder {_name(decoder)} returned {got}; expected {{task: (B, {dim}, h, w)}} for the tasks {list(tasks)}"
         )
@@ -94,6 +89,6 @@ def check_decoded(decoder: nn.Module, decoded: Any, tasks: Sequence[str], dim: i
         value = decoded[task]
         if not (isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[:2] == (batch, dim)):
             raise ContractError(
-                f"decoder {_name(decoder)}: {task!r} is {_shape(value)}; expected ({batch}, {dim}, h, w), "
+                f"decoder {_name(decoder)}: {task!r} is {describe(value)}; expected ({batch}, {dim}, h, w), "
                 "the encoder's dim channels per task"
             )

@@ -125,6 +125,8 @@ class Normals(Task):
 
 
 class Depth(Task):
+    """Files as every float map's (Task.save): a colour PNG over the image's own range and the metres in .npy."""
+
     name = "depth"
     regression = True
     metrics: ClassVar[tuple[type[Metric], ...]] = (DepthRMSE, DepthRelativeErrors)
@@ -147,12 +149,6 @@ class Depth(Task):
         valid = (target != IGNORE_INDEX) & (target != 0)
         low, high = limits or (float(target[valid].min(initial=0)), float(target[valid].max(initial=1)))
         return colour_depth(target, low, high, valid)
-
-    def save(self, values: np.ndarray, stem: Path) -> list[Path]:
-        png, raw = stem.with_suffix(".png"), stem.with_suffix(".npy")
-        Image.fromarray(colour_depth(values, float(values.min()), float(values.max()))).save(png)
-        np.save(raw, values.astype(np.float32))
-        return [png, raw]
 
 
 BUILTIN_TASKS: tuple[Task, ...] = (Semseg(), HumanParts(), Saliency(), Normals(), Edge(), Depth())

@@ -25,9 +25,7 @@ def objective_metrics(objective: Any) -> list[str]:
     """`objective` as a list of `task/metric` names (empty for null)."""
     if objective is None:
         return []
-    if isinstance(objective, (list, tuple, ListConfig)):
-        return [str(item) for item in objective]
-    return [str(objective)]
+    return [str(item) for item in objective] if _is_list(objective) else [str(objective)]
 
 
 def objective_direction(objective: Any, _root_: Any = None) -> str | list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from demt_exp.config.objective import DELTA_M
+from demt_exp.utils.metric_key import split_metric
 
 SOURCE = "source"  # the column that tells a published row from the runs
 RUNS = "run"
@@ -43,7 +44,10 @@ def _numbers(block: Any) -> dict[str, float]:
     return {
         str(key): float(value)
         for key, value in block.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and "/" in str(key) and math.isfinite(value)
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and split_metric(str(key)) is not None
+        and math.isfinite(value)
     }
 
 

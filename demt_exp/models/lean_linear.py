@@ -5,18 +5,28 @@ keeps its own input as well: two activations where one suffices. `lean_linear(x,
 `linear(cheap(x))` and saves `x` alone; backward recomputes `cheap(x)` (elementwise work, no matrix product)
 and then takes the same matrix products autograd would. Same function, same dense FLOPs, one tensor fewer
 per pair: in a Swin MLP (LayerNorm -> fc1 -> GELU -> fc2) the fc1 input (C per token) and the fc2 input (4C
-per token). Autocast is replayed as the forward ran, so bf16 training computes alike.
+per token); in Swin's attention the qkv projection's input (the LayerNorm's output, padded, shifted and cut
+into windows: a `layout` between the two ops, whose adjoint takes the gradient back). Autocast is replayed as
+the forward ran, so bf16 training computes alike.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 CHEAP = (nn.LayerNorm, nn.GELU)  # ops whose recomputation costs no matrix product
+
+
+class Layout(Protocol):
+    """A rearrangement of tokens (padding, permutation) between the cheap op and the linear layer."""
+
+    def apply(self, x: Tensor) -> Tensor: ...
+
+    def adjoint(self, grad: Tensor) -> Tensor: ...
 
 
 def _cheap(x: Tensor, kind: str, setting: Any, params: list[Tensor]) -> Tensor:
@@ -26,7 +36,7 @@ def _cheap(x: Tensor, kind: str, setting: Any, params: list[Tensor]) -> Tensor:
     return F.gelu(x, approximate=setting)
 
 
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs matrix products in on this device; None where it is off or does not exist
     (the meta device of the model-fit check)."""
     try:
@@ -42,17 +52,20 @@ class _CheapThenLinear(torch.autograd.Function):
     forward's values; the matrix products run in the dtype autocast gave the forward's."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, kind: str, setting: Any, *params: Tensor):
-        ctx.kind, ctx.setting, ctx.has_bias = kind, setting, bias is not None
-        ctx.compute = _autocast_dtype(x.device.type)
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, kind: str, setting: Any, layout: Any, *params: Tensor
+    ) -> Tensor:
+        ctx.kind, ctx.setting, ctx.layout, ctx.has_bias = kind, setting, layout, bias is not None
+        ctx.compute = autocast_dtype(x.device.type)
         ctx.save_for_backward(x, weight, *params)
-        return F.linear(_cheap(x, kind, setting, list(params)), weight, bias)
+        cheap_out = _cheap(x, kind, setting, list(params))
+        return F.linear(layout.apply(cheap_out) if layout else cheap_out, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, *params = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        need_params = list(ctx.needs_input_grad[5:])
+        need_params = list(ctx.needs_input_grad[6:])
         if ctx.kind == "layer_norm":
             shape, eps = ctx.setting
             ln_weight, ln_bias = (params + [None, None])[:2]
@@ -62,11 +75,13 @@ class _CheapThenLinear(torch.autograd.Function):
         compute = ctx.compute or cheap_out.dtype
         grad = grad.to(compute)
         rows = grad.flatten(0, -2)
-        grad_weight = rows.t().mm(cheap_out.to(compute).flatten(0, -2)).to(weight.dtype) if need_weight else None
+        linear_in = ctx.layout.apply(cheap_out) if ctx.layout else cheap_out
+        grad_weight = rows.t().mm(linear_in.to(compute).flatten(0, -2)).to(weight.dtype) if need_weight else None
         grad_bias = rows.sum(0).to(weight.dtype) if ctx.has_bias and need_bias else None
         grad_x, grad_params = None, [None] * len(params)
         if need_x or any(need_params):
             grad_cheap = grad.matmul(weight.to(compute)).to(cheap_out.dtype)
+            grad_cheap = ctx.layout.adjoint(grad_cheap) if ctx.layout else grad_cheap
             if ctx.kind == "layer_norm":
                 mask = [need_x, *(need_params + [False, False])[:2]]
                 grad_x, grad_w, grad_b = torch.ops.aten.native_layer_norm_backward(
@@ -75,19 +90,18 @@ class _CheapThenLinear(torch.autograd.Function):
                 grad_params = [grad_w, grad_b][: len(params)]
             else:
                 grad_x = torch.ops.aten.gelu_backward(grad_cheap, x, approximate=ctx.setting)
-        return (grad_x if need_x else None, grad_weight, grad_bias, None, None, *grad_params)
+        return (grad_x if need_x else None, grad_weight, grad_bias, None, None, None, *grad_params)
 
 
-def lean_linear(x: Tensor, cheap: nn.Module, linear: nn.Linear) -> Tensor:
-    """`linear(cheap(x))` for a LayerNorm or GELU `cheap`, saving `x` only (the plain computation where no
-    backward follows)."""
+def lean_linear(x: Tensor, cheap: nn.Module, linear: nn.Linear, layout: Layout | None = None) -> Tensor:
+    """`linear(cheap(x))` for a LayerNorm or GELU `cheap` (`linear(layout.apply(cheap(x)))` with a layout), saving
+    `x` only (the plain computation where no backward follows)."""
     if not torch.is_grad_enabled():
-        return linear(cheap(x))
+        return linear(layout.apply(cheap(x)) if layout else cheap(x))
     if isinstance(cheap, nn.LayerNorm):
         params = [p for p in (cheap.weight, cheap.bias) if p is not None]
-        return _CheapThenLinear.apply(
-            x, linear.weight, linear.bias, "layer_norm", (cheap.normalized_shape, cheap.eps), *params
-        )
+        setting = (cheap.normalized_shape, cheap.eps)
+        return _CheapThenLinear.apply(x, linear.weight, linear.bias, "layer_norm", setting, layout, *params)
     if isinstance(cheap, nn.GELU):
-        return _CheapThenLinear.apply(x, linear.weight, linear.bias, "gelu", cheap.approximate)
+        return _CheapThenLinear.apply(x, linear.weight, linear.bias, "gelu", cheap.approximate, layout)
     raise TypeError(f"lean_linear recomputes {[c.__name__ for c in CHEAP]}, not {type(cheap).__name__}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -23,6 +24,7 @@ from demt_exp.models.lean_linear import lean_linear
 from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 from demt_exp.models.state_dict import BackboneState, Entry, subtree
 from demt_exp.models.timm_body import create_timm_body
+from demt_exp.models.window_attention import attend, lean_attention, window_attention
 
 SWIN_VARIANTS: dict[str, str] = {
     "swin_t": "swin_tiny_patch4_window7_224",
@@ -74,25 +76,54 @@ def _merge(windows: torch.Tensor, window: int, height: int, width: int) -> torch
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
-def shifted_window_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """mmseg ShiftWindowMSA on (B, H, W, C) tokens with a timm block's attention weights."""
-    _, height, width, channels = x.shape
-    window = block.window_size[0]
-    shift = block.shift_size[0]
-    pad_h = (window - height % window) % window
-    pad_w = (window - width % window) % window
-    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    padded_h, padded_w = height + pad_h, width + pad_w
+@dataclass(frozen=True)
+class WindowLayout:
+    """mmseg's token order for window attention on a (height, width) map: pad to multiples of the window, shift
+    cyclically, cut into windows. `adjoint` (merge, shift back, crop) undoes it, and is its adjoint: a gradient
+    goes back through it (models/lean_linear.py)."""
+
+    window: int
+    shift: int
+    height: int
+    width: int
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return -(-self.height // self.window) * self.window, -(-self.width // self.window) * self.window
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B * windows, window * window, C)."""
+        padded_h, padded_w = self.padded
+        x = F.pad(x, (0, 0, 0, padded_w - self.width, 0, padded_h - self.height))
+        if self.shift > 0:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return _partition(x, self.window).reshape(-1, self.window * self.window, x.shape[-1])
+
+    def adjoint(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B * windows, window * window, C) -> (B, H, W, C)."""
+        padded_h, padded_w = self.padded
+        x = windows.reshape(-1, self.window, self.window, windows.shape[-1])
+        x = _merge(x, self.window, padded_h, padded_w)
+        if self.shift > 0:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return x[:, : self.height, : self.width, :] if self.padded != (self.height, self.width) else x
+
+
+def shifted_window_attention(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """mmseg ShiftWindowMSA of norm1(x) on (B, H, W, C) tokens with a timm block's weights; fast: saving for
+    backward neither the normalised windows nor the attention probabilities (models/lean_linear.py,
+    models/window_attention.py)."""
+    _, height, width, _ = x.shape
+    layout = WindowLayout(block.window_size[0], block.shift_size[0], height, width)
     mask = None
-    if shift > 0:
-        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = _shift_mask(padded_h, padded_w, window, shift, x.device, x.dtype)
-    windows = _partition(x, window).reshape(-1, window * window, channels)
-    windows = block.attn(windows, mask=mask).reshape(-1, window, window, channels)
-    x = _merge(windows, window, padded_h, padded_w)
-    if shift > 0:
-        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-    return x[:, :height, :width, :] if pad_h or pad_w else x
+    if layout.shift > 0:
+        mask = _shift_mask(*layout.padded, layout.window, layout.shift, x.device, x.dtype)
+    attn = block.attn
+    if fast and lean_attention(attn) and isinstance(block.norm1, nn.LayerNorm):
+        windows = attend(attn, lean_linear(x, block.norm1, attn.qkv, layout), mask)
+    else:
+        windows = window_attention(attn, layout.apply(block.norm1(x)), mask, fast)
+    return layout.adjoint(windows)
 
 
 def mlp_branch(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
@@ -113,7 +144,7 @@ def mlp_branch(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Te
 
 def swin_block_forward(block: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """Pre-norm Swin block (attention + MLP, each with stochastic depth) on (B, H, W, C)."""
-    x = x + block.drop_path1(shifted_window_attention(block, block.norm1(x)))
+    x = x + block.drop_path1(shifted_window_attention(block, x, fast))
     return x + block.drop_path2(mlp_branch(block, x, fast))
 
 
@@ -167,7 +198,8 @@ class SwinBackbone(nn.Module):
         self.strides: list[int] = [info["reduction"] for info in body.feature_info]
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
         self.patch_size = self.patch_embed.patch_size[0]
-        self.fast = True  # False: the plain MLP, which saves the LayerNorm's and the GELU's outputs too
+        self.fast = True  # False: the plain MLP and attention (which save the LayerNorm's and GELU's outputs
+        # and the attention probabilities too)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         height, width = image.shape[-2:]

@@ -1,6 +1,7 @@
-"""The Swin MLP saving only the LayerNorm's and the GELU's inputs (models/lean_linear.py): the same outputs and
-gradients as the plain MLP (float64 exactly; bf16 autocast alike), exactly C + 4C + 2 values per token and
-block fewer saved for backward, frozen LayerNorms and inputs without gradient, and no graph break under compile."""
+"""The Swin MLP saving only the LayerNorm's and the GELU's inputs (models/lean_linear.py), with the window
+attention of models/window_attention.py: the same outputs and gradients as the plain backbone (float64 exactly;
+bf16 autocast alike), exactly C + 4C + 2 values per token and block fewer saved for backward, frozen LayerNorms
+and inputs without gradient, and no graph break under compile."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from demt_exp.bench.counts import saved_bytes
+from demt_exp.models import swin
 from demt_exp.models.lean_linear import lean_linear
 from demt_exp.models.swin import SwinBackbone
 
@@ -58,9 +60,12 @@ def test_bf16_autocast_computes_alike() -> None:
         torch.testing.assert_close(lean_grads[name], grad, rtol=2e-2, atol=2e-2 * float(grad.abs().max()), msg=name)
 
 
-def test_each_block_saves_its_fc1_and_fc2_inputs_fewer() -> None:
+def test_each_block_saves_its_fc1_and_fc2_inputs_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
     """fc1's input (C values per token), fc2's (4C) and LayerNorm's two statistics (mean, 1/std) are no longer
-    saved; nothing else changes."""
+    saved; nothing else changes (the attention, whose own saving tests/unit/models/test_window_attention.py
+    counts, runs timm's way here in both)."""
+    timm_way = swin.shifted_window_attention
+    monkeypatch.setattr(swin, "shifted_window_attention", lambda block, x, fast: timm_way(block, x, fast=False))
     backbone = small_swin()
     holder = nn.ModuleDict({"backbone": backbone})
     image = torch.randn(2, 3, 64, 64)

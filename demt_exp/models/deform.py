@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demt_exp.models.lean_linear import autocast_dtype
+
 Backend = Literal["auto", "torchvision", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "torchvision", "torch")
 
@@ -66,33 +68,89 @@ def normalised_centres(size: int, like: torch.Tensor) -> torch.Tensor:
     return (2 * torch.arange(size, device=like.device, dtype=like.dtype) + 1) / size - 1
 
 
-def sample_per_channel(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample of every channel at its own displaced grid, zeros outside (pure PyTorch).
-
-    x: (B, C, h, w); offsets: (B, 2C, h, w) with (dy, dx) of channel c at 2c and 2c + 1.
-    """
-    b, c, h, w = x.shape
+def sampling_grid(offsets: torch.Tensor) -> torch.Tensor:
+    """grid_sample's (B * C, h, w, 2) grid that displaces every channel of a (B, C, h, w) map by its own offsets
+    (B, 2C, h, w), (dy, dx) of channel c at 2c and 2c + 1; in the offsets' dtype."""
+    b, c2, h, w = offsets.shape
     # unbind, not offsets[:, 0::2]: a strided slice backpropagates a zero-filled (B, 2C, h, w) per use
-    dy, dx = offsets.view(b, c, 2, h, w).unbind(2)
+    dy, dx = offsets.view(b, c2 // 2, 2, h, w).unbind(2)
     # align_corners=False maps position p + o to (2(p + o) + 1) / size - 1 = centre(p) + o * 2 / size:
     # one pass per coordinate instead of five
-    grid_x = torch.add(normalised_centres(w, x), dx, alpha=2 / w)
-    grid_y = torch.add(normalised_centres(h, x).view(h, 1), dy, alpha=2 / h)
-    grid = torch.stack((grid_x, grid_y), dim=-1)
-    sampled = F.grid_sample(
-        x.reshape(b * c, 1, h, w),
-        grid.reshape(b * c, h, w, 2),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )
-    return sampled.view(b, c, h, w)
+    grid_x = torch.add(normalised_centres(w, offsets), dx, alpha=2 / w)
+    grid_y = torch.add(normalised_centres(h, offsets).view(h, 1), dy, alpha=2 / h)
+    return torch.stack((grid_x, grid_y), dim=-1).view(b * c2 // 2, h, w, 2)
+
+
+def sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of every channel of x (B, C, h, w) at its own grid, zeros outside (pure PyTorch), in the
+    grid's dtype (fp32 positions and weights for a half-precision x), returned in x's dtype."""
+    b, c, h, w = x.shape
+    flat = x.to(grid.dtype).reshape(b * c, 1, h, w)
+    sampled = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return sampled.view(b, c, h, w).to(x.dtype)
+
+
+class _SampleThenConv(torch.autograd.Function):
+    """conv1x1(sample(x, grid)), saving x and the grid only: grid_sample keeps both (x in the grid's dtype) for
+    its own backward, so the sampled map the convolution would keep as well is recomputed in backward instead
+    (interpolation, no matrix product). Backward in aten ops (no graph break under torch.compile); the sampling
+    runs in the grid's dtype, the convolution in the dtype autocast gave the forward's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, grid: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        ctx.compute = autocast_dtype(x.device.type)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, grid, weight)
+        with autocast_off(x.device):
+            sampled = sample(x, grid)
+        return F.conv2d(sampled, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, grid, weight = ctx.saved_tensors
+        need_x, need_grid, need_weight, need_bias = ctx.needs_input_grad
+        compute = ctx.compute or x.dtype
+        b, c, h, w = x.shape
+        grad_sampled, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.to(compute),
+            sample(x, grid).to(compute),
+            weight.to(compute),
+            [weight.shape[0]] if ctx.has_bias else None,
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [need_x or need_grid, need_weight, need_bias and ctx.has_bias],
+        )
+        grad_x = grad_grid = None
+        if need_x or need_grid:
+            grad_x, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+                grad_sampled.to(grid.dtype).reshape(b * c, 1, h, w),
+                x.to(grid.dtype).reshape(b * c, 1, h, w),
+                grid,
+                0,  # bilinear
+                0,  # zeros outside
+                False,  # align_corners
+                [need_x, need_grid],
+            )
+            grad_x = grad_x.view(b, c, h, w).to(x.dtype) if need_x else None
+        grad_weight = grad_weight.to(weight.dtype) if need_weight else None
+        grad_bias = grad_bias.to(weight.dtype) if need_bias and ctx.has_bias else None
+        return grad_x, grad_grid if need_grid else None, grad_weight, grad_bias
 
 
 def deform_conv1x1(
-    x: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    backend: str,
+    lean: bool = True,
 ) -> torch.Tensor:
-    """1x1 deformable convolution with one offset group per input channel."""
+    """1x1 deformable convolution with one offset group per input channel; lean (pure PyTorch backend, training):
+    the sampled map is recomputed in backward rather than saved (`_SampleThenConv`)."""
     if resolve_backend(backend, x.device.type) == "torchvision":
         from torchvision.ops import deform_conv2d
 
@@ -102,11 +160,17 @@ def deform_conv1x1(
         with autocast_off(x.device):
             out = deform_conv2d(x.float(), offsets.float(), weight.float(), None if bias is None else bias.float())
         return out.to(x.dtype)
-    if low_precision(x):
-        with autocast_off(x.device):  # positions and bilinear weights in fp32
-            sampled = sample_per_channel(x.float(), offsets.float())
-        return F.conv2d(sampled.to(x.dtype), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-    return F.conv2d(sample_per_channel(x, offsets), weight, bias)
+    if low_precision(x):  # positions and bilinear weights in fp32, the convolution in x's dtype (or autocast's)
+        with autocast_off(x.device):
+            grid = sampling_grid(offsets.float())
+        weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
+    else:
+        grid = sampling_grid(offsets)
+    if lean and torch.is_grad_enabled():
+        return _SampleThenConv.apply(x, grid, weight, bias)
+    with autocast_off(x.device):
+        sampled = sample(x, grid)
+    return F.conv2d(sampled, weight, bias)
 
 
 def low_precision(x: torch.Tensor) -> bool:
@@ -170,6 +234,7 @@ class ChannelDeformConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         bound = 1.0 / math.sqrt(in_channels)
         nn.init.uniform_(self.bias, -bound, bound)
+        self.fast = True  # False: the plain sampling, which saves the sampled map for the 1x1 convolution too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return deform_conv1x1(x, self.offsets(x), self.weight, self.bias, self.backend)
+        return deform_conv1x1(x, self.offsets(x), self.weight, self.bias, self.backend, self.fast)

@@ -1,0 +1,109 @@
+"""ChlSpl's pure PyTorch sampling recomputing the sampled map in backward (models/deform._SampleThenConv): the
+plain outputs and every gradient in float64, bf16 autocast alike, one (B, C, h, w) map fewer saved, inputs and
+weights without gradient, and no graph break under torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from demt_exp.bench.counts import saved_bytes
+from demt_exp.models.deform import ChannelDeformConv
+
+
+def chlspl(dtype: torch.dtype = torch.float64) -> ChannelDeformConv:
+    torch.manual_seed(0)
+    module = ChannelDeformConv(6, 5, backend="torch").to(dtype)
+    with torch.no_grad():  # learned offsets of a few pixels, some of them reaching outside the map
+        module.offsets.feature_conv.weight.normal_(0, 0.3)
+        module.offsets.coord_conv.weight.normal_(0, 0.05)
+    return module
+
+
+def outputs_and_grads(module: ChannelDeformConv, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, dict]:
+    module.fast = fast
+    module.zero_grad(set_to_none=True)
+    leaf = x.detach().clone().requires_grad_(True)
+    out = module(leaf)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)
+    (out.double() * weight).sum().backward()
+    grads = {name: p.grad for name, p in module.named_parameters() if p.grad is not None}
+    return out.detach(), {**grads, "input": leaf.grad}
+
+
+def test_float64_outputs_and_every_gradient_equal_the_plain_sampling() -> None:
+    module = chlspl()
+    x = torch.randn(2, 6, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    plain_out, plain_grads = outputs_and_grads(module, x, fast=False)
+    lean_out, lean_grads = outputs_and_grads(module, x, fast=True)
+    assert torch.equal(lean_out, plain_out)
+    assert lean_grads.keys() == plain_grads.keys() == {n for n, _ in module.named_parameters()} | {"input"}
+    for name, grad in plain_grads.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(lean_grads[name], grad, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])  # bf16: a BatchNorm's output under autocast
+def test_bf16_autocast_computes_alike(input_dtype: torch.dtype) -> None:
+    module = chlspl(torch.float32)
+    x = torch.randn(2, 6, 9, 11, generator=torch.Generator().manual_seed(2)).to(input_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_out, plain_grads = outputs_and_grads(module, x, fast=False)
+        lean_out, lean_grads = outputs_and_grads(module, x, fast=True)
+    assert lean_out.dtype == torch.bfloat16 and torch.equal(lean_out, plain_out)
+    assert lean_grads["input"].dtype == plain_grads["input"].dtype == input_dtype
+    for name, grad in plain_grads.items():
+        assert lean_grads[name].dtype == grad.dtype, name
+        grad, lean = grad.float(), lean_grads[name].float()
+        torch.testing.assert_close(lean, grad, rtol=2e-2, atol=2e-2 * float(grad.abs().max()), msg=name)
+
+
+def test_a_bf16_input_is_saved_as_it_came() -> None:
+    """Plain: grid_sample keeps an fp32 copy of a bf16 input and the convolution the bf16 sampled map; lean: the
+    bf16 input itself (the fp32 copy is made again in backward)."""
+    module = chlspl(torch.float32)
+    holder = nn.ModuleDict({"chlspl": module})
+    x = torch.randn(2, 6, 9, 11).bfloat16().requires_grad_(True)
+    saved = {}
+    for fast in (False, True):
+        module.fast = fast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
+    assert saved[False] - saved[True] == (4 + 2 - 2) * x.numel()  # fp32 copy and bf16 sampled map, less x
+
+
+def test_saves_the_sampled_map_fewer() -> None:
+    module = chlspl(torch.float32)
+    holder = nn.ModuleDict({"chlspl": module})
+    x = torch.randn(2, 6, 9, 11, requires_grad=True)
+    saved = {}
+    for fast in (False, True):
+        module.fast = fast
+        saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
+    assert saved[False] - saved[True] == 4 * x.numel()
+    # what stays: the input (read by both convolutions of the offsets and the sampling), the coordinates the
+    # grouped convolution reads (18 channels) and the (B * C, h, w, 2) sampling grid
+    assert saved[True] == 4 * (x.numel() + 2 * 18 * 9 * 11 + 2 * x.numel())
+
+
+def test_frozen_weights_and_input_without_gradient() -> None:
+    module = chlspl()
+    module.requires_grad_(False)
+    module.offsets.coord_conv.requires_grad_(True)  # only the offsets learn: the sampling grid needs a gradient
+    x = torch.randn(1, 6, 7, 8, dtype=torch.float64)
+    results = {}
+    for fast in (False, True):
+        module.fast = fast
+        module.zero_grad(set_to_none=True)
+        module(x).square().sum().backward()
+        results[fast] = [p.grad.clone() for p in module.offsets.coord_conv.parameters()]
+        assert module.weight.grad is None
+    for lean, plain in zip(results[True], results[False]):
+        torch.testing.assert_close(lean, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_traces_without_graph_breaks_in_training() -> None:
+    module = chlspl(torch.float32)
+    explanation = torch._dynamo.explain(module)(torch.randn(1, 6, 9, 11, requires_grad=True))
+    assert explanation.graph_break_count == 0, explanation.break_reasons

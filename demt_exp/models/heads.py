@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demt_exp.models.recompute import recompute_in_backward, wants_recompute
+from demt_exp.models.recompute import recompute_around_norm, recompute_in_backward, wants_recompute
 
 
 class Bottleneck(nn.Sequential):
@@ -41,10 +41,17 @@ class TaskHeads(nn.Module):
         for conv in self.logits.values():
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
+        self.fast = True  # False: the plain bottleneck, which saves the ReLU's output for the logits too
 
     def task_logits(self, task: str, features: torch.Tensor) -> torch.Tensor:
-        """(B, C_t, h, w) logits of one task at the feature resolution."""
-        return self.logits[task](self.bottleneck[task](features))
+        """(B, C_t, h, w) logits of one task at the feature resolution. Fast (training): the BatchNorm, the ReLU
+        and the small logits convolution are recomputed in backward from the 3x3 convolution's output, so the
+        ReLU's output (the logits' input) is not saved (models/recompute.py)."""
+        bottleneck, logits = self.bottleneck[task], self.logits[task]
+        if not self.fast:
+            return logits(bottleneck(features))
+        conv_out = bottleneck.conv(features)
+        return recompute_around_norm(bottleneck.bn, lambda x: logits(bottleneck.relu(bottleneck.bn(x))), conv_out)
 
     def forward(self, features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         recompute = wants_recompute(self.activation_checkpointing)

@@ -6,18 +6,15 @@ import torch
 from torch import nn
 
 from demt_exp.models.deform import ChannelDeformConv
-from demt_exp.models.recompute import recompute_in_backward, wants_recompute
+from demt_exp.models.recompute import recompute_around_norm
 
 
 def act_then_norm(act: nn.Module, norm: nn.Module, x: torch.Tensor, lean: bool) -> torch.Tensor:
     """norm(act(x)); lean (training): only x is saved for backward, the GELU and the BatchNorm are recomputed
-    there (elementwise work and the batch statistics, no matrix product; running statistics updated once,
-    models/recompute.py), instead of saving the GELU's output as well: one map fewer per pair. Not under
-    torch.compile, which traces the plain pair without a graph break, and not for a SyncBatchNorm (multi-GPU
-    training), whose recomputation would add its statistics' collectives to the backward."""
-    synced = isinstance(norm, nn.SyncBatchNorm)
-    if lean and not synced and wants_recompute(True) and not torch.compiler.is_compiling():
-        return recompute_in_backward(norm, lambda t: norm(act(t)), x)
+    there (elementwise work and the batch statistics, no matrix product; models/recompute.py), instead of
+    saving the GELU's output as well: one map fewer per pair."""
+    if lean:
+        return recompute_around_norm(norm, lambda t: norm(act(t)), x)
     return norm(act(x))
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["frozen_batch_statistics", "recompute_in_backward", "wants_recompute"]
+__all__ = ["frozen_batch_statistics", "recompute_around_norm", "recompute_in_backward", "wants_recompute"]
 
 
 def tracked_batch_norms(module: nn.Module) -> list[nn.Module]:
@@ -72,3 +72,15 @@ def recompute_in_backward(module: nn.Module, function: Callable[..., Any], *args
 def wants_recompute(enabled: bool) -> bool:
     """Checkpointing only pays where a backward will follow."""
     return enabled and torch.is_grad_enabled()
+
+
+def recompute_around_norm(norm: nn.Module, function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
+    """`function(x)`, cheap work around the BatchNorm `norm` (an activation, the norm with its batch statistics,
+    at most a small 1x1 convolution), saving only x for backward and recomputing the rest there, running
+    statistics updated once. The plain `function(x)` without gradients, under torch.compile (which traces the
+    plain ops without a graph break) and for a SyncBatchNorm (multi-GPU training), whose recomputation would
+    add its statistics' collectives to the backward."""
+    synced = isinstance(norm, nn.SyncBatchNorm)
+    if wants_recompute(True) and not synced and not torch.compiler.is_compiling():
+        return recompute_in_backward(norm, function, x)
+    return function(x)

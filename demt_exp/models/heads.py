@@ -44,9 +44,9 @@ class TaskHeads(nn.Module):
         self.fast = True  # False: the plain bottleneck, which saves the ReLU's output for the logits too
 
     def task_logits(self, task: str, features: torch.Tensor) -> torch.Tensor:
-        """(B, C_t, h, w) logits of one task at the feature resolution. Fast (training): the BatchNorm, the ReLU
-        and the small logits convolution are recomputed in backward from the 3x3 convolution's output, so the
-        ReLU's output (the logits' input) is not saved (models/recompute.py)."""
+        """(B, C_t, h, w) logits of one task at the feature resolution. Fast (training): the BatchNorm and the
+        ReLU are recomputed in backward from the 3x3 convolution's output, so the ReLU's output (the logits'
+        input) is not saved (models/recompute.py)."""
         bottleneck, logits = self.bottleneck[task], self.logits[task]
         if not self.fast:
             return logits(bottleneck(features))

@@ -76,10 +76,12 @@ def wants_recompute(enabled: bool) -> bool:
 
 def recompute_around_norm(norm: nn.Module, function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
     """`function(x)`, cheap work around the BatchNorm `norm` (an activation, the norm with its batch statistics,
-    at most a small 1x1 convolution), saving only x for backward and recomputing the rest there, running
-    statistics updated once. The plain `function(x)` without gradients, under torch.compile (which traces the
-    plain ops without a graph break) and for a SyncBatchNorm (multi-GPU training), whose recomputation would
-    add its statistics' collectives to the backward."""
+    then possibly a convolution), saving only x for backward and recomputing the rest there, running statistics
+    updated once. A convolution at the end is not rerun: checkpoint's early stop (on by default) ends the
+    recomputation once the saved tensors are rebuilt, and the convolution's input is one of them. The plain
+    `function(x)` without gradients, under torch.compile (which traces the plain ops without a graph break) and
+    for a SyncBatchNorm (multi-GPU training), whose recomputation would add its statistics' collectives to the
+    backward."""
     synced = isinstance(norm, nn.SyncBatchNorm)
     if wants_recompute(True) and not synced and not torch.compiler.is_compiling():
         return recompute_in_backward(norm, function, x)

@@ -33,6 +33,7 @@ from demt_exp.utils.tables import text_table
 OPTIONS = {
     "default": [],
     "keep the task query's activations": ["decoder.recompute_query=false"],
+    "keep ChlSpl's sampling grid": ["encoder.recompute_offsets=false"],
     "activation checkpointing": ["trainer.activation_checkpointing=true"],
 }
 

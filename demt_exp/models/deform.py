@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from demt_exp.models.lean_linear import autocast_dtype
+from demt_exp.models.recompute import recompute_in_backward, wants_recompute
 
 Backend = Literal["auto", "torchvision", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "torchvision", "torch")
@@ -213,28 +214,56 @@ class ChannelOffsets(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2C, h, w) displacements, always in fp32: in bf16 absolute coordinates >= 128 lose the
         learned term and positions are off by about a pixel, so autocast is switched off here."""
+        return self.from_coordinates(self.coordinates(x))
+
+    def coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 18, h, w) tap coordinates moved by the feature conv, in fp32 (float64 for a float64 x)."""
         dtype = full_precision(x.dtype)
         with autocast_off(x.device):
             coords = tap_coordinates(x.shape[-2], x.shape[-1], x.device, dtype)
-            feature, coord = self.feature_conv, self.coord_conv
-            coords = coords + F.conv2d(x.to(dtype), feature.weight.to(dtype), feature.bias.to(dtype), padding=1)
-            return F.conv2d(coords, coord.weight.to(dtype), coord.bias.to(dtype), padding=1, groups=coord.groups)
+            feature = self.feature_conv
+            return coords + F.conv2d(x.to(dtype), feature.weight.to(dtype), feature.bias.to(dtype), padding=1)
+
+    def from_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
+        """(B, 2C, h, w) displacements: the grouped 3x3 conv of the moved coordinates, in their dtype."""
+        coord = self.coord_conv
+        with autocast_off(coords.device):
+            weight, bias = coord.weight.to(coords.dtype), coord.bias.to(coords.dtype)
+            return F.conv2d(coords, weight, bias, padding=1, groups=coord.groups)
 
 
 class ChannelDeformConv(nn.Module):
-    """ChlSpl: deformable 1x1 conv, one (dy, dx) pair per input channel (SPEC 1.5.3)."""
+    """ChlSpl: deformable 1x1 conv, one (dy, dx) pair per input channel (SPEC 1.5.3).
 
-    def __init__(self, in_channels: int, out_channels: int, backend: str = "auto") -> None:
+    Saved for backward in training (fast): `recompute_offsets` keeps only x and the moved tap coordinates
+    (18 channels) and rebuilds the offsets (2C channels), the sampling grid and the sampled map in backward:
+    the grouped 3x3 conv of the coordinates and the interpolation run again (with torchvision's op, the op
+    too), the 1x1 convolution does not (checkpoint's early stop ends the recomputation at its input). Without
+    it, x and the sampling grid are kept and only the sampled map is recomputed (`_SampleThenConv`, pure
+    PyTorch backend), for no convolution run twice."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, backend: str = "auto", recompute_offsets: bool = True
+    ) -> None:
         super().__init__()
         resolve_backend(backend)  # fail at build time on a typo
         self.backend = backend
+        self.recompute_offsets = recompute_offsets
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.empty(out_channels))
         self.offsets = ChannelOffsets(in_channels)
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         bound = 1.0 / math.sqrt(in_channels)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.fast = True  # False: the plain sampling, which saves the sampled map for the 1x1 convolution too
+        self.fast = True  # False: the plain ChlSpl, which saves the sampling grid and the sampled map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if wants_recompute(self.fast and self.recompute_offsets):
+            return recompute_in_backward(self, self.sample_from, x, self.offsets.coordinates(x))
         return deform_conv1x1(x, self.offsets(x), self.weight, self.bias, self.backend, self.fast)
+
+    def sample_from(self, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Offsets from the moved tap coordinates, then the plain deformable 1x1 convolution: recomputed in
+        backward, the convolution's input is the last thing it rebuilds."""
+        offsets = self.offsets.from_coordinates(coords)
+        return deform_conv1x1(x, offsets, self.weight, self.bias, self.backend, lean=False)

@@ -117,7 +117,8 @@ class DeformableMixerEncoder(nn.Module):
 
     DeMT: concat neck, linear projection, depth 1. DeGMix: concat neck, patch (released) or
     linear projection, depth 2. DeGMix ViT: FeatConv neck (already `dim` wide), no projection.
-    `activation_checkpointing` recomputes each task's mixer in the backward pass.
+    `activation_checkpointing` recomputes each task's mixer in the backward pass; `recompute_offsets` rebuilds
+    each ChlSpl's offsets and sampling grid there (models/deform.ChannelDeformConv).
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class DeformableMixerEncoder(nn.Module):
         neck: Neck = "concat",
         deform_backend: str = "auto",
         activation_checkpointing: bool = False,
+        recompute_offsets: bool = True,
     ) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
@@ -137,7 +139,9 @@ class DeformableMixerEncoder(nn.Module):
         self.activation_checkpointing = activation_checkpointing
         self.neck, neck_channels = build_neck(neck, in_channels, dim)
         self.projection = build_projection(projection, neck_channels, dim)
-        self.mixers = nn.ModuleDict({t: DeformableMixer(dim, depth, deform_backend) for t in self.tasks})
+        self.mixers = nn.ModuleDict(
+            {t: DeformableMixer(dim, depth, deform_backend, recompute_offsets) for t in self.tasks}
+        )
         self.fast = True  # False: the plain formulation (concatenate, then project)
 
     def merge(self, features: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -21,12 +21,12 @@ def act_then_norm(act: nn.Module, norm: nn.Module, x: torch.Tensor, lean: bool) 
 class DeformableMixerBlock(nn.Module):
     """Channel mixing (1x1 conv, GELU, BN), then a residual deformable spatial branch (ChlSpl, GELU, BN)."""
 
-    def __init__(self, dim: int, deform_backend: str = "auto") -> None:
+    def __init__(self, dim: int, deform_backend: str = "auto", recompute_offsets: bool = True) -> None:
         super().__init__()
         self.channel_mix = nn.Conv2d(dim, dim, kernel_size=1)
         self.channel_act = nn.GELU()
         self.channel_norm = nn.BatchNorm2d(dim)
-        self.spatial_mix = ChannelDeformConv(dim, dim, backend=deform_backend)
+        self.spatial_mix = ChannelDeformConv(dim, dim, deform_backend, recompute_offsets)
         self.spatial_act = nn.GELU()
         self.spatial_norm = nn.BatchNorm2d(dim)
         self.fast = True  # False: the plain pairs, which save each GELU's output for its BatchNorm
@@ -39,5 +39,5 @@ class DeformableMixerBlock(nn.Module):
 class DeformableMixer(nn.Sequential):
     """`depth` mixer blocks in sequence: one per task in DeMT (depth 1), DeGMix uses depth 2."""
 
-    def __init__(self, dim: int, depth: int = 1, deform_backend: str = "auto") -> None:
-        super().__init__(*(DeformableMixerBlock(dim, deform_backend) for _ in range(depth)))
+    def __init__(self, dim: int, depth: int = 1, deform_backend: str = "auto", recompute_offsets: bool = True) -> None:
+        super().__init__(*(DeformableMixerBlock(dim, deform_backend, recompute_offsets) for _ in range(depth)))

@@ -1,6 +1,7 @@
-"""ChlSpl's pure PyTorch sampling recomputing the sampled map in backward (models/deform._SampleThenConv): the
-plain outputs and every gradient in float64, bf16 autocast alike, one (B, C, h, w) map fewer saved, inputs and
-weights without gradient, and no graph break under torch.compile."""
+"""ChlSpl saving less for backward (models/deform.py): with `recompute_offsets` only its input and the moved tap
+coordinates (offsets, grid and sampled map rebuilt in backward), without it the input and the sampling grid (the
+sampled map rebuilt, `_SampleThenConv`). Both: the plain outputs and every gradient in float64, bf16 autocast
+alike, the saved bytes counted by hand, frozen weights, and no graph break under torch.compile."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from torch import nn
 
 from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.deform import ChannelDeformConv
+from demt_exp.models.model import build_model
+
+SETTINGS = [True, False]  # recompute_offsets
 
 
-def chlspl(dtype: torch.dtype = torch.float64) -> ChannelDeformConv:
+def chlspl(dtype: torch.dtype = torch.float64, recompute_offsets: bool = True) -> ChannelDeformConv:
     torch.manual_seed(0)
-    module = ChannelDeformConv(6, 5, backend="torch").to(dtype)
+    module = ChannelDeformConv(6, 5, "torch", recompute_offsets).to(dtype)
     with torch.no_grad():  # learned offsets of a few pixels, some of them reaching outside the map
         module.offsets.feature_conv.weight.normal_(0, 0.3)
         module.offsets.coord_conv.weight.normal_(0, 0.05)
@@ -32,8 +36,9 @@ def outputs_and_grads(module: ChannelDeformConv, x: torch.Tensor, fast: bool) ->
     return out.detach(), {**grads, "input": leaf.grad}
 
 
-def test_float64_outputs_and_every_gradient_equal_the_plain_sampling() -> None:
-    module = chlspl()
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
+def test_float64_outputs_and_every_gradient_equal_the_plain_sampling(recompute_offsets: bool) -> None:
+    module = chlspl(recompute_offsets=recompute_offsets)
     x = torch.randn(2, 6, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     plain_out, plain_grads = outputs_and_grads(module, x, fast=False)
     lean_out, lean_grads = outputs_and_grads(module, x, fast=True)
@@ -44,9 +49,10 @@ def test_float64_outputs_and_every_gradient_equal_the_plain_sampling() -> None:
         torch.testing.assert_close(lean_grads[name], grad, rtol=1e-12, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])  # bf16: a BatchNorm's output under autocast
-def test_bf16_autocast_computes_alike(input_dtype: torch.dtype) -> None:
-    module = chlspl(torch.float32)
+def test_bf16_autocast_computes_alike(input_dtype: torch.dtype, recompute_offsets: bool) -> None:
+    module = chlspl(torch.float32, recompute_offsets)
     x = torch.randn(2, 6, 9, 11, generator=torch.Generator().manual_seed(2)).to(input_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         plain_out, plain_grads = outputs_and_grads(module, x, fast=False)
@@ -59,10 +65,28 @@ def test_bf16_autocast_computes_alike(input_dtype: torch.dtype) -> None:
         torch.testing.assert_close(lean, grad, rtol=2e-2, atol=2e-2 * float(grad.abs().max()), msg=name)
 
 
-def test_a_bf16_input_is_saved_as_it_came() -> None:
-    """Plain: grid_sample keeps an fp32 copy of a bf16 input and the convolution the bf16 sampled map; lean: the
-    bf16 input itself (the fp32 copy is made again in backward)."""
-    module = chlspl(torch.float32)
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
+def test_saved_bytes(recompute_offsets: bool) -> None:
+    """Plain: the input (read by the feature conv too), the moved coordinates (18 channels, read by the grouped
+    conv), the (B * C, h, w, 2) sampling grid and the sampled map. Lean: the grid or the sampled map fewer."""
+    module = chlspl(torch.float32, recompute_offsets)
+    holder = nn.ModuleDict({"chlspl": module})
+    x = torch.randn(2, 6, 9, 11, requires_grad=True)
+    saved = {}
+    for fast in (False, True):
+        module.fast = fast
+        saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
+    coords = 2 * 18 * 9 * 11
+    assert saved[False] == 4 * (x.numel() + coords + 2 * x.numel() + x.numel())
+    assert saved[True] == 4 * (x.numel() + coords + (0 if recompute_offsets else 2 * x.numel()))
+
+
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
+def test_a_bf16_input_is_saved_as_it_came(recompute_offsets: bool) -> None:
+    """Plain: the feature conv's fp32 copy of a bf16 input, grid_sample's own fp32 copy, the grid and the bf16
+    sampled map; lean: the bf16 input itself (the fp32 copy made again in backward), and the grid without
+    `recompute_offsets` (which rebuilds the bf16 copy of the 1x1 conv's weight as well)."""
+    module = chlspl(torch.float32, recompute_offsets)
     holder = nn.ModuleDict({"chlspl": module})
     x = torch.randn(2, 6, 9, 11).bfloat16().requires_grad_(True)
     saved = {}
@@ -70,25 +94,14 @@ def test_a_bf16_input_is_saved_as_it_came() -> None:
         module.fast = fast
         with torch.autocast("cpu", dtype=torch.bfloat16):
             saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
-    assert saved[False] - saved[True] == (4 + 2 - 2) * x.numel()  # fp32 copy and bf16 sampled map, less x
+    fewer = 4 + 2 - 2 + (2 * 4 if recompute_offsets else 0)  # per input value
+    weight_copy = 2 * module.weight.numel() if recompute_offsets else 0  # the 1x1 conv's bf16 weight, rebuilt too
+    assert saved[False] - saved[True] == fewer * x.numel() + weight_copy
 
 
-def test_saves_the_sampled_map_fewer() -> None:
-    module = chlspl(torch.float32)
-    holder = nn.ModuleDict({"chlspl": module})
-    x = torch.randn(2, 6, 9, 11, requires_grad=True)
-    saved = {}
-    for fast in (False, True):
-        module.fast = fast
-        saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
-    assert saved[False] - saved[True] == 4 * x.numel()
-    # what stays: the input (read by both convolutions of the offsets and the sampling), the coordinates the
-    # grouped convolution reads (18 channels) and the (B * C, h, w, 2) sampling grid
-    assert saved[True] == 4 * (x.numel() + 2 * 18 * 9 * 11 + 2 * x.numel())
-
-
-def test_frozen_weights_and_input_without_gradient() -> None:
-    module = chlspl()
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
+def test_frozen_weights_and_input_without_gradient(recompute_offsets: bool) -> None:
+    module = chlspl(recompute_offsets=recompute_offsets)
     module.requires_grad_(False)
     module.offsets.coord_conv.requires_grad_(True)  # only the offsets learn: the sampling grid needs a gradient
     x = torch.randn(1, 6, 7, 8, dtype=torch.float64)
@@ -103,7 +116,17 @@ def test_frozen_weights_and_input_without_gradient() -> None:
         torch.testing.assert_close(lean, plain, rtol=1e-12, atol=1e-12)
 
 
-def test_traces_without_graph_breaks_in_training() -> None:
-    module = chlspl(torch.float32)
+@pytest.mark.parametrize("recompute_offsets", SETTINGS)
+def test_traces_without_graph_breaks_in_training(recompute_offsets: bool) -> None:
+    module = chlspl(torch.float32, recompute_offsets)
     explanation = torch._dynamo.explain(module)(torch.randn(1, 6, 9, 11, requires_grad=True))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("encoder", ["demt", "degmix"])
+def test_the_encoder_setting_reaches_every_chlspl(compose, encoder: str) -> None:
+    for setting in (True, False):
+        cfg = compose([f"encoder={encoder}", f"decoder={encoder}", f"encoder.recompute_offsets={setting}"])
+        found = [m.recompute_offsets for m in build_model(cfg).modules() if isinstance(m, ChannelDeformConv)]
+        depth = cfg.encoder.depth
+        assert found == [setting] * depth * len(cfg.tasks.names)

@@ -121,16 +121,18 @@ class TaskAwareDecoder(nn.Module):
         """Per-task token refinement after the query residual (none in DeMT)."""
         return tokens
 
-    def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
-        """Fast task query of every task with the residual: (M, T, C) tokens and fused -> (T, M, C)."""
+    def query_all(self, tokens: torch.Tensor, interaction: torch.Tensor, batch: int) -> torch.Tensor:
+        """Fast task query of every task with the residual: (M, T, C) tokens and the task interaction before its
+        LayerNorm -> (T, M, C)."""
         queries = [self.task_queries[t] for t in self.tasks]
+        fused = self.fusion_mlp[1](interaction)
         return demt_task_query(tokens, fused, queries, [self.query_mlps[t] for t in self.tasks])
 
     def recomputes_query(self) -> bool:
         """Whether this forward recomputes the task query in backward instead of saving its activations."""
         return wants_recompute(self.activation_checkpointing or (self.recompute_query and self.pixel_separable))
 
-    def query_pieces(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
+    def query_pieces(self, tokens: torch.Tensor, interaction: torch.Tensor, batch: int) -> torch.Tensor:
         """`query_all` over the whole map, or piece by piece where that bounds memory (see the class)."""
         recompute = self.recomputes_query()
         if not self.pixel_separable or (torch.is_grad_enabled() and not recompute):
@@ -139,10 +141,10 @@ class TaskAwareDecoder(nn.Module):
             size = self.query_chunk_pixels
         # split, not tokens[a:b]: each slice would backpropagate a zero-filled (M, T, C) gradient
         pieces = [
-            recompute_in_backward(self.task_queries, self.query_all, tokens_piece, fused_piece, batch)
+            recompute_in_backward(self.task_queries, self.query_all, tokens_piece, interaction_piece, batch)
             if recompute
-            else self.query_all(tokens_piece, fused_piece, batch)
-            for tokens_piece, fused_piece in zip(tokens.split(size), fused.split(size))
+            else self.query_all(tokens_piece, interaction_piece, batch)
+            for tokens_piece, interaction_piece in zip(tokens.split(size), interaction.split(size))
         ]
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
@@ -155,8 +157,8 @@ class TaskAwareDecoder(nn.Module):
         """Official attention, all tasks batched; outputs are channels-last views of one (T, M, C) tensor."""
         b, c, h, w = features[self.tasks[0]].shape
         tokens = pixel_major_tokens([features[t] for t in self.tasks])
-        fused = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
-        out = self.refine(self.query_pieces(tokens, fused, b))
+        interaction = fused_interaction(tokens, self.task_fusion, self.fusion_mlp)
+        out = self.refine(self.query_pieces(tokens, interaction, b))
         # unbind, not out[i]: indexing backpropagates a zero-filled (T, M, C) gradient per task, summed
         return {t: o.view(b, h, w, c).permute(0, 3, 1, 2) for t, o in zip(self.tasks, out.unbind(0))}
 

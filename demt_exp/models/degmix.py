@@ -102,8 +102,9 @@ class GatedTaskDecoder(TaskAwareDecoder):
     def build_queries(self, dim: int, heads: int) -> nn.ModuleDict:
         return nn.ModuleDict({t: LinearTaskAttention(dim, heads) for t in self.tasks})
 
-    def query_all(self, tokens: torch.Tensor, fused: torch.Tensor, batch: int) -> torch.Tensor:
+    def query_all(self, tokens: torch.Tensor, interaction: torch.Tensor, batch: int) -> torch.Tensor:
         queries = [self.task_queries[t] for t in self.tasks]
+        fused = self.fusion_mlp[1](interaction)
         return degmix_task_query(tokens, fused, batch, queries, [self.query_mlps[t] for t in self.tasks])
 
     def query(self, task: str, tokens: torch.Tensor, fused: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -53,9 +53,11 @@ def stacked_affine(maps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
 
 
 def fused_interaction(tokens: torch.Tensor, mha: nn.MultiheadAttention, mlp: nn.Sequential) -> torch.Tensor:
-    """Official task interaction at one image: LN(Linear(out_proj(v_proj(x)))) with the 3 maps folded into one."""
+    """Official task interaction at one image before its LayerNorm mlp[1]: Linear(out_proj(v_proj(x))) with the
+    3 maps folded into one. The decoder applies the LayerNorm inside the task query, so a recomputed query
+    rebuilds the normalised map in backward instead of it being saved."""
     weight, bias = compose_affine(projection_affine(mha, 2), linear_affine(mha.out_proj), linear_affine(mlp[0]))
-    return mlp[1](linear(tokens, weight, bias))
+    return linear(tokens, weight, bias)
 
 
 def pixel_attention(q: torch.Tensor, fused: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
 from demt_exp.models.lean_linear import lean_linear
@@ -148,9 +149,23 @@ def swin_block_forward(block: nn.Module, x: torch.Tensor, fast: bool = True) -> 
     return x + block.drop_path2(mlp_branch(block, x, fast))
 
 
+def patch_merging(downsample: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """timm's PatchMerging on (B, H, W, C): pad to even sizes, merge 2x2 tokens into 4C channels, LayerNorm,
+    reduction; fast: saving only the merged tokens for backward (the LayerNorm recomputed there,
+    models/lean_linear.py). Other downsampling modules (stage 1's identity) run as they are."""
+    merging = isinstance(downsample, PatchMerging) and isinstance(downsample.norm, nn.LayerNorm)
+    if not (fast and merging):
+        return downsample(x)
+    b, h, w, c = x.shape
+    x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    _, h, w, _ = x.shape
+    merged = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+    return lean_linear(merged, downsample.norm, downsample.reduction)
+
+
 def stage_forward(stage: nn.Module, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """Patch merging (identity in stage 1), then the stage's blocks, on (B, H, W, C)."""
-    x = stage.downsample(x)
+    x = patch_merging(stage.downsample, x, fast)
     for block in stage.blocks:
         x = swin_block_forward(block, x, fast)
     return x
@@ -198,7 +213,7 @@ class SwinBackbone(nn.Module):
         self.strides: list[int] = [info["reduction"] for info in body.feature_info]
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
         self.patch_size = self.patch_embed.patch_size[0]
-        self.fast = True  # False: the plain MLP and attention (which save the LayerNorm's and GELU's outputs
+        self.fast = True  # False: the plain blocks and merges (which save the LayerNorms' and GELU's outputs
         # and the attention probabilities too)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:

@@ -62,10 +62,11 @@ def test_bf16_autocast_computes_alike() -> None:
 
 def test_each_block_saves_its_fc1_and_fc2_inputs_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
     """fc1's input (C values per token), fc2's (4C) and LayerNorm's two statistics (mean, 1/std) are no longer
-    saved; nothing else changes (the attention, whose own saving tests/unit/models/test_window_attention.py
-    counts, runs timm's way here in both)."""
-    timm_way = swin.shifted_window_attention
-    monkeypatch.setattr(swin, "shifted_window_attention", lambda block, x, fast: timm_way(block, x, fast=False))
+    saved; nothing else changes (the attention and the patch merging, whose own saving
+    tests/unit/models/test_window_attention.py counts, run timm's way here in both)."""
+    timm_attention, timm_merging = swin.shifted_window_attention, swin.patch_merging
+    monkeypatch.setattr(swin, "shifted_window_attention", lambda block, x, fast: timm_attention(block, x, False))
+    monkeypatch.setattr(swin, "patch_merging", lambda downsample, x, fast: timm_merging(downsample, x, False))
     backbone = small_swin()
     holder = nn.ModuleDict({"backbone": backbone})
     image = torch.randn(2, 3, 64, 64)

@@ -1,6 +1,6 @@
 """Swin window attention saving q, k, v and the rows' log-sum-exp instead of the probabilities
-(models/window_attention.py), and the qkv projection saving the block's input instead of its normalised windows
-(models/lean_linear.py with swin.WindowLayout): timm's outputs and every gradient in float64, bf16 autocast alike,
+(models/window_attention.py), the qkv projection saving the block's input instead of its normalised windows
+(models/lean_linear.py with swin.WindowLayout) and the patch merging its merged tokens alone: timm's outputs and every gradient in float64, bf16 autocast alike,
 the saved bytes counted by hand, frozen tables and inputs without gradient, and the plain route where it must run."""
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def test_each_swin_block_saves_the_probabilities_and_normalised_windows_fewer() 
     """Per block, fewer: the probabilities (windows x heads x N^2), the padded, shifted windows of norm1's output
     (C per padded token) and norm1's mean and 1/std, fc1's and fc2's inputs (C + 4C per token) and norm2's
     statistics; more: the log-sum-exp (windows x heads x N), the (heads, N, N) bias and each grid's cached shift
-    mask (windows per image, N, N), once. Stage maps of a 64 x 64 image: 16, 8, 4, 2, padded to 21, 14, 7, 7
-    (stages 3 and 4 share one mask). Two heads or more everywhere, so the plain products copy q, k and v."""
+    mask (windows per image, N, N), once. Per patch merging into stages 2-4, fewer: the LayerNorm's output (4C of
+    the stage before per token) and its statistics. Stage maps of a 64 x 64 image: 16, 8, 4, 2, padded to 21,
+    14, 7, 7 (stages 3 and 4 share one mask). Two heads or more everywhere, so the plain products copy q, k, v."""
     torch.manual_seed(0)
     backbone = SwinBackbone("swin_t", drop_path_rate=0.0, embed_dim=16, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4])
     holder = nn.ModuleDict({"backbone": backbone})
@@ -160,5 +161,7 @@ def test_each_swin_block_saves_the_probabilities_and_normalised_windows_fewer() 
         per_block += tokens * (channels + 4 * channels + 2)  # MLP side
         per_block -= windows * heads * TOKENS + heads * TOKENS**2
         fewer += 2 * per_block
+        if channels > 16:  # merged from the stage before: 4 x (channels / 2) values and 2 statistics per token
+            fewer += tokens * (2 * channels + 2)
     fewer -= (9 + 4 + 1) * TOKENS**2
     assert saved[False] - saved[True] == 4 * fewer

@@ -1,7 +1,8 @@
 """Swin window attention saving q, k, v and the rows' log-sum-exp instead of the probabilities
 (models/window_attention.py), the qkv projection saving the block's input instead of its normalised windows
-(models/lean_linear.py with swin.WindowLayout) and the patch merging its merged tokens alone: timm's outputs and every gradient in float64, bf16 autocast alike,
-the saved bytes counted by hand, frozen tables and inputs without gradient, and the plain route where it must run."""
+(models/lean_linear.py with swin.WindowLayout) and the patch merging its merged tokens alone: timm's outputs and
+every gradient in float64, bf16 autocast alike, the saved bytes counted by hand, frozen tables and inputs without
+gradient, and the plain route where it must run."""
 
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""Swin window attention that saves q, k, v and one log-sum-exp per row for backward, not the probabilities.
+"""Swin window attention and its output projection, saving q, k, v and one log-sum-exp per row for backward.
 
 Plain autograd keeps every window's (heads, N, N) softmax output for backward: with 7x7 windows that is 1.53
 values per channel and token in every Swin block (3 x 49 per token against 96 channels in Swin-T's first
-stage), besides q, k and v (three copies the products make). `window_attention` saves the qkv projection's
-output instead of those copies (the same bytes) and each row's log-sum-exp, and backward recomputes the
-probabilities as exp(q k^T + bias + mask - lse), as flash attention does: one (N x N) product per window and
-head more, a sixth of the attention's own train-step products. The relative position bias and the shift mask
-stay in their small shapes; PyTorch's memory-efficient SDPA kernel would instead take (and save) them expanded
-to every window, as large as the probabilities themselves. Same function (held to timm's attention in float64);
-autocast computes as in the forward: the products in the dtype the qkv projection gave, softmax in float32.
+stage), besides q, k and v (three copies the products make) and the attention output the projection reads.
+`attend` saves the qkv projection's output instead of those copies (the same bytes) and each row's
+log-sum-exp, and backward recomputes the probabilities as exp(q k^T + bias + mask - lse), as flash attention
+does, and from them the attention output for the projection's weight gradient: two (N x N) products per window
+and head more, a third of the attention's own train-step products (under 1% of a Swin step). The relative
+position bias and the shift mask stay in their small shapes; PyTorch's memory-efficient SDPA kernel would
+instead take (and save) them expanded to every window, as large as the probabilities themselves. Same function
+(held to timm's attention in float64); autocast computes as in the forward: the products in the dtype the qkv
+projection gave, softmax in float32.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from demt_exp.models.lean_linear import autocast_dtype
@@ -31,6 +34,12 @@ def _logits(q: Tensor, k: Tensor, bias: Tensor, mask: Tensor | None, scale: floa
     return shifted.view(-1, heads, tokens, tokens)
 
 
+def _merge_heads(out: Tensor) -> Tensor:
+    """(windows, heads, N, d) -> (windows, N, heads * d), timm's layout for the projection."""
+    windows, _, tokens, _ = out.shape
+    return out.transpose(1, 2).reshape(windows, tokens, -1)
+
+
 def _split(qkv: Tensor, heads: int) -> list[Tensor]:
     """(windows, N, 3C) -> q, k, v as (windows, heads, N, C / heads) views."""
     windows, tokens, _ = qkv.shape
@@ -38,37 +47,58 @@ def _split(qkv: Tensor, heads: int) -> list[Tensor]:
 
 
 class _WindowAttention(torch.autograd.Function):
-    """Backward in aten ops alone (no autograd.grad), so torch.compile traces it without a graph break."""
+    """proj(attention(qkv)); backward in aten ops alone (no autograd.grad), so torch.compile traces it without a
+    graph break."""
 
     @staticmethod
-    def forward(ctx: Any, qkv: Tensor, bias: Tensor, mask: Tensor | None, heads: int, scale: float) -> Tensor:
+    def forward(
+        ctx: Any,
+        qkv: Tensor,
+        bias: Tensor,
+        mask: Tensor | None,
+        weight: Tensor,
+        proj_bias: Tensor | None,
+        heads: int,
+        scale: float,
+    ) -> Tensor:
         q, k, v = _split(qkv, heads)
         logits = _logits(q, k, bias, mask, scale)
         lse = logits.logsumexp(-1, keepdim=True)
-        ctx.heads, ctx.scale = heads, scale
+        ctx.heads, ctx.scale, ctx.has_proj_bias = heads, scale, proj_bias is not None
         ctx.compute = autocast_dtype(qkv.device.type)
-        ctx.save_for_backward(qkv, bias, mask, lse)
-        out = logits.softmax(-1) @ v
-        return out.transpose(1, 2).reshape(qkv.shape[0], qkv.shape[1], -1)
+        ctx.save_for_backward(qkv, bias, mask, lse, weight)
+        out = _merge_heads(logits.softmax(-1) @ v)
+        return F.linear(out, weight, proj_bias)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        qkv, bias, mask, lse = ctx.saved_tensors
+        qkv, bias, mask, lse, weight = ctx.saved_tensors
+        need_qkv, need_bias, _, need_weight, need_proj_bias = ctx.needs_input_grad[:5]
         compute = ctx.compute or qkv.dtype
         q, k, v = (part.to(compute) for part in _split(qkv, ctx.heads))
         logits = _logits(q, k, bias, mask, ctx.scale)
         probs = (logits - lse).exp()  # the forward's softmax
+        grad = grad.to(compute)
+        rows = grad.flatten(0, -2)
+        grad_weight = grad_proj_bias = None
+        if need_weight:  # the projection's input, rebuilt: one (N x N) x (N x d) product per window and head
+            out = _merge_heads(probs.to(compute) @ v)
+            grad_weight = rows.t().mm(out.flatten(0, -2)).to(weight.dtype)
+        if need_proj_bias and ctx.has_proj_bias:
+            grad_proj_bias = rows.sum(0).to(weight.dtype)
+        if not (need_qkv or need_bias):
+            return None, None, None, grad_weight, grad_proj_bias, None, None
         windows, tokens, _ = grad.shape
-        grad = grad.view(windows, tokens, ctx.heads, -1).transpose(1, 2).to(compute)
+        grad = grad.matmul(weight.to(compute)).view(windows, tokens, ctx.heads, -1).transpose(1, 2)
         grad_v = probs.to(compute).transpose(-2, -1) @ grad
         grad_probs = (grad @ v.transpose(-2, -1)).to(probs.dtype)
         grad_logits = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_bias = grad_logits.sum(0, keepdim=True).to(bias.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_logits.sum(0, keepdim=True).to(bias.dtype) if need_bias else None
         grad_logits = grad_logits.to(compute)
         grad_q = (grad_logits @ k) * ctx.scale
         grad_k = grad_logits.transpose(-2, -1) @ (q * ctx.scale)
         grad_qkv = torch.stack([grad_q, grad_k, grad_v]).permute(1, 3, 0, 2, 4).reshape(qkv.shape).to(qkv.dtype)
-        return grad_qkv, grad_bias, None, None, None
+        return grad_qkv, grad_bias, None, grad_weight, grad_proj_bias, None, None
 
 
 def lean_attention(attn: nn.Module) -> bool:
@@ -79,10 +109,11 @@ def lean_attention(attn: nn.Module) -> bool:
 
 
 def attend(attn: nn.Module, qkv: Tensor, mask: Tensor | None) -> Tensor:
-    """timm WindowAttention `attn` from its qkv projection's output (windows, N, 3C), saving q, k, v and the
-    log-sum-exp for backward; (windows, N, C)."""
-    out = _WindowAttention.apply(qkv, attn._get_rel_pos_bias(), mask, attn.num_heads, attn.scale)
-    return attn.proj_drop(attn.proj(out))
+    """timm WindowAttention `attn` (attention, projection) from its qkv projection's output (windows, N, 3C),
+    saving q, k, v and the log-sum-exp for backward; (windows, N, C)."""
+    bias, proj = attn._get_rel_pos_bias(), attn.proj
+    out = _WindowAttention.apply(qkv, bias, mask, proj.weight, proj.bias, attn.num_heads, attn.scale)
+    return attn.proj_drop(out)
 
 
 def window_attention(attn: nn.Module, windows: Tensor, mask: Tensor | None, fast: bool = True) -> Tensor:

@@ -41,6 +41,7 @@ def grads(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, fast: boo
 
 @pytest.mark.parametrize("shifted", [False, True])
 def test_float64_outputs_and_every_gradient_equal_timm_attention(shifted: bool) -> None:
+    """Projection weight and bias included: their gradients read the rebuilt attention output."""
     attn = attention()
     mask = _shift_mask(*GRID, WINDOW, 3).double() if shifted else None
     x = torch.randn(2 * 8, TOKENS, CHANNELS, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -67,7 +68,7 @@ def test_bf16_autocast_computes_alike() -> None:
 
 def test_saves_the_log_sum_exp_in_place_of_the_probabilities() -> None:
     """Plain: the input, q (scaled), k and v copies, the probabilities and the projection's input. Lean: the input,
-    qkv, the projection's input, the (heads, N, N) bias, the (windows per image, N, N) mask and the lse."""
+    qkv, the (heads, N, N) bias, the (windows per image, N, N) mask and the lse."""
     attn = attention(torch.float32)
     mask = _shift_mask(*GRID, WINDOW, 3)
     windows = 2 * mask.shape[0]
@@ -79,18 +80,26 @@ def test_saves_the_log_sum_exp_in_place_of_the_probabilities() -> None:
     tokens = windows * TOKENS
     small = HEADS * TOKENS**2 + mask.shape[0] * TOKENS**2 + windows * HEADS * TOKENS  # bias, mask, lse
     assert saved[False] == 4 * (5 * tokens * CHANNELS + windows * HEADS * TOKENS**2)
-    assert saved[True] == 4 * (5 * tokens * CHANNELS + small)
+    assert saved[True] == 4 * (4 * tokens * CHANNELS + small)  # the projection's input is rebuilt too
 
 
-def test_frozen_table_and_input_without_gradient() -> None:
+@pytest.mark.parametrize("frozen", [("relative_position_bias_table",), ("relative_position_bias_table", "qkv")])
+def test_frozen_parts_and_input_without_gradient(frozen: tuple[str, ...]) -> None:
+    """A frozen table; then the qkv projection frozen too and an input without gradient: only the output
+    projection learns, and backward takes its gradient alone."""
     attn = attention()
-    attn.relative_position_bias_table.requires_grad_(False)
-    x = torch.randn(8, TOKENS, CHANNELS, dtype=torch.float64)
-    _, lean = grads(attn, x, None, fast=True)
-    _, plain = grads(attn, x, None, fast=False)
-    assert "relative_position_bias_table" not in lean and lean.keys() == plain.keys()
-    for name, grad in plain.items():
-        torch.testing.assert_close(lean[name], grad, rtol=1e-12, atol=1e-12, msg=name)
+    for name in frozen:
+        getattr(attn, name).requires_grad_(False)
+    x = torch.randn(8, TOKENS, CHANNELS, dtype=torch.float64, requires_grad="qkv" not in frozen)
+    found = {}
+    for fast in (False, True):
+        attn.zero_grad(set_to_none=True)
+        window_attention(attn, x, None, fast).square().sum().backward()
+        found[fast] = {name: p.grad.clone() for name, p in attn.named_parameters() if p.grad is not None}
+    assert found[True].keys() == found[False].keys() and "proj.weight" in found[True]
+    assert not any(name.startswith(frozen) for name in found[True])
+    for name, grad in found[False].items():
+        torch.testing.assert_close(found[True][name], grad, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_attention_dropout_and_no_grad_take_timm_route() -> None:
@@ -142,11 +151,12 @@ def test_norm_then_windows_then_qkv_saves_the_input_alone(dtype: torch.dtype) ->
 
 def test_each_swin_block_saves_the_probabilities_and_normalised_windows_fewer() -> None:
     """Per block, fewer: the probabilities (windows x heads x N^2), the padded, shifted windows of norm1's output
-    (C per padded token) and norm1's mean and 1/std, fc1's and fc2's inputs (C + 4C per token) and norm2's
-    statistics; more: the log-sum-exp (windows x heads x N), the (heads, N, N) bias and each grid's cached shift
-    mask (windows per image, N, N), once. Per patch merging into stages 2-4, fewer: the LayerNorm's output (4C of
-    the stage before per token) and its statistics. Stage maps of a 64 x 64 image: 16, 8, 4, 2, padded to 21,
-    14, 7, 7 (stages 3 and 4 share one mask). Two heads or more everywhere, so the plain products copy q, k, v."""
+    and the projection's input (C per padded token each), norm1's mean and 1/std, fc1's and fc2's inputs (C + 4C
+    per token) and norm2's statistics; more: the log-sum-exp (windows x heads x N), the (heads, N, N) bias and
+    each grid's cached shift mask (windows per image, N, N), once. Per patch merging into stages 2-4, fewer: the
+    LayerNorm's output (4C of the stage before per token) and its statistics. Stage maps of a 64 x 64 image: 16,
+    8, 4, 2, padded to 21, 14, 7, 7 (stages 3 and 4 share one mask). Two heads or more everywhere, so the plain
+    products copy q, k and v."""
     torch.manual_seed(0)
     backbone = SwinBackbone("swin_t", drop_path_rate=0.0, embed_dim=16, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4])
     holder = nn.ModuleDict({"backbone": backbone})
@@ -158,7 +168,8 @@ def test_each_swin_block_saves_the_probabilities_and_normalised_windows_fewer() 
     fewer = 0
     for side, padded, channels, heads in zip([16, 8, 4, 2], [21, 14, 7, 7], [16, 32, 64, 128], [2, 2, 4, 4]):
         tokens, windows = 2 * side * side, 2 * (padded // WINDOW) ** 2
-        per_block = windows * heads * TOKENS**2 + windows * TOKENS * channels + 2 * tokens  # attention side
+        # attention side: probabilities, normalised windows and their statistics, the projection's input
+        per_block = windows * heads * TOKENS**2 + 2 * windows * TOKENS * channels + 2 * tokens
         per_block += tokens * (channels + 4 * channels + 2)  # MLP side
         per_block -= windows * heads * TOKENS + heads * TOKENS**2
         fewer += 2 * per_block

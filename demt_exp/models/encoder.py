@@ -74,9 +74,16 @@ class PatchProjection(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad, 4x4 stride-4 conv: (B, C_in, H, W) -> (B, dim, ceil(H / 4), ceil(W / 4))."""
         pad_h = (self.patch - x.shape[-2] % self.patch) % self.patch
         pad_w = (self.patch - x.shape[-1] % self.patch) % self.patch
-        x = self.proj(F.pad(x, (0, pad_w, 0, pad_h)))
+        return self.proj(F.pad(x, (0, pad_w, 0, pad_h)))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over channels of the embedded map."""
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -142,13 +149,22 @@ class DeformableMixerEncoder(nn.Module):
         self.mixers = nn.ModuleDict(
             {t: DeformableMixer(dim, depth, deform_backend, recompute_offsets) for t in self.tasks}
         )
-        self.fast = True  # False: the plain formulation (concatenate, then project)
+        self.fast = True  # False: the plain formulation (concatenate, then project; the concatenation saved)
 
     def merge(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Backbone maps -> one (B, dim, h, w) map."""
-        if self.fast and isinstance(self.neck, MultiScaleConcat) and isinstance(self.projection, PixelProjection):
+        concat = self.fast and isinstance(self.neck, MultiScaleConcat)
+        if concat and isinstance(self.projection, PixelProjection):
             return self.projection.forward_multiscale(features)
+        if concat and isinstance(self.projection, PatchProjection) and wants_recompute(True):
+            # the C_in-wide stride-4 concatenation is rebuilt in backward (resizing, no product) rather than saved
+            # for the 4x4 conv; checkpoint's early stop ends the rebuild at the conv's input, so the conv runs once
+            return self.projection.normalise(recompute_in_backward(self.projection, self.concat_embed, *features))
         return self.projection(self.neck(features))
+
+    def concat_embed(self, *features: torch.Tensor) -> torch.Tensor:
+        """The patch projection's conv of the concatenated maps, before its LayerNorm."""
+        return self.projection.embed(self.neck(features))
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.merge(features)

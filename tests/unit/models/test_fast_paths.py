@@ -7,6 +7,7 @@ import torch
 from autograd_checks import assert_close_to_float64, graph_ops
 from torch import nn
 
+from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.decoder import TaskAwareDecoder
 from demt_exp.models.degmix import GatedTaskDecoder
 from demt_exp.models.encoder import DeformableMixerEncoder
@@ -189,6 +190,24 @@ def test_project_then_resize_equals_resize_concat_project() -> None:
     sizes = [(11, 14), (6, 7), (3, 4), (2, 2)]
     maps = [torch.randn(2, c, *s, generator=gen, dtype=torch.float64) for c, s in zip(widths, sizes)]
     assert_fast_equals_plain(encoder, maps)
+
+
+def test_patch_projection_rebuilds_the_concatenation_in_backward() -> None:
+    """DeGMix encoder (patch projection): the plain outputs and every gradient in float64, and what is saved for
+    backward is the backbone maps, not their C_in-wide concatenation at stride 4 (which the 4x4 conv would keep)."""
+    widths, sizes = [6, 8, 10, 12], [(12, 16), (6, 8), (3, 4), (2, 2)]
+    encoder = randomize_(DeformableMixerEncoder(widths, ["a"], dim=16, depth=1, projection="patch").double(), seed=9)
+    gen = torch.Generator().manual_seed(10)
+    maps = [torch.randn(2, c, *size, generator=gen, dtype=torch.float64) for c, size in zip(widths, sizes)]
+    assert_fast_equals_plain(encoder, maps)
+    holder = nn.ModuleDict({"encoder": encoder})
+    leaves = [m.clone().requires_grad_(True) for m in maps]
+    saved = {}
+    for fast in (False, True):
+        set_fast(encoder, fast)
+        saved[fast] = saved_bytes(lambda: encoder.merge(leaves), holder)[1]["other"]
+    concatenation = 2 * sum(widths) * 12 * 16
+    assert saved[False] - saved[True] == 8 * (concatenation - sum(m.numel() for m in maps))
 
 
 def test_whole_degmix_model_fast_equals_plain(compose) -> None:

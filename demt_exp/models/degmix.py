@@ -15,6 +15,7 @@ from torch import nn
 
 from demt_exp.models.attention import merge_heads, pooled_tokens, split_heads
 from demt_exp.models.decoder import AttentionMode, TaskAwareDecoder, token_maps
+from demt_exp.models.lean_linear import lean_linear
 from demt_exp.models.task_query import degmix_task_query
 
 
@@ -66,10 +67,15 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden // 2, dim)
         nn.init.zeros_(self.gate_proj.weight)
         nn.init.ones_(self.gate_proj.bias)
+        self.fast = True  # False: the plain gate, which saves both LayerNorms' outputs for backward too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.act(self.fc1(self.norm(x))).chunk(2, dim=-1)
-        return x + self.fc2(value * self.gate_proj(self.gate_norm(gate)))
+        if not self.fast:
+            value, gate = self.act(self.fc1(self.norm(x))).chunk(2, dim=-1)
+            return x + self.fc2(value * self.gate_proj(self.gate_norm(gate)))
+        # each LayerNorm -> linear pair saves only the LayerNorm's input (models/lean_linear.py)
+        value, gate = self.act(lean_linear(x, self.norm, self.fc1)).chunk(2, dim=-1)
+        return x + self.fc2(value * lean_linear(gate, self.gate_norm, self.gate_proj))
 
 
 class GatedTaskDecoder(TaskAwareDecoder):

@@ -9,7 +9,7 @@ from torch import nn
 
 from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.decoder import TaskAwareDecoder
-from demt_exp.models.degmix import GatedTaskDecoder
+from demt_exp.models.degmix import ChannelGate, GatedTaskDecoder
 from demt_exp.models.encoder import DeformableMixerEncoder
 from demt_exp.models.formulation import set_fast
 from demt_exp.models.linear import use_onednn_linears
@@ -208,6 +208,21 @@ def test_patch_projection_rebuilds_the_concatenation_in_backward() -> None:
         saved[fast] = saved_bytes(lambda: encoder.merge(leaves), holder)[1]["other"]
     concatenation = 2 * sum(widths) * 12 * 16
     assert saved[False] - saved[True] == 8 * (concatenation - sum(m.numel() for m in maps))
+
+
+def test_channel_gate_saves_only_its_layer_norms_inputs() -> None:
+    """DeGMix's shared gate: the plain outputs and every gradient in float64; per token, the two LayerNorms'
+    outputs (C and hidden / 2 values) and their statistics (2 + 2) are no longer saved."""
+    gate = randomize_(ChannelGate(dim=8, hidden=12).double(), seed=11)
+    x = torch.randn(3, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    assert_fast_equals_plain(gate, (x,))
+    holder = nn.ModuleDict({"gate": gate})
+    leaf = x.clone().requires_grad_(True)
+    saved = {}
+    for fast in (False, True):
+        set_fast(gate, fast)
+        saved[fast] = saved_bytes(lambda: gate(leaf), holder)[1]["gate"]
+    assert saved[False] - saved[True] == 8 * 30 * (8 + 6 + 2 + 2)
 
 
 def test_whole_degmix_model_fast_equals_plain(compose) -> None:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from demt_exp.models.attention import merge_heads, split_heads
 from demt_exp.models.lean_linear import autocast_dtype
 
 
@@ -32,12 +33,6 @@ def _logits(q: Tensor, k: Tensor, bias: Tensor, mask: Tensor | None, scale: floa
     _, heads, tokens, _ = logits.shape
     shifted = logits.view(-1, mask.shape[0], heads, tokens, tokens) + mask.unsqueeze(1).unsqueeze(0)
     return shifted.view(-1, heads, tokens, tokens)
-
-
-def _merge_heads(out: Tensor) -> Tensor:
-    """(windows, heads, N, d) -> (windows, N, heads * d), timm's layout for the projection."""
-    windows, _, tokens, _ = out.shape
-    return out.transpose(1, 2).reshape(windows, tokens, -1)
 
 
 def _split(qkv: Tensor, heads: int) -> list[Tensor]:
@@ -67,7 +62,7 @@ class _WindowAttention(torch.autograd.Function):
         ctx.heads, ctx.scale, ctx.has_proj_bias = heads, scale, proj_bias is not None
         ctx.compute = autocast_dtype(qkv.device.type)
         ctx.save_for_backward(qkv, bias, mask, lse, weight)
-        out = _merge_heads(logits.softmax(-1) @ v)
+        out = merge_heads(logits.softmax(-1) @ v)
         return F.linear(out, weight, proj_bias)
 
     @staticmethod
@@ -82,14 +77,13 @@ class _WindowAttention(torch.autograd.Function):
         rows = grad.flatten(0, -2)
         grad_weight = grad_proj_bias = None
         if need_weight:  # the projection's input, rebuilt: one (N x N) x (N x d) product per window and head
-            out = _merge_heads(probs.to(compute) @ v)
+            out = merge_heads(probs.to(compute) @ v)
             grad_weight = rows.t().mm(out.flatten(0, -2)).to(weight.dtype)
         if need_proj_bias and ctx.has_proj_bias:
             grad_proj_bias = rows.sum(0).to(weight.dtype)
         if not (need_qkv or need_bias):
             return None, None, None, grad_weight, grad_proj_bias, None, None
-        windows, tokens, _ = grad.shape
-        grad = grad.matmul(weight.to(compute)).view(windows, tokens, ctx.heads, -1).transpose(1, 2)
+        grad = split_heads(grad.matmul(weight.to(compute)), ctx.heads)
         grad_v = probs.to(compute).transpose(-2, -1) @ grad
         grad_probs = (grad @ v.transpose(-2, -1)).to(probs.dtype)
         grad_logits = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)

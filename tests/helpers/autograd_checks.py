@@ -1,8 +1,16 @@
-"""Checks shared by the fp32 route tests: which ops built a result, and fp32 against float64."""
+"""Checks shared by the fast-path tests: which ops built a result, fp32 against float64, and the bytes each
+formulation saves for backward."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from torch import nn
+
+from demt_exp.bench.counts import saved_bytes
+from demt_exp.models.formulation import set_fast
 
 
 def graph_ops(*tensors: torch.Tensor) -> set[str]:
@@ -23,3 +31,13 @@ def assert_close_to_float64(result: torch.Tensor, reference: torch.Tensor, what:
     """fp32 against the same computation in float64: relative to the largest entry, 1e-5."""
     error = (result.double() - reference).abs().max() / reference.abs().max()
     assert error < 1e-5, f"{what}: relative error {error:.2e}"
+
+
+def saved_by_formulation(module: nn.Module, forward: Callable[[], Any]) -> dict[bool, int]:
+    """Bytes `forward()` saves for backward with `module` in its plain (False) and fast (True) formulation."""
+    holder = nn.ModuleDict({"module": module})
+    saved = {}
+    for fast in (False, True):
+        set_fast(module, fast)
+        saved[fast] = sum(saved_bytes(forward, holder)[1].values())
+    return saved

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from autograd_checks import assert_close_to_float64, graph_ops
+from autograd_checks import assert_close_to_float64, graph_ops, saved_by_formulation
 from torch import nn
 
-from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.decoder import TaskAwareDecoder
 from demt_exp.models.degmix import ChannelGate, GatedTaskDecoder
 from demt_exp.models.encoder import DeformableMixerEncoder
@@ -200,12 +199,8 @@ def test_patch_projection_rebuilds_the_concatenation_in_backward() -> None:
     gen = torch.Generator().manual_seed(10)
     maps = [torch.randn(2, c, *size, generator=gen, dtype=torch.float64) for c, size in zip(widths, sizes)]
     assert_fast_equals_plain(encoder, maps)
-    holder = nn.ModuleDict({"encoder": encoder})
     leaves = [m.clone().requires_grad_(True) for m in maps]
-    saved = {}
-    for fast in (False, True):
-        set_fast(encoder, fast)
-        saved[fast] = saved_bytes(lambda: encoder.merge(leaves), holder)[1]["other"]
+    saved = saved_by_formulation(encoder, lambda: encoder.merge(leaves))
     concatenation = 2 * sum(widths) * 12 * 16
     assert saved[False] - saved[True] == 8 * (concatenation - sum(m.numel() for m in maps))
 
@@ -216,12 +211,8 @@ def test_channel_gate_saves_only_its_layer_norms_inputs() -> None:
     gate = randomize_(ChannelGate(dim=8, hidden=12).double(), seed=11)
     x = torch.randn(3, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
     assert_fast_equals_plain(gate, (x,))
-    holder = nn.ModuleDict({"gate": gate})
     leaf = x.clone().requires_grad_(True)
-    saved = {}
-    for fast in (False, True):
-        set_fast(gate, fast)
-        saved[fast] = saved_bytes(lambda: gate(leaf), holder)[1]["gate"]
+    saved = saved_by_formulation(gate, lambda: gate(leaf))
     assert saved[False] - saved[True] == 8 * 30 * (8 + 6 + 2 + 2)
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from autograd_checks import saved_by_formulation
 
-from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.deform import ChannelDeformConv
 from demt_exp.models.model import build_model
 
@@ -70,12 +69,8 @@ def test_saved_bytes(recompute_offsets: bool) -> None:
     """Plain: the input (read by the feature conv too), the moved coordinates (18 channels, read by the grouped
     conv), the (B * C, h, w, 2) sampling grid and the sampled map. Lean: the grid or the sampled map fewer."""
     module = chlspl(torch.float32, recompute_offsets)
-    holder = nn.ModuleDict({"chlspl": module})
     x = torch.randn(2, 6, 9, 11, requires_grad=True)
-    saved = {}
-    for fast in (False, True):
-        module.fast = fast
-        saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
+    saved = saved_by_formulation(module, lambda: module(x))
     coords = 2 * 18 * 9 * 11
     assert saved[False] == 4 * (x.numel() + coords + 2 * x.numel() + x.numel())
     assert saved[True] == 4 * (x.numel() + coords + (0 if recompute_offsets else 2 * x.numel()))
@@ -87,13 +82,9 @@ def test_a_bf16_input_is_saved_as_it_came(recompute_offsets: bool) -> None:
     sampled map; lean: the bf16 input itself (the fp32 copy made again in backward), and the grid without
     `recompute_offsets` (which rebuilds the bf16 copy of the 1x1 conv's weight as well)."""
     module = chlspl(torch.float32, recompute_offsets)
-    holder = nn.ModuleDict({"chlspl": module})
     x = torch.randn(2, 6, 9, 11).bfloat16().requires_grad_(True)
-    saved = {}
-    for fast in (False, True):
-        module.fast = fast
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            saved[fast] = saved_bytes(lambda: module(x), holder)[1]["chlspl"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        saved = saved_by_formulation(module, lambda: module(x))
     fewer = 4 + 2 - 2 + (2 * 4 if recompute_offsets else 0)  # per input value
     weight_copy = 2 * module.weight.numel() if recompute_offsets else 0  # the 1x1 conv's bf16 weight, rebuilt too
     assert saved[False] - saved[True] == fewer * x.numel() + weight_copy

@@ -5,9 +5,8 @@ batch statistics fewer saved per task, and the plain bottleneck where no backwar
 from __future__ import annotations
 
 import torch
-from torch import nn
+from autograd_checks import saved_by_formulation
 
-from demt_exp.bench.counts import saved_bytes
 from demt_exp.models.heads import TaskHeads
 
 B, DIM, HIDDEN, H, W = 2, 6, 5, 4, 7
@@ -52,12 +51,8 @@ def test_outputs_gradients_and_running_statistics_equal_the_plain_bottleneck() -
 
 def test_each_task_saves_the_relu_output_and_its_statistics_fewer() -> None:
     module = heads()
-    holder = nn.ModuleDict({"heads": module})
     inputs = features(2, grad=True)
-    saved = {}
-    for fast in (False, True):
-        module.fast = fast
-        saved[fast] = saved_bytes(lambda: module(inputs, (H, W)), holder)[1]["heads"]
+    saved = saved_by_formulation(module, lambda: module(inputs, (H, W)))
     per_task = (B * HIDDEN * H * W + 2 * HIDDEN) * 8  # the ReLU's output, the batch mean and 1/std, float64
     assert saved[False] - saved[True] == len(TASKS) * per_task
 

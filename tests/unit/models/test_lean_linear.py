@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from autograd_checks import saved_by_formulation
 from torch import nn
 
-from demt_exp.bench.counts import saved_bytes
 from demt_exp.models import swin
 from demt_exp.models.lean_linear import lean_linear
 from demt_exp.models.swin import SwinBackbone
@@ -68,12 +68,8 @@ def test_each_block_saves_its_fc1_and_fc2_inputs_fewer(monkeypatch: pytest.Monke
     monkeypatch.setattr(swin, "shifted_window_attention", lambda block, x, fast: timm_attention(block, x, False))
     monkeypatch.setattr(swin, "patch_merging", lambda downsample, x, fast: timm_merging(downsample, x, False))
     backbone = small_swin()
-    holder = nn.ModuleDict({"backbone": backbone})
     image = torch.randn(2, 3, 64, 64)
-    saved = {}
-    for fast in (False, True):
-        backbone.fast = fast
-        saved[fast] = saved_bytes(lambda: backbone(image), holder)[1]["backbone"]
+    saved = saved_by_formulation(backbone, lambda: backbone(image))
     tokens = [2 * (16 // 2**i) ** 2 for i in range(4)]  # stride 4, 8, 16, 32 on a 64 x 64 image
     widths = [16 * 2**i for i in range(4)]
     expected = sum(2 * n * (c + 4 * c + 2) * 4 for n, c in zip(tokens, widths))  # 2 blocks per stage, fp32
